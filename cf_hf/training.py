@@ -263,6 +263,17 @@ def load_training_dataset(dataset: str | datasets.Dataset | datasets.DatasetDict
     ):
         loaded = datasets.load_from_disk(path)
         return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    if os.path.isdir(path):
+        # `load_dataset(folder)` keys its cache on the folder's name and README metadata, not on the
+        # files: two folders both called `dataset` with the same card would share one (stale) cache
+        # entry. Loading the builder's resolved data files keys the cache on their paths and times.
+        builder = datasets.load_dataset_builder(path)
+        if split not in (builder.config.data_files or {}):
+            available = sorted(builder.config.data_files or {})
+            raise ValueError(f"{path} has no split {split!r}; its splits are {available}")
+        return datasets.load_dataset(
+            builder.name, data_files=builder.config.data_files, features=builder.info.features, split=split
+        )
     return datasets.load_dataset(path, split=split)
 
 

@@ -34,10 +34,16 @@ def _describe(provenance: dict) -> str:
     return f"{main} ({rest})" if rest else main
 
 
-def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], features, repo_id: str) -> str:
-    """The dataset card (README.md) for an exported run."""
+def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], info, repo_id: str) -> str:
+    """The dataset card (README.md) for an exported run.
+
+    `info` is the `datasets.DatasetInfo` written as the card's `dataset_info` (features, splits and
+    sizes), or just the `datasets.Features`.
+    """
     from datasets import DatasetInfo
 
+    if not isinstance(info, DatasetInfo):
+        info = DatasetInfo(features=info)
     config = manifest["config"]
     grid = config["attribute_grid"]["attributes"]
     rows = sum(stats["rows"] for stats in split_stats.values())
@@ -54,7 +60,9 @@ def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], features
                 "data_files": [{"split": split, "path": f"{DATA_DIR}/{split}-*"} for split in split_stats],
             }
         ],
-        "dataset_info": DatasetInfo(features=features)._to_yaml_dict(),
+        # Features, split sizes and byte counts, as on the Hub. The sizes also key `load_dataset(folder)`'s
+        # cache, which otherwise sees only the folder's name and this YAML (not the data files).
+        "dataset_info": info._to_yaml_dict(),
     }
     components = manifest["components"]
     mask = config["mask_postprocessing"]
@@ -100,6 +108,8 @@ def export_dataset(
 ) -> Path:
     """Write `output_dir/data/<split>-NNNNN-of-NNNNN.parquet` + `output_dir/README.md` for a
     finished run; returns `output_dir`. Shard checksums are verified before anything is read."""
+    from datasets import DatasetInfo
+
     manifest = finished_manifest(run_dir)
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
@@ -126,7 +136,13 @@ def export_dataset(
                 "groups": len(set(columns["group_id"])),
                 "base_images": sum(columns["is_base"]),
             }
-        card = render_card(manifest, split_stats, builder.info.features, repo_id)
+        info = DatasetInfo(
+            features=builder.info.features,
+            splits=builder.info.splits,
+            dataset_size=builder.info.dataset_size,
+            download_size=sum(path.stat().st_size for path in (output_dir / DATA_DIR).glob("*.parquet")),
+        )
+        card = render_card(manifest, split_stats, info, repo_id)
         del splits, builder  # release the memory-mapped cache before the folder goes
     (output_dir / "README.md").write_text(card, encoding="utf-8")
     return output_dir

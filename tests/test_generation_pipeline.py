@@ -255,3 +255,25 @@ def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="no concepts"):
         tiny_config(concepts=[])
     assert isinstance(tiny_config(), GenerationConfig)
+
+
+def test_exports_with_the_same_folder_name_do_not_share_a_cache(reference_run, components, tmp_path):
+    """`load_dataset(folder)` keys its cache on the folder's name and the card's YAML: the card's
+    split sizes keep two different runs exported as `.../dataset` apart; `load_training_dataset`
+    keys on the files themselves."""
+    from dataclasses import replace
+
+    from cf_hf.training import load_training_dataset
+
+    generate(replace(tiny_config(), seed=7), **components, output_dir=tmp_path / "other", show_progress=False)
+    first = export_dataset(reference_run[0], tmp_path / "a" / "dataset", test_size=0.0)
+    second = export_dataset(tmp_path / "other", tmp_path / "b" / "dataset", test_size=0.0)
+    cache = str(tmp_path / "hf_cache")
+    seeds = {}
+    for folder in (first, second):
+        seeds[folder] = sorted(datasets.load_dataset(str(folder), split="train", cache_dir=cache)["seed"])
+    assert seeds[first] != seeds[second]
+    for folder in (first, second):
+        assert sorted(load_training_dataset(str(folder))["seed"]) == seeds[folder]
+    with pytest.raises(ValueError, match="no split 'test'"):
+        load_training_dataset(str(first), split="test")

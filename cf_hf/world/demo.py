@@ -476,8 +476,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False) ->
                                               "stage_seconds": {k: round(v, 2) for k, v in report.stage_seconds.items()}}  # fmt: skip
         import datasets as hf_datasets
 
-        # A cache of its own: `load_dataset(folder)` keys its cache on the folder's name and README
-        # metadata only, so two exported runs with the same schema would share (stale) cache entries.
+        # `load_dataset(folder)`, as a user would; its Arrow cache stays inside the run's folder.
         dataset = hf_datasets.load_dataset(
             str(dataset_dir), split="train", cache_dir=str(seed_dir / "hf_cache")
         )
