@@ -27,7 +27,7 @@ REQUIRED_COLUMNS = (IMAGE_COLUMN, CAPTION_COLUMN, GROUP_ID_COLUMN)
 SMALL_GROUP_POLICIES = ("replace", "drop")
 
 
-def check_columns(column_names: Sequence[str]) -> None:
+def check_columns(column_names: Sequence[str], caption_suffix_columns: Sequence[str] = ()) -> None:
     """Raise a ValueError naming the missing columns of a counterfactual dataset."""
     missing = [name for name in REQUIRED_COLUMNS if name not in column_names]
     if missing:
@@ -36,6 +36,27 @@ def check_columns(column_names: Sequence[str]) -> None:
             f"counterfactual dataset has one row per image with columns {list(REQUIRED_COLUMNS)}: "
             "the rows of one group_id are counterfactuals of one scene and share their caption."
         )
+    missing = [name for name in caption_suffix_columns if name not in column_names]
+    if missing:
+        raise ValueError(
+            f"caption_suffix_columns names column(s) {missing} that the training dataset lacks; it has "
+            f"{list(column_names)}"
+        )
+
+
+def caption_with_suffixes(row: dict[str, Any], suffix_columns: Sequence[str] = ()) -> str:
+    """The row's caption followed by the values of `suffix_columns` (empty/None values skipped),
+    comma-separated: e.g. "a doctor in the hospital, close-up, dim light" from the decorator columns,
+    so that the caption names what the image shows."""
+    parts = [row[CAPTION_COLUMN]]
+    for name in suffix_columns:
+        value = row[name]
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"caption suffix column {name!r} holds {value!r}; it must hold strings")
+        parts.append(value)
+    return ", ".join(parts)
 
 
 def group_index(group_ids: Sequence[Hashable]) -> dict[Hashable, int]:
@@ -104,14 +125,20 @@ class GroupBatchSampler(torch.utils.data.Sampler[list[int]]):
         singletons = [g for g, rows in members.items() if len(rows) == 1]
         small = [g for g, rows in members.items() if 1 < len(rows) < group_size]
         dropped = set(singletons) | (set(small) if small_groups == "drop" else set())
-        self.groups = [rows for g, rows in sorted(members.items(), key=lambda item: repr(item[0]))
-                       if g not in dropped]
+        self.groups = [
+            rows for g, rows in sorted(members.items(), key=lambda item: repr(item[0])) if g not in dropped
+        ]
         if singletons or small:
             small_fate = "dropped" if small_groups == "drop" else "topped up with replacement"
             logger.info(
                 "GroupBatchSampler: %d of %d groups used; %d single-image groups dropped; %d groups "
                 "smaller than group_size=%d %s",
-                len(self.groups), len(members), len(singletons), len(small), group_size, small_fate,
+                len(self.groups),
+                len(members),
+                len(singletons),
+                len(small),
+                group_size,
+                small_fate,
             )
         if not self.groups:
             raise ValueError(
@@ -162,19 +189,23 @@ class GroupBatchSampler(torch.utils.data.Sampler[list[int]]):
 class CounterfactualCollator:
     """Rows `{image, caption, group_id, ...}` -> `CounterfactualCLIPModel` inputs.
 
-    Captions are tokenised (padded to the longest, truncated to the model's length) and images
+    Captions (each followed by its row's `caption_suffix_columns` values, see
+    `caption_with_suffixes`) are tokenised (padded to the longest, truncated to the model's length) and images
     processed by the `CLIPProcessor`; `group_ids` is a (batch,) int64 tensor through `group_to_index`
     (see `group_index`); `return_loss=True` makes the Trainer get the loss in evaluation too.
     """
 
-    def __init__(self, processor, group_to_index: dict[Hashable, int]):
+    def __init__(
+        self, processor, group_to_index: dict[Hashable, int], caption_suffix_columns: Sequence[str] = ()
+    ):
         self.processor = processor
         self.group_to_index = group_to_index
+        self.caption_suffix_columns = tuple(caption_suffix_columns)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         images = [row[IMAGE_COLUMN].convert("RGB") for row in rows]
         inputs = self.processor(
-            text=[row[CAPTION_COLUMN] for row in rows],
+            text=[caption_with_suffixes(row, self.caption_suffix_columns) for row in rows],
             images=images,
             return_tensors="pt",
             padding=True,

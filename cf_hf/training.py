@@ -78,6 +78,14 @@ class CounterfactualTrainingArguments(TrainingArguments):
             "choices": list(SMALL_GROUP_POLICIES),
         },
     )
+    caption_suffix_columns: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Columns whose values follow the caption in the text the model sees, comma-separated "
+            "(e.g. decorator_framing decorator_lighting decorator_camera: captions that name what the "
+            "image shows keep the text tower's words for it)."
+        },
+    )
     freeze_vision: bool = field(default=False, metadata={"help": "Freeze the vision tower."})
     freeze_text: bool = field(default=False, metadata={"help": "Freeze the text tower."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains the full model."})
@@ -103,7 +111,9 @@ class CounterfactualTrainingArguments(TrainingArguments):
         if self.cf_temperature <= 0:
             raise ValueError(f"cf_temperature must be > 0, got {self.cf_temperature}")
         if self.group_size < 2:
-            raise ValueError(f"group_size must be >= 2 (an image needs a counterfactual), got {self.group_size}")
+            raise ValueError(
+                f"group_size must be >= 2 (an image needs a counterfactual), got {self.group_size}"
+            )
         if self.per_device_train_batch_size % self.group_size:
             raise ValueError(
                 f"per_device_train_batch_size={self.per_device_train_batch_size} is not divisible by "
@@ -112,7 +122,9 @@ class CounterfactualTrainingArguments(TrainingArguments):
         if self.small_groups not in SMALL_GROUP_POLICIES:
             raise ValueError(f"small_groups must be one of {SMALL_GROUP_POLICIES}, got {self.small_groups!r}")
         if self.freeze_vision and self.freeze_text:
-            raise ValueError("freeze_vision and freeze_text are both set: nothing but the temperature would train")
+            raise ValueError(
+                "freeze_vision and freeze_text are both set: nothing but the temperature would train"
+            )
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0 (0 = no LoRA), got {self.lora_r}")
 
@@ -149,11 +161,13 @@ class CounterfactualTrainer(Trainer):
         if not isinstance(self.args, CounterfactualTrainingArguments):
             raise ValueError("CounterfactualTrainer needs CounterfactualTrainingArguments")
         if self.train_dataset is not None:
-            check_columns(self.train_dataset.column_names)
+            check_columns(self.train_dataset.column_names, self.args.caption_suffix_columns)
         # Trainer(model, args, data_collator, ...): the collator may come by position too.
         if kwargs.get("data_collator", args[2] if len(args) > 2 else None) is None:
             if self.processing_class is None:
-                raise ValueError("CounterfactualTrainer needs a data_collator or a CLIPProcessor as processing_class")
+                raise ValueError(
+                    "CounterfactualTrainer needs a data_collator or a CLIPProcessor as processing_class"
+                )
             datasets_with_groups = [self.train_dataset, self.eval_dataset]
             group_ids = [
                 group_id
@@ -161,7 +175,9 @@ class CounterfactualTrainer(Trainer):
                 if dataset is not None and GROUP_ID_COLUMN in getattr(dataset, "column_names", ())
                 for group_id in dataset[GROUP_ID_COLUMN]
             ]
-            self.data_collator = CounterfactualCollator(self.processing_class, group_index(group_ids))
+            self.data_collator = CounterfactualCollator(
+                self.processing_class, group_index(group_ids), self.args.caption_suffix_columns
+            )
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         """Batches of `per_device_train_batch_size / group_size` groups x `group_size`, per process."""
@@ -180,7 +196,9 @@ class CounterfactualTrainer(Trainer):
             rank=self.args.process_index,
         )
         self.callback_handler.callbacks = [
-            callback for callback in self.callback_handler.callbacks if not isinstance(callback, _SamplerEpochCallback)
+            callback
+            for callback in self.callback_handler.callbacks
+            if not isinstance(callback, _SamplerEpochCallback)
         ]
         self.add_callback(_SamplerEpochCallback(sampler))
         dataloader = torch.utils.data.DataLoader(
@@ -189,7 +207,8 @@ class CounterfactualTrainer(Trainer):
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
-            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+            persistent_workers=self.args.dataloader_persistent_workers
+            and self.args.dataloader_num_workers > 0,
         )
         prepared = self.accelerator.prepare(dataloader)
         # The sampler already gives each process its own groups: make the shard wrapper that
@@ -302,7 +321,7 @@ def train(
     from cf_hf.modeling import CounterfactualCLIPModel
 
     train_dataset = load_training_dataset(dataset, dataset_split)
-    check_columns(train_dataset.column_names)
+    check_columns(train_dataset.column_names, args.caption_suffix_columns)
     set_seed(args.seed)
     processor = CLIPProcessor.from_pretrained(model_name_or_path)
     model = CounterfactualCLIPModel.from_pretrained(model_name_or_path)
@@ -337,7 +356,9 @@ class TrainCommandArguments:
     """The `cf-hf train` options that are not `TrainingArguments`."""
 
     dataset: str = field(
-        metadata={"help": "Counterfactual dataset: a local folder or a Hub id (columns image, caption, group_id)."}
+        metadata={
+            "help": "Counterfactual dataset: a local folder or a Hub id (columns image, caption, group_id)."
+        }
     )
     model_name_or_path: str = field(default=DEFAULT_MODEL, metadata={"help": "CLIP checkpoint to fine-tune."})
     dataset_split: str = field(default="train", metadata={"help": "Split of the dataset to train on."})
@@ -359,4 +380,3 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(output_dir)
     return 0
-

@@ -22,7 +22,12 @@ DATA_DIR = "data"
 
 
 def _size_category(rows: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+    for limit, name in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
         if rows < limit:
             return name
     return "n>1M"
@@ -81,7 +86,9 @@ def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], info, re
         "attributes": "; ".join(f"`{name}`: {', '.join(spec['values'])}" for name, spec in grid.items()),
         "attribute_names": ", ".join(f"`{name}`" for name in grid),
         "prompt_template": config["attribute_grid"]["prompt_template"],
-        "decorators": "; ".join(f"`{name}`: {', '.join(values)}" for name, values in config["decorators"].items())
+        "decorators": "; ".join(
+            f"`{name}`: {', '.join(values)}" for name, values in config["decorators"].items()
+        )
         or "none",
         "rejected": ", ".join(f"{reason}: {count}" for reason, count in rejected.items()) or "none",
         "caption_writer": _describe(components["caption_writer"]),
@@ -119,7 +126,10 @@ def export_dataset(
         (output_dir / "README.md").unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="cf_hf_export_") as cache_dir:
         builder = CounterfactualDataset(
-            run_dir=str(Path(run_dir).resolve()), test_size=test_size, split_seed=split_seed, cache_dir=cache_dir
+            run_dir=str(Path(run_dir).resolve()),
+            test_size=test_size,
+            split_seed=split_seed,
+            cache_dir=cache_dir,
         )
         builder.download_and_prepare()
         splits = builder.as_dataset()

@@ -8,7 +8,13 @@ from collections import Counter
 import pytest
 import torch
 
-from cf_hf.data import CounterfactualCollator, GroupBatchSampler, check_columns, group_index
+from cf_hf.data import (
+    CounterfactualCollator,
+    GroupBatchSampler,
+    caption_with_suffixes,
+    check_columns,
+    group_index,
+)
 
 # 6 groups: sizes 4, 4, 6, 3 (small), 2 (small), 1 (singleton); string ids as the dataset has them.
 SIZES = {"a": 4, "b": 4, "c": 6, "d": 3, "e": 2, "f": 1}
@@ -117,3 +123,32 @@ def test_collator_tokenises_processes_and_maps_group_ids(tiny_clip_dir):
     assert batch["group_ids"].dtype == torch.long
     assert batch["group_ids"][0] == batch["group_ids"][1] != batch["group_ids"][2]
     assert batch["return_loss"] is True
+
+
+def test_caption_suffix_columns_follow_the_caption_and_skip_empty_values():
+    row = {"caption": "a doctor", "decorator_framing": "close-up", "decorator_lighting": None, "lighting": ""}
+    assert caption_with_suffixes(row) == "a doctor"
+    assert (
+        caption_with_suffixes(row, ["decorator_framing", "decorator_lighting", "lighting"])
+        == "a doctor, close-up"
+    )
+    with pytest.raises(ValueError, match="'seed' holds 3"):
+        caption_with_suffixes({"caption": "a doctor", "seed": 3}, ["seed"])
+
+
+def test_missing_caption_suffix_column_is_an_error():
+    with pytest.raises(ValueError, match=r"caption_suffix_columns names column\(s\) \['decorator_camera'\]"):
+        check_columns(["image", "caption", "group_id"], ["decorator_camera"])
+
+
+def test_collator_tokenises_captions_with_their_suffixes(tiny_clip_dir):
+    from PIL import Image
+    from transformers import CLIPProcessor
+
+    processor = CLIPProcessor.from_pretrained(tiny_clip_dir)
+    row = {"image": Image.new("RGB", (32, 32)), "caption": "a doctor", "group_id": "g", "framing": "close-up"}
+    plain = CounterfactualCollator(processor, {"g": 0})([row])
+    suffixed = CounterfactualCollator(processor, {"g": 0}, ["framing"])([row])
+    expected = processor.tokenizer(["a doctor, close-up"], return_tensors="pt")["input_ids"]
+    assert torch.equal(suffixed["input_ids"], expected)
+    assert suffixed["input_ids"].shape[1] > plain["input_ids"].shape[1]

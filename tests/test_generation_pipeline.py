@@ -24,7 +24,6 @@ from dataset_builder import CounterfactualDataset, export_dataset, split_groups
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-
 @pytest.fixture(scope="module")
 def components():
     return tiny_components(tiny_components_dir(), caption_writer="llm")
@@ -103,7 +102,14 @@ def test_dataset_schema_after_export(exported):
     assert features["gender"].names == ["female", "male"] and features["age"].names == ["young", "old"]
     assert features["is_base"].dtype == "bool" and features["seed"].dtype == "int64"
     assert features["mask_area"].dtype == "float32"
-    assert {"decorator_setting", "decorator_lighting", "caption", "group_id", "prompt", "source_model"} <= set(features)
+    assert {
+        "decorator_setting",
+        "decorator_lighting",
+        "caption",
+        "group_id",
+        "prompt",
+        "source_model",
+    } <= set(features)
     row = dataset["train"][0]
     assert row["image"].size == (64, 64)
 

@@ -11,7 +11,9 @@ import pytest
 
 def _policy_after_import(environment: dict[str, str]) -> str:
     code = "import os, cf_hf, torch; print(os.environ['OMP_WAIT_POLICY'])"
-    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+    )
     return result.stdout.strip()
 
 

@@ -56,7 +56,9 @@ def test_a_few_trainer_steps_reduce_the_loss(tiny_clip_dir, dataset, tmp_path):
     assert _loss_on(output_dir, dataset) < _loss_on(tiny_clip_dir, dataset) - 0.1
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["architectures"] == ["CLIPModel"] and config["beta_cf"] == 1.0
-    assert (tmp_path / "out" / "processor_config.json").exists() or (tmp_path / "out" / "preprocessor_config.json").exists()
+    assert (tmp_path / "out" / "processor_config.json").exists() or (
+        tmp_path / "out" / "preprocessor_config.json"
+    ).exists()
 
 
 def test_lora_trains_only_adapter_weights(tiny_clip_dir, tmp_path):
@@ -65,7 +67,9 @@ def test_lora_trains_only_adapter_weights(tiny_clip_dir, tmp_path):
     assert trainable and all("lora_" in name for name in trainable)
     adapted = {name.split(".")[-4] for name in trainable}  # ...q_proj.lora_A.default.weight
     assert adapted == set(ATTENTION_PROJECTIONS)
-    assert any("vision_model" in name for name in trainable) and any("text_model" in name for name in trainable)
+    assert any("vision_model" in name for name in trainable) and any(
+        "text_model" in name for name in trainable
+    )
 
 
 def test_lora_puts_no_adapters_in_a_frozen_tower(tiny_clip_dir, tmp_path):
@@ -77,11 +81,15 @@ def test_lora_puts_no_adapters_in_a_frozen_tower(tiny_clip_dir, tmp_path):
 
 
 def test_lora_training_saves_a_merged_plain_clip_checkpoint(tiny_clip_dir, dataset, tmp_path):
-    output_dir = train(str(tiny_clip_dir), dataset, _args(tmp_path, lora_r=4, lora_alpha=8, learning_rate=1e-2))
+    output_dir = train(
+        str(tiny_clip_dir), dataset, _args(tmp_path, lora_r=4, lora_alpha=8, learning_rate=1e-2)
+    )
     before, after = _weights(tiny_clip_dir), _weights(tmp_path / "out")
     assert set(after) == set(before)  # merged: no adapter keys left
     changed = {name for name in before if not torch.equal(before[name], after[name])}
-    assert changed and all(name.split(".")[-2] in ATTENTION_PROJECTIONS and name.endswith("weight") for name in changed)
+    assert changed and all(
+        name.split(".")[-2] in ATTENTION_PROJECTIONS and name.endswith("weight") for name in changed
+    )
     CLIPModel.from_pretrained(output_dir)
 
 
@@ -95,10 +103,36 @@ def test_freeze_vision_leaves_the_vision_tower_unchanged(tiny_clip_dir, dataset,
 
 def _cli(model_dir, dataset_dir, output_dir, *extra):
     return main(
-        ["--model_name_or_path", str(model_dir), "--dataset", str(dataset_dir), "--output_dir", str(output_dir),
-         "--per_device_train_batch_size", "8", "--group_size", "4", "--max_steps", "6", "--learning_rate", "1e-3",
-         "--save_strategy", "steps", "--save_steps", "5", "--use_cpu", "--report_to", "none",
-         "--disable_tqdm", "true", "--logging_strategy", "no", "--seed", "0", *extra]
+        [
+            "--model_name_or_path",
+            str(model_dir),
+            "--dataset",
+            str(dataset_dir),
+            "--output_dir",
+            str(output_dir),
+            "--per_device_train_batch_size",
+            "8",
+            "--group_size",
+            "4",
+            "--max_steps",
+            "6",
+            "--learning_rate",
+            "1e-3",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "5",
+            "--use_cpu",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+            "--logging_strategy",
+            "no",
+            "--seed",
+            "0",
+            *extra,
+        ]
     )
 
 
@@ -107,8 +141,16 @@ def test_cli_trains_from_a_folder_and_resumes_to_the_same_weights(tiny_clip_dir,
     assert _cli(tiny_clip_dir, tmp_path / "dataset", tmp_path / "full") == 0
     # 4 batches per epoch: checkpoint-5 is in the second epoch, one batch in.
     resumed = tmp_path / "resumed"
-    assert _cli(tiny_clip_dir, tmp_path / "dataset", resumed, "--resume_from_checkpoint",
-                str(tmp_path / "full" / "checkpoint-5")) == 0
+    assert (
+        _cli(
+            tiny_clip_dir,
+            tmp_path / "dataset",
+            resumed,
+            "--resume_from_checkpoint",
+            str(tmp_path / "full" / "checkpoint-5"),
+        )
+        == 0
+    )
     full, again = _weights(tmp_path / "full"), _weights(resumed)
     assert all(torch.allclose(full[name], again[name], atol=1e-6) for name in full)
     CLIPModel.from_pretrained(resumed)
@@ -117,6 +159,24 @@ def test_cli_trains_from_a_folder_and_resumes_to_the_same_weights(tiny_clip_dir,
 def test_dataset_without_group_id_is_an_error(tiny_clip_dir, dataset, tmp_path):
     with pytest.raises(ValueError, match="lacks the column"):
         train(str(tiny_clip_dir), dataset.remove_columns("group_id"), _args(tmp_path))
+
+
+def test_caption_suffix_column_missing_from_the_dataset_is_an_error(tiny_clip_dir, dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"\['decorator_framing'\] that the training dataset lacks"):
+        train(str(tiny_clip_dir), dataset, _args(tmp_path, caption_suffix_columns=["decorator_framing"]))
+
+
+def test_training_reads_caption_suffix_columns(tiny_clip_dir, dataset, tmp_path):
+    framed = dataset.add_column(
+        "framing", ["close-up" if i % 2 else "wide shot" for i in range(len(dataset))]
+    )
+    plain = train(str(tiny_clip_dir), framed, _args(tmp_path, "plain"))
+    suffixed = train(
+        str(tiny_clip_dir), framed, _args(tmp_path, "suffixed", caption_suffix_columns=["framing"])
+    )
+    plain_weights, suffixed_weights = _weights(tmp_path / "plain"), _weights(tmp_path / "suffixed")
+    assert plain and suffixed
+    assert any(not torch.equal(plain_weights[name], suffixed_weights[name]) for name in plain_weights)
 
 
 def test_all_singleton_groups_are_an_error(tiny_clip_dir, tmp_path):
