@@ -68,7 +68,6 @@ def test_quick_demo_artefacts_load_with_the_standard_libraries(quick_demo):
     from transformers import CLIPModel, CLIPProcessor
 
     output_dir, _ = quick_demo
-    # A cache of its own: the default one is keyed on the folder's name and card, not its data.
     dataset = datasets.load_dataset(
         str(output_dir / "seed-0" / "dataset"), split="train", cache_dir=str(output_dir / "test_cache")
     )
@@ -80,3 +79,72 @@ def test_quick_demo_artefacts_load_with_the_standard_libraries(quick_demo):
     assert "α = 0.5" in card
     report = (output_dir / "report.md").read_text()
     assert "## Targets" in report and (output_dir / "plots" / "alpha_sweep.png").is_file()
+
+
+def test_unbalanced_ablation_keeps_scenes_and_draws_stereotyped_appearances(quick_demo):
+    """The "unbalanced counterfactuals" ablation: same rows, groups, captions and decorators; the
+    counterfactuals' people drawn from the web corpus's biased distribution instead of the grid."""
+    import datasets
+
+    from cf_hf.world.corpus import STEREOTYPES
+    from cf_hf.world.demo import _decorator_columns, unbalanced_dataset
+
+    output_dir, _ = quick_demo
+    dataset = datasets.load_dataset(
+        str(output_dir / "seed-0" / "dataset"), split="train", cache_dir=str(output_dir / "test_cache")
+    )
+    probability = {attribute: 0.85 for attribute in ATTRIBUTES}
+    unbalanced = unbalanced_dataset(dataset, seed=0, stereotype_probability=probability)
+    assert len(unbalanced) == len(dataset)
+    for column in ("caption", "group_id", *_decorator_columns()):
+        assert unbalanced[column] == dataset[column]
+    concept_names = dataset.features["concept"].names
+    rows = [row for row in unbalanced.select_columns(["gender", "skin_tone", "age"]).to_list()]
+    counterfactual = [index for index, is_base in enumerate(dataset["is_base"]) if not is_base]
+    for attribute in ATTRIBUTES:
+        stereotyped = [
+            rows[index][attribute] == getattr(STEREOTYPES[concept_names[dataset[index]["concept"]]], attribute)
+            for index in counterfactual
+        ]
+        assert 0.7 < sum(stereotyped) / len(stereotyped) < 0.97
+        balanced = [
+            dataset.features[attribute].int2str(dataset[index][attribute])
+            == getattr(STEREOTYPES[concept_names[dataset[index]["concept"]]], attribute)
+            for index in counterfactual
+        ]
+        assert sum(balanced) / len(balanced) < 0.7
+
+
+def _numbers(skew: float, zero_shot: float, recall: float) -> dict:
+    """A `headline`-shaped entry with the same skew for every attribute and metric."""
+    entry = {attribute: {"max_skew": skew, "min_skew": -skew, "ndkl": skew} for attribute in ATTRIBUTES}
+    return entry | {"zero_shot_accuracy": zero_shot, "recall_at_5": recall, "zero_shot_groups": {}}
+
+
+def test_alpha_is_the_fairest_within_the_downstream_tolerance():
+    from cf_hf.world.demo import choose_alpha
+
+    original = _numbers(1.0, 0.70, 0.40)
+    sweep = {"alpha=0.5": _numbers(0.6, 0.70, 0.40), "alpha=0.9": _numbers(0.3, 0.695, 0.392),
+             "alpha=1": _numbers(0.2, 0.70, 0.385)}  # fmt: skip
+    assert choose_alpha([0.5, 0.9, 1.0], original, sweep, tolerance=0.01) == 0.9
+    assert choose_alpha([0.5, 0.9, 1.0], original, sweep, tolerance=0.02) == 1.0
+    assert choose_alpha([0.5], original, {"alpha=0.5": _numbers(0.6, 0.5, 0.4)}, tolerance=0.01) == 0.0
+
+
+def test_summary_chooses_alpha_on_the_validation_sets_and_reports_the_test_sets():
+    from cf_hf.world.demo import DemoConfig, summarise
+
+    config = DemoConfig(alphas=(0.0, 0.5, 1.0), seeds=1, ablations=False)
+    original = _numbers(1.0, 0.70, 0.40)
+    # On the test sets α = 1 keeps R@5; on the validation sets it loses 3 points: α = 0.5 is chosen.
+    test = [{"alpha=0": original, "alpha=0.5": _numbers(0.5, 0.70, 0.40), "alpha=1": _numbers(0.2, 0.70, 0.40)}]
+    validation = {"original": original,
+                  "per_seed": [{"alpha=0": original, "alpha=0.5": _numbers(0.5, 0.70, 0.40),
+                                "alpha=1": _numbers(0.2, 0.70, 0.37)}]}  # fmt: skip
+    floor = {attribute: {"equal_opportunity": {"max_skew": 0.1}} for attribute in ATTRIBUTES}
+    chosen = summarise(config, original, floor, test, validation)
+    assert chosen["chosen_alpha"] == 0.5 and chosen["alpha_selection"]["sets"] == "validation"
+    assert chosen["reduction"]["alpha=0.5"]["mean"]["gender"]["max_skew"] == pytest.approx(0.5)
+    assert not chosen["targets"]["gender"]["max_skew"]  # 50% < 60%, on the reported (test) numbers
+    assert summarise(config, original, floor, test)["chosen_alpha"] == 1.0  # without validation sets

@@ -73,11 +73,18 @@ class DemoConfig:
     finetune_steps: int = 600
     batch_size: int = 64
     group_size: int = 8
-    learning_rate: float = 3e-4
+    learning_rate: float = 8e-4
     weight_decay: float = 0.1
     beta_cf: float = 3.0
+    # The text the model is trained on is the neutral caption followed by the base image's decorators
+    # ("a nurse in the hospital, close-up, dim light, grainy photo"): with the bare neutral captions
+    # the text tower forgot the words for framing, lighting and camera and R@5 fell 4.9 points
+    # (measured, α = 1, 600 steps at 3e-4); with them it fell 0.2. The bias sits in the image
+    # tower: freezing the text tower let a 2.7x larger learning rate reach larger reductions.
+    caption_decorators: bool = True
+    freeze_text: bool = True
     # Interpolation and model selection.
-    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    alphas: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
     downstream_tolerance: float = DOWNSTREAM_TOLERANCE
     # Evaluation sets (seeds fixed and disjoint from the corpus's).
     fairface_per_cell: int = 128
@@ -161,16 +168,23 @@ def peak_memory_mb() -> float:
 # Stages
 
 
-def _world_sets(config: DemoConfig):
-    """The evaluation sets of the harness, drawn from the world's galleries."""
+# Seeds of the galleries: the reported (test) sets, and the validation sets on which α is chosen.
+GALLERY_SEEDS = {"test": (101, 102, 103), "validation": (201, 202, 203)}
+
+
+def _world_sets(config: DemoConfig, split: str = "test"):
+    """The evaluation sets of the harness, drawn from the world's galleries: the `test` sets that
+    the demo reports, or the `validation` sets (same sizes, other draws) that choose α."""
     size = config.corpus.image_size
-    fairface = galleries.fairface(config.fairface_per_cell, seed=101, image_size=size)
-    imagenet = galleries.imagenet(config.imagenet_per_class, seed=102, image_size=size)
-    flickr = galleries.flickr(config.flickr_images, seed=103, image_size=size)
+    fairface_seed, imagenet_seed, flickr_seed = GALLERY_SEEDS[split]
+    suffix = "" if split == "test" else f"_{split}"
+    fairface = galleries.fairface(config.fairface_per_cell, seed=fairface_seed, image_size=size)
+    imagenet = galleries.imagenet(config.imagenet_per_class, seed=imagenet_seed, image_size=size)
+    flickr = galleries.flickr(config.flickr_images, seed=flickr_seed, image_size=size)
     return (
-        galleries.attribute_gallery(fairface),
-        galleries.retrieval_set(flickr),
-        galleries.zero_shot_set(imagenet),
+        galleries.attribute_gallery(fairface, name=f"world_fairface{suffix}"),
+        galleries.retrieval_set(flickr, name=f"world_flickr{suffix}"),
+        galleries.zero_shot_set(imagenet, name=f"world_imagenet{suffix}"),
     )
 
 
@@ -231,6 +245,14 @@ def make_counterfactual_dataset(config: DemoConfig, seed: int, run_dir: Path, da
     return report
 
 
+def _decorator_columns() -> tuple[str, ...]:
+    """The counterfactual dataset's decorator columns, in the order of the world's decorators file."""
+    from cf_hf.concepts import load_decorators
+    from cf_hf.generation.orchestration import DECORATOR_PREFIX
+
+    return tuple(DECORATOR_PREFIX + name for name in load_decorators(WORLD_DIR / "decorators.yaml"))
+
+
 def _training_arguments(config: DemoConfig, output_dir: Path, seed: int, quiet: bool, **overrides):
     from cf_hf.training import CounterfactualTrainingArguments
 
@@ -252,6 +274,8 @@ def _training_arguments(config: DemoConfig, output_dir: Path, seed: int, quiet: 
         data_seed=seed,
         dataloader_num_workers=0,
         disable_tqdm=quiet,
+        caption_suffix_columns=list(_decorator_columns()) if config.caption_decorators else [],
+        freeze_text=config.freeze_text,
     )
     values.update(overrides)
     return CounterfactualTrainingArguments(**values)
@@ -280,12 +304,13 @@ def unbalanced_dataset(dataset, seed: int, stereotype_probability: dict[str, flo
 
     segmenter, inpainter = WorldSegmenter(), WorldInpainter()
     rng = np.random.default_rng(seed)
-    rows = dataset.select_columns(["image", "caption", "concept", "group_id", "is_base"])
+    decorator_columns = [name for name in _decorator_columns() if name in dataset.column_names]
+    rows = dataset.select_columns(["image", "caption", "concept", "group_id", "is_base", *decorator_columns])
     concept_feature = rows.features["concept"]
     concept_name = concept_feature.int2str if isinstance(concept_feature, hf_datasets.ClassLabel) else str
     bases = {row["group_id"]: row["image"] for row in rows if row["is_base"]}
     masks = {group: segmenter([image])[0] for group, image in bases.items()}
-    images, captions, group_ids, values = [], [], [], {name: [] for name in ATTRIBUTES}
+    images, captions, group_ids, values = [], [], [], {name: [] for name in (*ATTRIBUTES, *decorator_columns)}
     for row in rows:
         image = row["image"]
         appearance = {name: None for name in ATTRIBUTES}
@@ -302,9 +327,11 @@ def unbalanced_dataset(dataset, seed: int, stereotype_probability: dict[str, flo
         group_ids.append(row["group_id"])
         for name in ATTRIBUTES:
             values[name].append(appearance[name])
+        for name in decorator_columns:
+            values[name].append(row[name])
     features = hf_datasets.Features(
         {"image": hf_datasets.Image(), "caption": hf_datasets.Value("string"), "group_id": hf_datasets.Value("string"),
-         **{name: hf_datasets.Value("string") for name in ATTRIBUTES}}
+         **{name: hf_datasets.Value("string") for name in (*ATTRIBUTES, *decorator_columns)}}
     )  # fmt: skip
     return hf_datasets.Dataset.from_dict(
         {"image": images, "caption": captions, "group_id": group_ids, **values}, features=features
@@ -447,6 +474,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False) ->
     progress.stage(f"the world: biased web corpus ({config.corpus.size} pairs) and evaluation galleries")
     corpus = corpus_module.make_corpus(config.corpus)
     fairface, flickr, imagenet = _world_sets(config)
+    validation_sets = _world_sets(config, "validation")
     evaluation_config = _evaluation_config(config, quiet)
 
     progress.stage(f"pretraining the original CLIP from scratch ({config.pretrain.steps} steps)")
@@ -462,6 +490,8 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False) ->
                                        zero_shot=imagenet, config=evaluation_config)  # fmt: skip
     original = headline(original_results["models"][ORIGINAL])
     floor = original_results["protocol"]["fairness"]["galleries"][fairface.name]["random_floor"]
+    validation = {"original": _validation_numbers({ORIGINAL: original_dir}, validation_sets, evaluation_config)[ORIGINAL],
+                  "per_seed": []}  # fmt: skip
 
     per_seed: list[dict] = []
     first_seed_results = None
@@ -490,6 +520,8 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False) ->
         sweep_dir = seed_dir / "sweep"
         sweep = interpolate_sweep(original_dir, finetuned_dir, config.alphas, sweep_dir, overwrite=True)
         models = {_alpha_key(float(alpha)): sweep_dir / name for alpha, name in sweep["checkpoints"].items()}
+        progress.say(f"seed {seed}: evaluating the sweep on the validation sets (they choose α)")
+        validation["per_seed"].append(_validation_numbers(models, validation_sets, evaluation_config))
         if config.ablations:
             progress.stage(f"seed {seed}: ablations (β_cf = 0, unbalanced counterfactuals, biased corpus)")
             ablation_dir = seed_dir / "ablations"
@@ -502,7 +534,8 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False) ->
             )
             sample = corpus_sample_dataset(config, len(dataset), seed)
             models["biased_corpus"] = fine_tune(config, original_dir, sample, ablation_dir / "biased_corpus", seed, quiet,
-                                                beta_cf=0.0, group_size=2, clip_group_positives=False)  # fmt: skip
+                                                beta_cf=0.0, group_size=2, clip_group_positives=False,
+                                                caption_suffix_columns=[])  # web captions name their details  # fmt: skip
         progress.say(f"seed {seed}: evaluating {len(models)} models")
         results = evaluate_models(models, fairness=fairface, retrieval=flickr, zero_shot=imagenet,
                                   config=evaluation_config,
@@ -513,7 +546,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False) ->
             first_seed_results, first_sweep_dir = results, sweep_dir
 
     progress.stage("results, report, plots and model cards")
-    results = summarise(config, original, floor, per_seed)
+    results = summarise(config, original, floor, per_seed, validation)
     results["generation"] = generation_summary
     write_report(first_seed_results, output_dir / "evaluation")
     plots = write_plots(results, output_dir / "plots")
@@ -527,16 +560,37 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False) ->
     return results
 
 
-def summarise(config: DemoConfig, original: dict, floor: dict, per_seed: list[dict]) -> dict:
-    """results.json: model entries (means over seeds), their std, reductions, chosen α, targets."""
+def _validation_numbers(models: dict, sets, evaluation_config) -> dict:
+    """`headline` numbers of `models` on the validation sets (see `_world_sets`)."""
+    from cf_hf.evaluation import evaluate_models
+
+    fairface, flickr, imagenet = sets
+    results = evaluate_models(models, fairness=fairface, retrieval=flickr, zero_shot=imagenet, config=evaluation_config)
+    return {name: headline(entry) for name, entry in results["models"].items()}
+
+
+def summarise(
+    config: DemoConfig, original: dict, floor: dict, per_seed: list[dict], validation: dict | None = None
+) -> dict:
+    """results.json: model entries (means over seeds), their std, reductions, chosen α, targets.
+
+    α is chosen on `validation` ({"original": numbers, "per_seed": [{alpha=<α>: numbers}]}, the
+    validation sets' numbers) when given, otherwise on the reported numbers themselves.
+    """
     names = list(per_seed[0])
     means, stds, changes = {}, {}, {}
     for name in names:
         means[name], stds[name] = mean_and_std([run[name] for run in per_seed])
         change_means, change_stds = mean_and_std([reductions(original, run[name]) for run in per_seed])
         changes[name] = {"mean": change_means, "std": change_stds}
-    sweep = {name: means[name] for name in names if name.startswith("alpha=")}
-    chosen = choose_alpha(config.alphas, original, sweep, config.downstream_tolerance)
+    if validation is not None:
+        selection_original = validation["original"]
+        selection_sweep = {name: mean_and_std([run[name] for run in validation["per_seed"]])[0]
+                           for name in validation["per_seed"][0]}  # fmt: skip
+    else:
+        selection_original = original
+        selection_sweep = {name: means[name] for name in names if name.startswith("alpha=")}
+    chosen = choose_alpha(config.alphas, selection_original, selection_sweep, config.downstream_tolerance)
     chosen_change = changes[_alpha_key(chosen)]["mean"]
     targets = {
         name: {
@@ -551,6 +605,12 @@ def summarise(config: DemoConfig, original: dict, floor: dict, per_seed: list[di
     results = {ORIGINAL: original}
     results.update({name: means[name] for name in names if name.startswith("alpha=")})
     results["chosen_alpha"] = chosen
+    results["alpha_selection"] = {
+        "sets": "validation" if validation is not None else "test",
+        "rule": "largest mean reduction of MaxSkew and NDKL over attributes with zero-shot accuracy and R@5 "
+        f"each within {config.downstream_tolerance:g} of the original (means over seeds)",
+        "reductions": {name: reductions(selection_original, numbers) for name, numbers in selection_sweep.items()},
+    }
     results["ablations"] = {name: means[name] for name in names if name in ABLATION_NAMES}
     results["std"] = {name: stds[name] for name in names}
     results["reduction"] = changes
@@ -683,7 +743,13 @@ def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
         "## The α sweep (WiSE-FT) and the ablations",
         "",
         f"The chosen α is the one with the largest mean MaxSkew and NDKL reduction whose zero-shot "
-        f"accuracy and R@5 stay within {config['downstream_tolerance'] * 100:g} point of the original.",
+        f"accuracy and R@5 stay within {config['downstream_tolerance'] * 100:g} point of the original, "
+        + (
+            "measured on validation galleries (other draws of the same world, seeds "
+            f"{', '.join(map(str, GALLERY_SEEDS['validation']))}); the tables report the test galleries."
+            if results.get("alpha_selection", {}).get("sets") == "validation"
+            else "measured on the reported galleries themselves."
+        ),
         "",
         _markdown_table(
             _model_header(), _model_rows(results, [ORIGINAL] + sweep_names + list(results["ablations"]))

@@ -47,11 +47,11 @@ def world_clip_spec(image_size: int = 32) -> TinyCLIPSpec:
 class PretrainConfig:
     """The pretraining schedule (AdamW, linear warm-up then cosine decay)."""
 
-    steps: int = 1800
+    steps: int = 1300
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 0.1
-    warmup_steps: int = 100
+    warmup_steps: int = 72
     seed: int = 0
     spec: TinyCLIPSpec = field(default_factory=world_clip_spec)
 
