@@ -120,13 +120,26 @@ def tiny_clip_processor(tokenizer: CLIPTokenizer, image_size: int = 32) -> CLIPP
 
 
 def build_tiny_clip(
-    texts: Iterable[str], spec: TinyCLIPSpec | None = None, vocab_size: int = 512, seed: int = 0
+    texts: Iterable[str] | None = None,
+    spec: TinyCLIPSpec | None = None,
+    vocab_size: int = 512,
+    seed: int = 0,
+    tokenizer: CLIPTokenizer | None = None,
 ) -> tuple[CLIPModel, CLIPProcessor]:
-    """Tokenizer trained on `texts`, plus a randomly initialised `CLIPModel` (seeded) and processor."""
+    """A randomly initialised `CLIPModel` (seeded) and its processor, with `tokenizer` or a
+    tokenizer trained on `texts`.
+
+    BPE training (the `tokenizers` library) breaks ties between equally frequent pairs in a
+    different order from run to run, so two tokenizers trained on the same texts may differ; pass a
+    saved tokenizer where runs must be reproducible.
+    """
     import torch
 
     spec = spec or TinyCLIPSpec()
-    tokenizer = train_clip_tokenizer(texts, vocab_size=vocab_size)
+    if tokenizer is None:
+        if texts is None:
+            raise ValueError("build_tiny_clip needs texts to train a tokenizer on, or a tokenizer")
+        tokenizer = train_clip_tokenizer(texts, vocab_size=vocab_size)
     torch.manual_seed(seed)
     model = CLIPModel(tiny_clip_config(tokenizer, spec))
     return model, tiny_clip_processor(tokenizer, spec.image_size)

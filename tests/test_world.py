@@ -229,3 +229,30 @@ def test_flickr_gallery_has_distinct_captions_per_image():
     gallery = galleries.flickr(n_images=10, captions_per_image=5)
     assert len(gallery) == 10
     assert all(len(set(captions)) == 5 for captions in gallery.captions)
+
+
+def test_shipped_tokenizer_has_every_word_of_the_world_as_one_token():
+    """Pretraining uses the shipped tokenizer (BPE training is not reproducible run to run); it must
+    still know every word the world writes — regenerate it with `python -m cf_hf.world.pretrain`."""
+    from cf_hf.world import vocabulary
+    from cf_hf.world.corpus import CorpusConfig, make_corpus
+    from cf_hf.world.pretrain import world_tokenizer
+
+    tokenizer = world_tokenizer()
+    texts = vocabulary.vocabulary_texts() + list(make_corpus(CorpusConfig(size=300, seed=5)).captions)
+    words = {word for text in texts for word in text.lower().replace(",", " ").replace("-", " ").split()}
+    split = {word: tokenizer.tokenize(word) for word in sorted(words)}
+    assert {word: tokens for word, tokens in split.items() if len(tokens) != 1} == {}
+
+
+def test_pretraining_builds_the_same_model_twice():
+    import torch
+
+    from cf_hf.world.corpus import CorpusConfig, make_corpus
+    from cf_hf.world.pretrain import PretrainConfig, pretrain_original_clip
+
+    corpus = make_corpus(CorpusConfig(size=64))
+    config = PretrainConfig(steps=2, batch_size=16, warmup_steps=1)
+    first, _, _ = pretrain_original_clip(corpus, config, log=None)
+    second, _, _ = pretrain_original_clip(corpus, config, log=None)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))

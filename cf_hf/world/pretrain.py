@@ -21,6 +21,10 @@ from cf_hf.tiny_clip import TinyCLIPSpec, build_tiny_clip
 from . import vocabulary
 from .corpus import SceneSet
 
+# The world's tokenizer, trained once by `write_world_tokenizer` and shipped: BPE training breaks
+# ties in a different order from run to run (measured: four trainings on the same texts gave four
+# vocabularies), and a different tokenizer pretrains a different "original CLIP".
+WORLD_TOKENIZER_DIR = Path(__file__).resolve().parent / "tokenizer"
 # CLIP's image normalisation (the CLIPImageProcessor defaults).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -56,6 +60,30 @@ class PretrainConfig:
     spec: TinyCLIPSpec = field(default_factory=world_clip_spec)
 
 
+def world_tokenizer():
+    """The shipped `CLIPTokenizer` of the world (see `WORLD_TOKENIZER_DIR`)."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(WORLD_TOKENIZER_DIR))
+
+
+def train_world_tokenizer():
+    """A BPE `CLIPTokenizer` trained on every sentence the world writes (`vocabulary_texts`) and a
+    sample of corpus captions."""
+    from cf_hf.tiny_clip import train_clip_tokenizer
+
+    from .corpus import CorpusConfig, make_corpus
+
+    captions = list(make_corpus(CorpusConfig(size=2000)).captions)
+    return train_clip_tokenizer(vocabulary.vocabulary_texts() + captions, vocab_size=TOKENIZER_VOCAB_SIZE)
+
+
+def write_world_tokenizer(path: str | Path = WORLD_TOKENIZER_DIR) -> Path:
+    """Train the world's tokenizer and save it to `path` (`python -m cf_hf.world.pretrain`)."""
+    train_world_tokenizer().save_pretrained(str(path))
+    return Path(path)
+
+
 def pixel_values(images: np.ndarray):
     """uint8 (n, H, W, 3) -> normalised float tensor (n, 3, H, W), as `CLIPImageProcessor` makes
     them for images already at the model's size."""
@@ -80,12 +108,7 @@ def pretrain_original_clip(
 
     config = config or PretrainConfig()
     captions = list(corpus.captions)
-    model, processor = build_tiny_clip(
-        vocabulary.vocabulary_texts() + captions,
-        spec=config.spec,
-        vocab_size=TOKENIZER_VOCAB_SIZE,
-        seed=config.seed,
-    )
+    model, processor = build_tiny_clip(spec=config.spec, seed=config.seed, tokenizer=world_tokenizer())
     tokens = processor.tokenizer(captions, padding=True, return_tensors="pt")
     images = pixel_values(corpus.images)
     optimizer = torch.optim.AdamW(
@@ -134,3 +157,7 @@ def pretrain_original_clip(
             __import__("json").dumps({"config": asdict(config), "history": history}, indent=2)
         )
     return model, processor, history
+
+
+if __name__ == "__main__":
+    print(write_world_tokenizer())
