@@ -72,7 +72,9 @@ class DemoConfig:
     # Fine-tuning (cf_hf.training).
     finetune_steps: int = 600
     batch_size: int = 64
-    group_size: int = 8
+    # 16 groups of 4 per batch rather than 8 of 8: more scenes per batch kept R@5 at α = 1
+    # (-0.1 vs -1.6 points, similar reductions; measured, one seed).
+    group_size: int = 4
     learning_rate: float = 8e-4
     weight_decay: float = 0.1
     # β_cf = 1 (the library default) traded better than 3: at α = 0.9, similar reductions with R@5
