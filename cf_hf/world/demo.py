@@ -75,7 +75,10 @@ class DemoConfig:
     # 16 groups of 4 per batch rather than 8 of 8: more scenes per batch kept R@5 at α = 1
     # (-0.1 vs -1.6 points, similar reductions; measured, one seed).
     group_size: int = 4
-    learning_rate: float = 8e-4
+    # 1.2e-3 rather than 8e-4: on the validation galleries (3 seeds, α = 0.9) the gender MaxSkew cut
+    # rose from 57% to 72% with R@5 -0.1 instead of +1.1 points; 1.6e-3 cut little more and lost
+    # R@5 (-1.1 points). Chosen on validation, not on the reported test galleries.
+    learning_rate: float = 1.2e-3
     weight_decay: float = 0.1
     # β_cf = 1 (the library default) traded better than 3: at α = 0.9, similar reductions with R@5
     # -0.4 instead of -1.6 points (measured, one seed).
@@ -84,7 +87,7 @@ class DemoConfig:
     # ("a nurse in the hospital, close-up, dim light, grainy photo"): with the bare neutral captions
     # the text tower forgot the words for framing, lighting and camera and R@5 fell 4.9 points
     # (measured, α = 1, 600 steps at 3e-4); with them it fell 0.2. The bias sits in the image
-    # tower: freezing the text tower let a 2.7x larger learning rate reach larger reductions.
+    # tower: freezing the text tower let a larger learning rate reach larger reductions.
     caption_decorators: bool = True
     freeze_text: bool = True
     # Interpolation and model selection.
