@@ -159,6 +159,17 @@ def _load_code(repo_id: str | None, revision: str | None) -> str:
     )
 
 
+def _is_repo_id(name: str) -> bool:
+    """Whether `name` is a valid Hub repo id (a local path such as `../original` or `/data/clip` is not)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def render_model_card(
     *,
     alpha: float | None,
@@ -180,7 +191,8 @@ def render_model_card(
     Args:
         alpha: this checkpoint's α (0 = original, 1 = fine-tuned), or None for a card that is not
             part of an α family.
-        base_model: the original CLIP (a Hub id for the `base_model` metadata).
+        base_model: the original CLIP: a Hub id (written to the `base_model` metadata) or a local
+            path (named in the text only: the Hub accepts only repo ids there).
         results: the evaluation harness's results.json (see module docstring); missing → no numbers.
         datasets: Hub ids of the fine-tuning datasets.
         repo_id, revision: where the checkpoint is published, for "How to load".
@@ -198,7 +210,8 @@ def render_model_card(
     metadata = {"library_name": "transformers", "pipeline_tag": "zero-shot-image-classification"}
     if license:
         metadata["license"] = license
-    metadata["base_model"] = base_model
+    if _is_repo_id(base_model):
+        metadata["base_model"] = base_model
     if datasets:
         metadata["datasets"] = list(datasets)
     metadata["tags"] = list(tags)

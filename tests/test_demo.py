@@ -77,6 +77,9 @@ def test_quick_demo_artefacts_load_with_the_standard_libraries(quick_demo):
     CLIPProcessor.from_pretrained(checkpoint)
     card = (checkpoint / "README.md").read_text()
     assert "α = 0.5" in card
+    # The card names the original by its path relative to the checkpoint, never a machine path.
+    assert "`../../../original`" in card and str(output_dir) not in card
+    assert (checkpoint / "../../../original" / "config.json").is_file()
     report = (output_dir / "report.md").read_text()
     assert "## Targets" in report and (output_dir / "plots" / "alpha_sweep.png").is_file()
 

@@ -78,3 +78,11 @@ def test_limitations_intended_use_training_and_loading_are_present():
         assert limitation in card
     assert 'CLIPModel.from_pretrained("org/cf-clip", revision="alpha-0.5")' in card
     assert "| max_steps | 1000 |" in card
+
+
+def test_a_local_base_model_is_named_in_the_text_but_not_in_the_metadata():
+    card = render_model_card(alpha=0.5, base_model="../../original", results=RESULTS)
+    assert "base_model" not in _metadata(card)
+    assert "`../../original`" in card
+    absolute = render_model_card(alpha=0.5, base_model="/data/models/clip")
+    assert "base_model" not in _metadata(absolute)

@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import resource
 import sys
 import time
@@ -895,7 +896,8 @@ def write_model_cards(results: dict, config: DemoConfig, original_dir: Path, swe
     for alpha, folder in sweep["checkpoints"].items():
         card = render_model_card(
             alpha=float(alpha),
-            base_model=str(original_dir),
+            # The original's folder relative to this card: it names the model without a machine path.
+            base_model=os.path.relpath(original_dir, folder),
             results=results,
             training=training,
             evaluation_datasets=world_sets,
