@@ -76,10 +76,6 @@ def _branch(alpha: float) -> str:
     return f"alpha-{alpha:g}"
 
 
-def _looks_like_repo_id(value: str | None) -> bool:
-    return bool(value) and value.count("/") == 1 and not Path(value).exists() and not value.startswith((".", "/"))
-
-
 def plan_model_push(
     path: str | Path,
     repo_id: str,
@@ -91,7 +87,7 @@ def plan_model_push(
     license: str | None = None,
 ) -> list[PlannedPush]:
     """The commits that publish a checkpoint or a sweep (see module docstring); nothing is sent."""
-    from model_card import render_model_card
+    from model_card import is_repo_id, render_model_card
 
     check_repo_id(repo_id)
     checkpoints = find_checkpoints(path)
@@ -99,7 +95,7 @@ def plan_model_push(
         results = json.loads(Path(results).read_text())
     sweep_file = Path(path) / SWEEP_FILE
     original = json.loads(sweep_file.read_text()).get("original") if sweep_file.is_file() else None
-    base_model = base_model or (original if _looks_like_repo_id(original) else None)
+    base_model = base_model or (original if is_repo_id(original) else None)
     if base_model is None:
         raise HubPushError("pass --base_model: the Hub id of the original CLIP, for the card's base_model")
     alphas = sorted(a for a in checkpoints if a is not None)

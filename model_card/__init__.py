@@ -159,10 +159,13 @@ def _load_code(repo_id: str | None, revision: str | None) -> str:
     )
 
 
-def _is_repo_id(name: str) -> bool:
-    """Whether `name` is a valid Hub repo id (a local path such as `../original` or `/data/clip` is not)."""
+def is_repo_id(name: str | None) -> bool:
+    """Whether `name` names a Hub repo rather than a local folder: a valid repo id that is not an
+    existing path and does not start like one (`../original`, `/data/clip`)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    if not name or name.startswith((".", "/")) or Path(name).exists():
+        return False
     try:
         validate_repo_id(name)
     except HFValidationError:
@@ -210,7 +213,7 @@ def render_model_card(
     metadata = {"library_name": "transformers", "pipeline_tag": "zero-shot-image-classification"}
     if license:
         metadata["license"] = license
-    if _is_repo_id(base_model):
+    if is_repo_id(base_model):
         metadata["base_model"] = base_model
     if datasets:
         metadata["datasets"] = list(datasets)

@@ -74,7 +74,7 @@ class DemoConfig:
     finetune_steps: int = 600
     batch_size: int = 64
     # 16 groups of 4 per batch rather than 8 of 8: more scenes per batch kept R@5 at α = 1
-    # (-0.1 vs -1.6 points, similar reductions; measured, one seed).
+    # (-0.1 vs -1.6 points, similar reductions; measured, one seed, learning rate 8e-4).
     group_size: int = 4
     # 1.2e-3 rather than 8e-4: on the validation galleries (3 seeds, α = 0.9) the gender MaxSkew cut
     # rose from 57% to 72% with R@5 -0.1 instead of +1.1 points; 1.6e-3 cut little more and lost
