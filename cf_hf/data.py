@@ -1,7 +1,7 @@
 """Batches for counterfactual training: the dataset's columns, a group-aware batch sampler, a collator.
 
 A counterfactual dataset has one row per image with (at least) the columns `image`, `caption` and
-`group_id`; the rows of one `group_id` are counterfactuals of one scene (METHOD.md §1).
+`group_id`; the rows of one `group_id` are counterfactuals of one scene (docs/method.md §1).
 
 `GroupBatchSampler` builds every batch from P groups x K members (K = `group_size` >= 2), so that
 each image has positives for the counterfactual loss. `CounterfactualCollator` turns rows into

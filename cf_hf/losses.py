@@ -1,6 +1,6 @@
 """The two training losses of counterfactual fine-tuning, as pure tensor code.
 
-`L = beta_clip * L_CLIP + beta_cf * L_cf` (METHOD.md §2):
+`L = beta_clip * L_CLIP + beta_cf * L_cf` (docs/method.md §2):
 
 - `clip_loss`: CLIP's symmetric image-text InfoNCE. With `group_ids`, every pair of one group is a
   positive (multi-positive soft targets): counterfactuals of one scene share a caption, so a caption

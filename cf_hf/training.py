@@ -1,4 +1,4 @@
-"""Counterfactual fine-tuning of CLIP with the Hugging Face `Trainer` (METHOD.md §2).
+"""Counterfactual fine-tuning of CLIP with the Hugging Face `Trainer` (docs/method.md §2).
 
 - `CounterfactualTrainingArguments`: `TrainingArguments` plus the loss weights, the group sampling,
   tower freezing and LoRA options.
