@@ -1,0 +1,152 @@
+"""The training-free debiasing methods: their fits, the fold into a plain CLIP checkpoint, bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cf_hf.methods import METHOD_CONFIG_FIELD, MethodError, fold, save_folded
+from cf_hf.methods.biased_prompts import biased_prompts_map, fit_biased_prompts, load_biased_prompts
+from cf_hf.methods.clip_clip import fit_clip_clip, kept_dimensions, mutual_information
+from cf_hf.tiny_clip import build_tiny_clip
+
+WORDS = "a photo of the male female nurse doctor chef person in hospital kitchen".split()
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    model, processor = build_tiny_clip(texts=[" ".join(WORDS)] * 4, seed=0)
+    return model.eval(), processor
+
+
+def _text_embeddings(model, processor, texts):
+    tokens = processor.tokenizer(list(texts), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        output = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+    features = getattr(output, "pooler_output", output)
+    return torch.nn.functional.normalize(features.double(), dim=-1).numpy()
+
+
+def _image_embeddings(model, pixels):
+    with torch.no_grad():
+        output = model.get_image_features(pixel_values=pixels)
+    features = getattr(output, "pooler_output", output)
+    return torch.nn.functional.normalize(features.double(), dim=-1).numpy()
+
+
+def _planted(n=600, dimension=12, signal=(3, 7), seed=0):
+    generator = np.random.default_rng(seed)
+    labels = generator.integers(0, 2, size=n)
+    embeddings = generator.normal(size=(n, dimension))
+    for column in signal:
+        embeddings[:, column] += 2.0 * labels
+    return embeddings, labels
+
+
+def test_clip_clip_drops_the_dimensions_that_carry_a_planted_attribute_signal():
+    embeddings, labels = _planted()
+    (fit,) = fit_clip_clip(embeddings, labels, keep=[10], attribute="gender")
+    kept = np.flatnonzero(np.diag(fit.image_map))
+    assert sorted(set(range(12)) - set(kept)) == [3, 7]
+    assert np.array_equal(fit.image_map, fit.text_map)
+    assert fit.name == "clip_clip-keep=10"
+
+
+def test_clip_clip_mutual_information_ranks_informative_dimensions_highest():
+    embeddings, labels = _planted()
+    information = mutual_information(embeddings, labels)
+    assert set(np.argsort(information)[-2:]) == {3, 7}
+    assert kept_dimensions(information, 12).all()
+
+
+def test_biased_prompts_make_the_paired_prompts_embed_alike_when_lambda_is_large(tiny_clip):
+    model, processor = tiny_clip
+    prompts = load_biased_prompts("gender", ["nurse", "doctor"])
+    assert prompts.pairs == (("A photo of a female nurse.", "A photo of a male nurse."),
+                             ("A photo of a female doctor.", "A photo of a male doctor."))
+    spurious = _text_embeddings(model, processor, prompts.spurious)
+    first = _text_embeddings(model, processor, [pair[0] for pair in prompts.pairs])
+    second = _text_embeddings(model, processor, [pair[1] for pair in prompts.pairs])
+
+    def gap(lam):
+        projection = biased_prompts_map(spurious, first, second, lam)
+        mapped_first, mapped_second = first @ projection.T, second @ projection.T
+        cosine = (mapped_first * mapped_second).sum(1) / (
+            np.linalg.norm(mapped_first, axis=1) * np.linalg.norm(mapped_second, axis=1))
+        return 1 - cosine.min()
+
+    assert gap(0.0) > 1e-3
+    assert gap(1e6) < 1e-6
+    # The spurious prompts' span is projected out.
+    projection = biased_prompts_map(spurious, first, second, 0.0)
+    assert np.abs(spurious @ projection.T).max() < 1e-8
+
+
+def test_folded_checkpoints_load_without_cf_hf_and_give_the_methods_similarities(tiny_clip, tmp_path):
+    model, processor = tiny_clip
+    original = tmp_path / "original"
+    model.save_pretrained(original)
+    processor.save_pretrained(original)
+    texts = ["a photo of a nurse", "a male doctor in the hospital", "a female chef in the kitchen", "a person"]
+    pixels = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.save(pixels, tmp_path / "pixels.pt")
+    original_images = _image_embeddings(model, pixels)
+    original_texts = _text_embeddings(model, processor, texts)
+
+    images_for_fit = np.random.default_rng(0).normal(size=(200, model.config.projection_dim))
+    clip_clip = fit_clip_clip(images_for_fit, np.arange(200) % 2, keep=[9], attribute="gender")[0]
+    prompts = load_biased_prompts("gender", ["nurse", "doctor", "chef"])
+    biased = fit_biased_prompts(lambda batch: _text_embeddings(model, processor, batch), prompts)[0]
+
+    for method in (clip_clip, biased):
+        folder = save_folded(original, method, tmp_path / method.name)
+        script = (
+            "import json, sys, torch\n"
+            "from transformers import CLIPModel, CLIPProcessor\n"
+            f"model = CLIPModel.from_pretrained({str(folder)!r}).eval()\n"
+            f"processor = CLIPProcessor.from_pretrained({str(folder)!r})\n"
+            f"tokens = processor.tokenizer({texts!r}, padding=True, return_tensors='pt')\n"
+            f"pixels = torch.load({str(tmp_path / 'pixels.pt')!r})\n"
+            "with torch.no_grad():\n"
+            "    out = model(input_ids=tokens['input_ids'], attention_mask=tokens['attention_mask'], pixel_values=pixels)\n"
+            "scale = model.logit_scale.exp().item()\n"
+            "assert not any(name.startswith('cf_hf') for name in sys.modules)\n"
+            "print(json.dumps({'similarity': (out.logits_per_text / scale).tolist(),"
+            f" 'record': model.config.{METHOD_CONFIG_FIELD}}}))\n"
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        loaded = json.loads(result.stdout.strip().splitlines()[-1])
+        expected = method.apply(original_texts, "text") @ method.apply(original_images, "image").T
+        np.testing.assert_allclose(np.array(loaded["similarity"]), expected, atol=1e-5)
+        assert loaded["record"]["method"] == method.method
+        assert loaded["record"]["settings"] == method.settings
+
+
+def test_bad_input_is_refused_with_a_clear_error(tiny_clip, tmp_path):
+    embeddings, labels = _planted()
+    with pytest.raises(MethodError, match="single value"):
+        fit_clip_clip(embeddings, np.zeros(len(labels)), keep=[4], attribute="gender")
+    with pytest.raises(MethodError, match="between 1 and the embedding size 12"):
+        fit_clip_clip(embeddings, labels, keep=[13], attribute="gender")
+    with pytest.raises(MethodError, match=r"no 'gender' label \(rows \[1\]\)"):
+        fit_clip_clip(embeddings[:3], [0, None, 1], keep=[4], attribute="gender")
+    with pytest.raises(MethodError, match="no value"):
+        load_biased_prompts("gender", ["nurse"], values=["female", "martian"])
+    with pytest.raises(MethodError, match="no attribute 'religion'"):
+        load_biased_prompts("religion", ["nurse"])
+    model, _ = tiny_clip
+    wrong = fit_clip_clip(np.random.default_rng(0).normal(size=(50, 20)), np.arange(50) % 2, keep=[5],
+                          attribute="gender")[0]
+    with pytest.raises(MethodError, match="20, 20.*16 dimensions"):
+        fold(model, wrong)
+    with pytest.raises(MethodError, match="CLIPModel"):
+        fold(torch.nn.Linear(2, 2), wrong)
+    user_folder = tmp_path / "mine"
+    user_folder.mkdir()
+    (user_folder / "notes.txt").write_text("keep me")
+    with pytest.raises(MethodError, match="not a checkpoint cf_hf folded"):
+        save_folded(tmp_path, wrong, user_folder)
+    assert (user_folder / "notes.txt").read_text() == "keep me"
