@@ -150,3 +150,32 @@ def test_bad_input_is_refused_with_a_clear_error(tiny_clip, tmp_path):
     with pytest.raises(MethodError, match="not a checkpoint cf_hf folded"):
         save_folded(tmp_path, wrong, user_folder)
     assert (user_folder / "notes.txt").read_text() == "keep me"
+
+
+def test_methods_fit_from_a_fairface_folder_and_a_saved_original(tiny_clip, tmp_path):
+    from _evaluation_fixtures import make_fairface
+
+    from cf_hf.evaluation.embedding import EmbeddingConfig
+    from cf_hf.evaluation.loaders import load_fairface
+    from cf_hf.methods.base import METHODS
+
+    model, processor = tiny_clip
+    original = tmp_path / "original"
+    model.save_pretrained(original)
+    processor.save_pretrained(original)
+    gallery = load_fairface(make_fairface(tmp_path / "fairface", n=40))
+    embedding = EmbeddingConfig(cache_dir=str(tmp_path / "cache"), progress=False)
+    clipped = METHODS["clip_clip"](original, tmp_path / "out", gallery, "gender", keep=[8, 12],
+                                   embedding_config=embedding)
+    assert [checkpoint.name for checkpoint in clipped] == ["clip_clip-keep=8", "clip_clip-keep=12"]
+    assert all(checkpoint.swept == "keep" and checkpoint.fit_seconds > 0 for checkpoint in clipped)
+    config = json.loads((clipped[0].path / "config.json").read_text())
+    assert config[METHOD_CONFIG_FIELD]["fitted_on"]["gallery"] == "fairface"
+    assert config[METHOD_CONFIG_FIELD]["fitted_on"]["images"] == 40
+    with pytest.raises(MethodError, match="no attribute 'religion'"):
+        METHODS["clip_clip"](original, tmp_path / "out", gallery, "religion", keep=[8])
+    prompted = METHODS["biased_prompts"](original, tmp_path / "out", "gender", ["nurse", "chef"],
+                                         lambdas=[10, 1000], embedding_config=embedding)
+    assert [checkpoint.name for checkpoint in prompted] == ["biased_prompts-lambda=10", "biased_prompts-lambda=1000"]
+    config = json.loads((prompted[1].path / "config.json").read_text())
+    assert config[METHOD_CONFIG_FIELD]["settings"] == {"attribute": "gender", "lambda": 1000.0}
