@@ -179,3 +179,42 @@ def test_methods_fit_from_a_fairface_folder_and_a_saved_original(tiny_clip, tmp_
     assert [checkpoint.name for checkpoint in prompted] == ["biased_prompts-lambda=10", "biased_prompts-lambda=1000"]
     config = json.loads((prompted[1].path / "config.json").read_text())
     assert config[METHOD_CONFIG_FIELD]["settings"] == {"attribute": "gender", "lambda": 1000.0}
+
+
+def test_compare_scores_every_method_in_one_results_file_table_and_frontier(tiny_clip, tmp_path):
+    from _evaluation_fixtures import make_fairface, make_imagenet
+
+    from cf_hf.evaluation.embedding import EmbeddingConfig
+    from cf_hf.evaluation.loaders import load_fairface, load_imagenet_folder
+    from cf_hf.evaluation.protocol import EvaluationConfig, FairnessConfig
+    from cf_hf.methods.base import METHODS
+    from cf_hf.methods.compare import compare
+
+    model, processor = tiny_clip
+    original = tmp_path / "original"
+    model.save_pretrained(original)
+    processor.save_pretrained(original)
+    gallery = load_fairface(make_fairface(tmp_path / "fairface", n=40))
+    zero_shot = load_imagenet_folder(make_imagenet(tmp_path / "imagenet"))
+    embedding = EmbeddingConfig(cache_dir=None, progress=False)
+    checkpoints = METHODS["clip_clip"](original, tmp_path / "fits", gallery, "gender", keep=[6, 12],
+                                       embedding_config=embedding)
+    checkpoints += METHODS["biased_prompts"](original, tmp_path / "fits", "gender", ["nurse", "chef"],
+                                             embedding_config=embedding)
+    config = EvaluationConfig(fairness=FairnessConfig(concepts=["nurse", "chef"], ks=[10]), embedding=embedding)
+    results = compare(original, checkpoints, tmp_path / "compare", fairness=gallery, zero_shot=zero_shot,
+                      config=config)
+
+    on_disk = json.loads((tmp_path / "compare" / "results.json").read_text())
+    names = ["original", "clip_clip-keep=6", "clip_clip-keep=12", "biased_prompts-lambda=1000"]
+    assert list(on_disk["models"]) == names == list(results["models"])
+    assert on_disk["methods"]["clip_clip-keep=6"]["settings"] == {"attribute": "gender", "keep": 6}
+    assert on_disk["methods"]["original"]["method"] == "original"
+    report = (tmp_path / "compare" / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| clip_clip-keep=6 |")]
+    assert table and "%" in table[0]
+    assert "MaxSkew gender" in report and "ABLE gender" in report
+    assert (tmp_path / "compare" / "plots" / "frontier.png").stat().st_size > 0
+    # Biased prompts change only the text side: the image tower is the original's (embeddings reused).
+    fingerprints = {name: entry["model"]["image_fingerprint"] for name, entry in results["models"].items()}
+    assert fingerprints["biased_prompts-lambda=1000"] == fingerprints["original"] != fingerprints["clip_clip-keep=6"]
