@@ -96,9 +96,13 @@ def pixel_values(images: np.ndarray):
 
 
 def pretrain_original_clip(
-    corpus: SceneSet, config: PretrainConfig | None = None, output_dir=None, log=print
+    corpus: SceneSet, config: PretrainConfig | None = None, output_dir=None, log=print,
+    stop_after: int | None = None,
 ):
     """Train a tiny CLIP from scratch on `corpus`; save it (and its processor) to `output_dir` if given.
+
+    `stop_after` stops after that many steps of the same schedule (the check that the shipped
+    original is what this code produces replays the first steps).
 
     Returns:
         (model, processor, history) where history lists {"step", "loss", "logit_scale"} records.
@@ -122,7 +126,7 @@ def pretrain_original_clip(
     history = []
     model.train()
     start = time.perf_counter()
-    for step in range(1, config.steps + 1):
+    for step in range(1, (stop_after or config.steps) + 1):
         if position + config.batch_size > n_samples:
             order = torch.randperm(n_samples, generator=generator)
             position = 0
