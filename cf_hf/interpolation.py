@@ -5,6 +5,10 @@ tensor; alpha = 0 is the original model, alpha = 1 the fine-tuned one. The arith
 float32 whatever the storage dtype, and the result is stored in the original checkpoint's dtype.
 Non-floating tensors (integer buffers such as `position_ids`) cannot be interpolated: they are
 copied from the fine-tuned model after checking that both endpoints hold the same values.
+Only the tensors a freshly built model of the checkpoint's config holds in its state dict are
+compared and written: a checkpoint saved by an older transformers may carry buffers that are no
+longer saved (the Hub's openai/clip-vit-base-patch32 holds both `position_ids`); they are left out
+and listed in sweep.json as `ignored_keys`.
 
 `interpolate` works on in-memory models or state dicts. `interpolate_sweep` writes one checkpoint
 folder per alpha straight from the two saved checkpoints, one tensor at a time: the endpoints are
@@ -229,6 +233,27 @@ def _resolve_checkpoint(path: str | Path, role: str) -> Path:
     return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns))
 
 
+def _model_keys(checkpoint: Path) -> set[str] | None:
+    """The state-dict keys of a freshly built model of `checkpoint`'s config (built on the meta
+    device, so no memory is allocated): what `from_pretrained` loads. Non-persistent buffers are not
+    among them. None when transformers cannot build the architecture (every key then counts)."""
+    import transformers
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(checkpoint)
+    except (ValueError, KeyError, OSError):
+        return None
+    model_class = next((getattr(transformers, name) for name in config.architectures or ()
+                        if hasattr(transformers, name)), None)
+    try:
+        with torch.device("meta"):
+            model = model_class(config) if model_class is not None else AutoModel.from_config(config)
+    except (ValueError, KeyError, ImportError, TypeError):
+        return None
+    return set(model.state_dict())
+
+
 def _check_configs(original: dict, finetuned: dict) -> None:
     problems = [
         f"{key}: original {original.get(key)!r} vs fine-tuned {finetuned.get(key)!r}"
@@ -303,9 +328,15 @@ def interpolate_sweep(
     source_original = _Checkpoint(original, "original")
     source_finetuned = _Checkpoint(finetuned, "fine-tuned")
     _check_configs(source_original.config, source_finetuned.config)
-    shapes = source_original.shapes()
-    _raise_on_mismatch(_mismatches(shapes, source_finetuned.shapes()))
-    dtypes = source_original.dtypes()
+    # Compare and write only what the model holds: a checkpoint saved by an older transformers (the
+    # Hub's openai/clip-vit-base-patch32) still carries buffers that are no longer saved.
+    shapes, finetuned_shapes = source_original.shapes(), source_finetuned.shapes()
+    model_keys = _model_keys(source_original.path)
+    ignored = sorted((set(shapes) | set(finetuned_shapes)) - model_keys) if model_keys is not None else []
+    shapes = {name: shape for name, shape in shapes.items() if name not in ignored}
+    finetuned_shapes = {name: shape for name, shape in finetuned_shapes.items() if name not in ignored}
+    _raise_on_mismatch(_mismatches(shapes, finetuned_shapes))
+    dtypes = {name: dtype for name, dtype in source_original.dtypes().items() if name in shapes}
 
     processor_source = Path(processor_from) if processor_from is not None else source_finetuned.path
     if processor_from is None and not any((processor_source / n).is_file() for n in PROCESSOR_FILES):
@@ -341,6 +372,7 @@ def interpolate_sweep(
         "checkpoints": {f"{entry['alpha']:g}": entry["path"] for entry in checkpoints},
         "formula": "(1 - alpha) * original + alpha * finetuned",
         "processor_files": copied,
+        "ignored_keys": ignored,
     }
     (output_dir / SWEEP_FILE).write_text(json.dumps(sweep, indent=2) + "\n")
     return sweep

@@ -183,3 +183,35 @@ def test_cli_reports_bad_alphas_as_a_usage_error(endpoints, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
+
+
+def _with_hub_position_ids(source, folder):
+    """A copy of checkpoint `source` whose model.safetensors also holds the two `position_ids`
+    tensors the Hub's openai/clip-vit-base-patch32 file carries (int64, [1, n]); transformers
+    registers them as non-persistent buffers, so no checkpoint saved today has them."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPConfig
+
+    shutil.copytree(source, folder)
+    config = CLIPConfig.from_pretrained(folder)
+    vision = config.vision_config
+    tensors = load_file(folder / "model.safetensors")
+    tensors["text_model.embeddings.position_ids"] = torch.arange(
+        config.text_config.max_position_embeddings).unsqueeze(0)
+    tensors["vision_model.embeddings.position_ids"] = torch.arange(
+        (vision.image_size // vision.patch_size) ** 2 + 1).unsqueeze(0)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_an_original_with_the_hubs_position_ids_interpolates(endpoints, tmp_path):
+    original_dir, finetuned_dir, original, _ = endpoints
+    hub_original = _with_hub_position_ids(original_dir, tmp_path / "hub-original")
+    sweep = interpolate_sweep(hub_original, finetuned_dir, [0, 0.5], tmp_path / "sweep")
+    assert sweep["ignored_keys"] == ["text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"]
+    model, info = CLIPModel.from_pretrained(tmp_path / "sweep" / "alpha-0", output_loading_info=True)
+    assert all(not keys for keys in info.values()), info  # no missing, unexpected or mismatched key
+    state = model.state_dict()
+    assert all(torch.equal(state[name], original[name]) for name in original)
