@@ -16,13 +16,14 @@ memory-mapped safetensors files and the output is streamed to disk, so no more t
 endpoint models are ever held, whatever the number of alphas. The sweep layout:
 
     output_dir/
-      sweep.json            {"original", "finetuned", "alphas": [{"alpha": 0.5, "path": "alpha-0.5"}, ...], ...}
+      sweep.json            {"original", "finetuned", "fingerprints", "alphas": [{"alpha": 0.5, "path": "alpha-0.5"}, ...], ...}
       alpha-0/              a complete checkpoint: model.safetensors, config.json, processor files,
-      alpha-0.25/           and interpolation.json ({"alpha", "original", "finetuned"})
+      alpha-0.25/           and interpolation.json ({"alpha", "original", "finetuned", "fingerprints"})
       ...
 
 Folder names are `alpha-` followed by the alpha in `%g` format; paths in sweep.json are relative
-to the sweep folder; `"checkpoints"` maps the same alphas (`%g` strings) to folder names. Each folder loads with
+to the sweep folder; `"fingerprints"` holds the sha256 of each endpoint's weight files, so a later
+run adds its α's to the sweep only when it interpolates the same weights; `"checkpoints"` maps the same alphas (`%g` strings) to folder names. Each folder loads with
 `CLIPModel.from_pretrained(folder)` and `CLIPProcessor.from_pretrained(folder)`, no cf_hf needed.
 
 LoRA: interpolate the *merged* model (`peft`'s `merge_and_unload()`, which cf_hf training does
@@ -32,7 +33,9 @@ before saving); an adapter folder is refused with that advice.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import logging
 import shutil
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
 INTERPOLATION_FILE = "interpolation.json"
@@ -57,6 +62,8 @@ PROCESSOR_FILES = (
     "merges.txt",
     "chat_template.jinja",
 )
+ENDPOINTS = ("original", "finetuned")
+_FINGERPRINT_CHUNK_BYTES = 16 * 2**20
 # Config fields that may differ between two checkpoints of the same architecture.
 _CONFIG_FIELDS_COMPARED = ("model_type", "architectures")
 _SAFETENSORS_DTYPES = {
@@ -194,6 +201,7 @@ class _Checkpoint:
             )
         from safetensors import safe_open
 
+        self._files = files
         self._handles = [safe_open(str(self.path / name), framework="pt") for name in files]
         self._where = {key: handle for handle in self._handles for key in handle.keys()}
 
@@ -210,6 +218,15 @@ class _Checkpoint:
 
     def tensor(self, key: str) -> torch.Tensor:
         return self._where[key].get_tensor(key)
+
+    def fingerprint(self) -> str:
+        """sha256 of the weight files: names the weights whatever folder or repo id holds them."""
+        digest = hashlib.sha256()
+        for name in self._files:
+            with open(self.path / name, "rb") as file:
+                while chunk := file.read(_FINGERPRINT_CHUNK_BYTES):
+                    digest.update(chunk)
+        return digest.hexdigest()
 
 
 def _resolve_checkpoint(path: str | Path, role: str) -> Path:
@@ -297,6 +314,54 @@ def _copy_processor(source: Path, destination: Path) -> list[str]:
     return copied
 
 
+def _endpoint_differences(record: Mapping, endpoints: Mapping) -> list[str]:
+    """How the endpoints recorded in a sweep.json or interpolation.json differ from this run's:
+    by weight fingerprint when both have one, else by the names given."""
+    problems = []
+    for role in ENDPOINTS:
+        recorded = (record.get("fingerprints") or {}).get(role)
+        same = recorded == endpoints["fingerprints"][role] if recorded else record.get(role) == endpoints[role]
+        if not same:
+            label = "fine-tuned" if role == "finetuned" else role
+            problems.append(f"{label}: the sweep has {record.get(role)!r}"
+                            + (f" (weights sha256 {recorded[:12]})" if recorded else "")
+                            + f", this run has {endpoints[role]!r} (weights sha256 {endpoints['fingerprints'][role][:12]})")
+    return problems
+
+
+def _check_same_sweep(output_dir: Path, endpoints: Mapping) -> None:
+    """Refuse to add to a sweep folder made from other endpoints (see `interpolate_sweep`)."""
+    path = output_dir / SWEEP_FILE
+    if not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): repair or delete it") from None
+    problems = _endpoint_differences(previous, endpoints)
+    if problems:
+        raise ValueError(
+            f"{output_dir} holds a sweep between other checkpoints; its α's cannot be mixed with this run's:\n  "
+            + "\n  ".join(problems) + "\nwrite this sweep to another --output_dir"
+        )
+
+
+def _sweep_members(output_dir: Path, endpoints: Mapping) -> dict[float, str]:
+    """alpha -> folder name of every checkpoint in `output_dir` interpolated between `endpoints`
+    (read from each folder's interpolation.json, so members a sweep.json left out are found)."""
+    members = {}
+    for folder in sorted(output_dir.glob("alpha-*")):
+        record_path = folder / INTERPOLATION_FILE
+        if not record_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
+            continue
+        record = json.loads(record_path.read_text())
+        if _endpoint_differences(record, endpoints):
+            logger.warning("%s is not part of this sweep (other endpoints): left out of %s", folder, SWEEP_FILE)
+            continue
+        members[float(record["alpha"])] = folder.name
+    return members
+
+
 def interpolate_sweep(
     original: str | Path,
     finetuned: str | Path,
@@ -317,17 +382,26 @@ def interpolate_sweep(
             fine-tuned checkpoint if it has them, else the original).
         overwrite: replace existing `alpha-*` folders instead of refusing.
 
+    An `output_dir` that already holds a sweep is added to: sweep.json then lists the earlier α's
+    and the new ones. Only a sweep between the same endpoints (the same weights, by sha256 of the
+    weight files, whatever folder or repo id names them) is added to; otherwise nothing is written
+    and the error names the differing endpoint.
+
     Returns:
         The content of sweep.json.
     """
     alphas = check_alphas(alphas, allow_extrapolation)
     output_dir = Path(output_dir)
-    existing = [alpha_name(a) for a in alphas if (output_dir / alpha_name(a)).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{output_dir} already holds {existing}: pass overwrite=True (--overwrite)")
     source_original = _Checkpoint(original, "original")
     source_finetuned = _Checkpoint(finetuned, "fine-tuned")
     _check_configs(source_original.config, source_finetuned.config)
+    endpoints = {"original": str(original), "finetuned": str(finetuned),
+                 "fingerprints": {"original": source_original.fingerprint(),
+                                  "finetuned": source_finetuned.fingerprint()}}
+    _check_same_sweep(output_dir, endpoints)
+    existing = [alpha_name(a) for a in alphas if (output_dir / alpha_name(a)).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{output_dir} already holds {existing}: pass overwrite=True (--overwrite)")
     # Compare and write only what the model holds: a checkpoint saved by an older transformers (the
     # Hub's openai/clip-vit-base-patch32) still carries buffers that are no longer saved.
     shapes, finetuned_shapes = source_original.shapes(), source_finetuned.shapes()
@@ -348,7 +422,6 @@ def interpolate_sweep(
         if key in source_original.config:
             config[key] = source_original.config[key]
 
-    checkpoints = []
     output_dir.mkdir(parents=True, exist_ok=True)
     for alpha in alphas:
         folder = output_dir / alpha_name(alpha)
@@ -362,12 +435,11 @@ def interpolate_sweep(
         _write_safetensors(folder / WEIGHTS_FILE, shapes, dtypes, tensors)
         (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         copied = _copy_processor(processor_source, folder)
-        record = {"alpha": alpha, "original": str(original), "finetuned": str(finetuned)}
-        (folder / INTERPOLATION_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        checkpoints.append({"alpha": alpha, "path": folder.name})
+        (folder / INTERPOLATION_FILE).write_text(json.dumps({"alpha": alpha, **endpoints}, indent=2) + "\n")
+    members = _sweep_members(output_dir, endpoints)
+    checkpoints = [{"alpha": alpha, "path": members[alpha]} for alpha in sorted(members)]
     sweep = {
-        "original": str(original),
-        "finetuned": str(finetuned),
+        **endpoints,
         "alphas": checkpoints,
         "checkpoints": {f"{entry['alpha']:g}": entry["path"] for entry in checkpoints},
         "formula": "(1 - alpha) * original + alpha * finetuned",
