@@ -9,6 +9,7 @@ import pytest
 from _evaluation_fixtures import make_fairface, make_imagenet, make_karpathy
 
 from cf_hf.evaluation.cli import main
+from cf_hf.evaluation.results import load_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -34,7 +35,7 @@ def test_evaluate_two_models_writes_results_report_and_plots(tmp_path, data_dir,
                  "--output_dir", str(output)])
     assert code == 0
     results = json.loads((output / "results.json").read_text())
-    assert set(results) == {"models", "protocol"}
+    assert set(results) == {"schema_version", "models", "protocol"} and results["schema_version"] == 1
     assert list(results["models"]) == [tiny_clip_dir.name, "copy"]
     entry = results["models"]["copy"]
     for attribute in ("gender", "race", "age"):
@@ -76,6 +77,11 @@ def test_evaluate_a_sweep_folder(tmp_path, data_dir, tiny_clip_dir):
     assert results["models"]["alpha=1"]["gender"] == results["models"]["original"]["gender"]
     assert results["protocol"]["embedding_cache"]["hits"] > results["protocol"]["embedding_cache"]["misses"]
     assert (output / "plots" / "tradeoff.png").is_file()
+    # The one reader of the schema sees the sweep in α order and the k of the headline numbers.
+    read = load_results(output / "results.json")
+    assert [(name, model.alpha, model.fairness_k) for name, model in read.sweep().items()] == [
+        ("original", None, 12), ("alpha=0", 0.0, 12), ("alpha=0.5", 0.5, 12), ("alpha=1", 1.0, 12)]
+    assert read.model_for_alpha(0.5).fairness["gender"] == results["models"]["alpha=0.5"]["gender"]
 
 
 def test_evaluate_without_models_or_data_fails_clearly(tmp_path, data_dir, tiny_clip_dir, capsys):

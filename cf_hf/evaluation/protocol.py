@@ -38,12 +38,10 @@ from .data import (
     protocol_defaults,
 )
 from .embedding import EmbeddingCache, EmbeddingConfig, EmbeddingEngine
+from .results import FAIRNESS_METRICS, RESERVED_KEYS, SCHEMA_VERSION, alpha_key
 
-FAIRNESS_METRICS = ("max_skew", "min_skew", "ndkl")
 # The worst query: highest MaxSkew and NDKL, lowest (most negative) MinSkew.
 WORST = {"max_skew": max, "min_skew": min, "ndkl": max}
-# Keys of a model entry in results.json; an attribute may not take one of these names.
-RESERVED_KEYS = ("model", "alpha", "fairness", "retrieval", "zero_shot", "zero_shot_accuracy", "recall_at_5", "able")
 HEADLINE_RECALL_K = 5
 # (queries, images) of the fixed tiles scores are computed in; see `score_blocks`.
 SCORE_TILE = (16, 4096)
@@ -469,13 +467,14 @@ def evaluate_engine(engine: EmbeddingEngine, fairness: Mapping[str, AttributeGal
 
 
 def _headline(entry: dict, config: EvaluationConfig) -> None:
-    """The flat numbers other tools read: per attribute (first gallery, first desired
-    distribution, main k) the mean MaxSkew/MinSkew/NDKL; zero_shot_accuracy (top-1) and
+    """The flat numbers other tools read (`cf_hf.evaluation.results`): per attribute (first gallery,
+    first desired distribution, main k, recorded as `fairness_k`) the mean MaxSkew/MinSkew/NDKL; zero_shot_accuracy (top-1) and
     recall_at_5 (text->image) of the first zero-shot / retrieval set; ABLE per attribute."""
     want = config.fairness.desired[0]
     if entry["fairness"]:
         first = next(iter(entry["fairness"].values()))
         main = str(first["main_k"])
+        entry["fairness_k"] = first["main_k"]
         for name, result in first["attributes"].items():
             entry[name] = {metric: result["by_desired"][want][main][metric]["mean"] for metric in FAIRNESS_METRICS}
     if entry["zero_shot"]:
@@ -538,7 +537,8 @@ def evaluate_models(
     config: EvaluationConfig | None = None,
     alphas: Mapping[str, float] | None = None,
 ) -> dict:
-    """Evaluate several models on the same sets: `{"models": {name: entry}, "protocol": {...}}`.
+    """Evaluate several models on the same sets: `{"schema_version", "models": {name: entry}, "protocol"}`,
+    the results schema of `cf_hf.evaluation.results`.
 
     Args:
         models: name -> checkpoint folder / Hub id, or a ready `EmbeddingEngine` (for models held in
@@ -556,7 +556,8 @@ def evaluate_models(
         raise ValueError("nothing to evaluate: give at least one fairness gallery, retrieval set or zero-shot set")
     cache = EmbeddingCache.shared(config.embedding.cache_dir, config.embedding.memory_cache_mb)
     hits, misses = cache.hits, cache.misses
-    results: dict = {"models": {}, "protocol": protocol_description(fairness, retrieval, zero_shot, config)}
+    results: dict = {"schema_version": SCHEMA_VERSION, "models": {},
+                     "protocol": protocol_description(fairness, retrieval, zero_shot, config)}
     for name, model in models.items():
         if isinstance(model, EmbeddingEngine):
             engine = model
@@ -578,11 +579,6 @@ def evaluate_models(
 # α sweeps written by `cf-hf interpolate`
 
 
-def alpha_model_name(alpha: float) -> str:
-    """The results name of a sweep model: "alpha=<α>" with α in shortest form (0, 0.25, 1)."""
-    return f"alpha={float(alpha):g}"
-
-
 def load_sweep(directory: str | Path) -> tuple[dict[str, Path], dict[str, float]]:
     """The checkpoints of an α sweep folder (`sweep.json` + `alpha-<α>/` checkpoint folders).
 
@@ -602,7 +598,9 @@ def load_sweep(directory: str | Path) -> tuple[dict[str, Path], dict[str, float]
                 folders[float(path.name[len("alpha-"):])] = path
             except ValueError:
                 continue
-    manifest_path = directory / "sweep.json"
+    from cf_hf.interpolation import SWEEP_FILE
+
+    manifest_path = directory / SWEEP_FILE
     if manifest_path.is_file():
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -634,5 +632,5 @@ def load_sweep(directory: str | Path) -> tuple[dict[str, Path], dict[str, float]
     ordered = sorted(folders)
     if any(math.isnan(alpha) for alpha in ordered):
         raise ValueError(f"{directory}: α must be a number")
-    return ({alpha_model_name(alpha): Path(folders[alpha]) for alpha in ordered},
-            {alpha_model_name(alpha): alpha for alpha in ordered})
+    return ({alpha_key(alpha): Path(folders[alpha]) for alpha in ordered},
+            {alpha_key(alpha): alpha for alpha in ordered})

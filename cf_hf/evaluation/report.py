@@ -1,7 +1,8 @@
 """results.json, report.md and the PNG plots of an evaluation.
 
 `write_report(results, output_dir)` writes:
-  results.json                  every number (per query too); fractions, not percentages
+  results.json                  every number (per query too); fractions, not percentages; the
+                                schema of `cf_hf.evaluation.results`
   report.md                     the tables, the plots and the protocol in words
   plots/tradeoff.png            fairness (MaxSkew) vs downstream accuracy across models / α
   plots/fairness_<gallery>.png  MaxSkew / MinSkew / NDKL per attribute and model
@@ -10,26 +11,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 
-from .protocol import FAIRNESS_METRICS
+from .results import FAIRNESS_METRICS, METRIC_LABELS, RESULTS_FILE, write_results
 
-METRIC_LABELS = {"max_skew": "MaxSkew", "min_skew": "MinSkew", "ndkl": "NDKL"}
 PLOT_DPI = 120
-
-
-def _finite(value):
-    """JSON has no infinity: non-finite numbers (MinSkew = -inf in the exact convention) become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _safe_name(name: str) -> str:
@@ -368,9 +356,7 @@ def write_report(results: dict, output_dir: str | Path, plots: bool = True) -> d
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    results_path = output_dir / "results.json"
-    results_path.write_text(json.dumps(_finite(results), indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    written["results"] = results_path
+    written["results"] = write_results(results, output_dir / RESULTS_FILE)
     plot_paths: list[Path] = []
     if plots:
         plot_dir = output_dir / "plots"
