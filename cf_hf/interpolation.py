@@ -47,6 +47,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
+ALPHA_FOLDER_PREFIX = "alpha-"
 INTERPOLATION_FILE = "interpolation.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -82,7 +83,7 @@ _SAFETENSORS_DTYPES = {
 
 def alpha_name(alpha: float) -> str:
     """The sweep folder (and Hub branch) name of an alpha: `alpha-` + `%g` (`alpha-0.25`, `alpha-1`)."""
-    return f"alpha-{float(alpha):g}"
+    return f"{ALPHA_FOLDER_PREFIX}{float(alpha):g}"
 
 
 def check_alphas(alphas: Iterable[float], allow_extrapolation: bool = False) -> list[float]:
@@ -350,7 +351,7 @@ def _sweep_members(output_dir: Path, endpoints: Mapping) -> dict[float, str]:
     """alpha -> folder name of every checkpoint in `output_dir` interpolated between `endpoints`
     (read from each folder's interpolation.json, so members a sweep.json left out are found)."""
     members = {}
-    for folder in sorted(output_dir.glob("alpha-*")):
+    for folder in sorted(output_dir.glob(f"{ALPHA_FOLDER_PREFIX}*")):
         record_path = folder / INTERPOLATION_FILE
         if not record_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
             continue
@@ -491,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     """`cf-hf interpolate --original A --finetuned B --alphas 0 0.25 0.5 0.75 1 --output_dir OUT`."""
     from transformers import HfArgumentParser
 
+    from cf_hf.evaluation.results import alpha_key
+
     parser = HfArgumentParser(InterpolationArguments, prog="cf-hf interpolate", description=__doc__.split("\n\n")[0])
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     try:
@@ -502,5 +505,5 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError) as error:
         parser.error(str(error))
     for entry in sweep["alphas"]:
-        print(f"alpha={entry['alpha']:g}: {Path(args.output_dir) / entry['path']}")
+        print(f"{alpha_key(entry['alpha'])}: {Path(args.output_dir) / entry['path']}")
     return 0

@@ -591,15 +591,15 @@ def load_sweep(directory: str | Path) -> tuple[dict[str, Path], dict[str, float]
     directory = Path(directory)
     if not directory.is_dir():
         raise NotADirectoryError(f"{directory}: no such sweep folder (the output_dir of `cf-hf interpolate`)")
+    from cf_hf.interpolation import ALPHA_FOLDER_PREFIX, SWEEP_FILE
+
     folders: dict[float, Path] = {}
     for path in directory.iterdir():
-        if path.is_dir() and path.name.startswith("alpha-"):
+        if path.is_dir() and path.name.startswith(ALPHA_FOLDER_PREFIX):
             try:
-                folders[float(path.name[len("alpha-"):])] = path
+                folders[float(path.name[len(ALPHA_FOLDER_PREFIX):])] = path
             except ValueError:
                 continue
-    from cf_hf.interpolation import SWEEP_FILE
-
     manifest_path = directory / SWEEP_FILE
     if manifest_path.is_file():
         try:
