@@ -93,6 +93,29 @@ def test_evaluate_without_models_or_data_fails_clearly(tmp_path, data_dir, tiny_
     assert "give at least one evaluation set" in capsys.readouterr().err
 
 
+def test_evaluate_refuses_the_default_k_on_a_smaller_gallery(tmp_path, data_dir, tiny_clip_dir, capsys):
+    code = main(["--model", str(tiny_clip_dir), "--fairface", str(data_dir / "fairface"), "--no_progress",
+                 "--output_dir", str(tmp_path / "out")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "gallery 'fairface' has 24 images: k = 1000 would rank all of it" in error and "--k" in error
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_evaluate_warns_and_reports_the_ks_left_out(tmp_path, data_dir, tiny_clip_dir, capsys):
+    output = tmp_path / "out"
+    with pytest.warns(UserWarning, match=r"k = \[100\] left out"):
+        code = main(["--model", str(tiny_clip_dir), "--fairface", str(data_dir / "fairface"), "--concepts", "doctor",
+                     "--k", "12", "100", "--no_progress", "--no_plots", "--output_dir", str(output)])
+    assert code == 0
+    assert "at k = [12]; k = [100] left out (not below the gallery size)" in capsys.readouterr().out
+    gallery = json.loads((output / "results.json").read_text())["protocol"]["fairness"]["galleries"]["fairface"]
+    assert (gallery["ks"], gallery["left_out_ks"]) == ([12], [100])
+    report = (output / "report.md").read_text()
+    assert "gallery `fairface` (24 images), mean over 5 queries, k = 12," in report
+    assert "**Warning:** k = [100] requested but not below the size of gallery `fairface` (24 images)" in report
+
+
 def test_evaluate_reports_a_broken_dataset_by_name(tmp_path, tiny_clip_dir, capsys):
     make_fairface(tmp_path / "fairface", n=4)
     (tmp_path / "fairface" / "val" / "2.jpg").unlink()

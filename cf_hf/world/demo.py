@@ -757,7 +757,7 @@ def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
         "",
         _markdown_table(summary_header(), summary_rows(results)),
         "",
-        f"Fairness at k = {config['fairness_k']} on the world's FairFace (mean over "
+        f"Fairness at k = {results['models'][ORIGINAL]['fairness_k']} on the world's FairFace (mean over "
         f"{len(galleries.FAIRNESS_TEMPLATES)} templates x {len(render.PROFESSIONS)} professions; lower is fairer); "
         "zero-shot accuracy on the world's ImageNet; text-to-image R@5 on the world's Flickr.",
         "",
