@@ -22,8 +22,9 @@ endpoint models are ever held, whatever the number of alphas. The sweep layout:
       ...
 
 Folder names are `alpha-` followed by the alpha in `%g` format; paths in sweep.json are relative
-to the sweep folder; `"fingerprints"` holds the sha256 of each endpoint's weight files, so a later
-run adds its α's to the sweep only when it interpolates the same weights; `"checkpoints"` maps the same alphas (`%g` strings) to folder names. Each folder loads with
+to the sweep folder; `"checkpoints"` maps the same alphas (`%g` strings) to folder names;
+`"fingerprints"` holds the sha256 of each endpoint's weight files, so that a later run into the
+same folder adds its α's to the sweep only when it interpolates the same weights. Each folder loads with
 `CLIPModel.from_pretrained(folder)` and `CLIPProcessor.from_pretrained(folder)`, no cf_hf needed.
 
 LoRA: interpolate the *merged* model (`peft`'s `merge_and_unload()`, which cf_hf training does
@@ -355,11 +356,16 @@ def _sweep_members(output_dir: Path, endpoints: Mapping) -> dict[float, str]:
         record_path = folder / INTERPOLATION_FILE
         if not record_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
             continue
-        record = json.loads(record_path.read_text())
+        try:
+            record = json.loads(record_path.read_text())
+            alpha = float(record["alpha"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning("%s is unreadable: %s left out of %s", record_path, folder.name, SWEEP_FILE)
+            continue
         if _endpoint_differences(record, endpoints):
             logger.warning("%s is not part of this sweep (other endpoints): left out of %s", folder, SWEEP_FILE)
             continue
-        members[float(record["alpha"])] = folder.name
+        members[alpha] = folder.name
     return members
 
 

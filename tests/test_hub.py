@@ -204,6 +204,13 @@ def test_push_refuses_results_that_hold_none_of_the_pushed_alphas(published, tmp
     assert "cf-hf evaluate --sweep" in error
 
 
+def test_push_names_the_alphas_its_results_lack(published, caplog):
+    partial = {"schema_version": 1, "models": {"alpha=0.5": {"alpha": 0.5, "gender": {"max_skew": 0.3}}}}
+    with caplog.at_level("WARNING", logger="hub_scripts.push_model"):
+        push_model(published["sweep"], MODEL_REPO, results=partial, base_model="b", dry_run=True)
+    assert "holds no numbers for α = 0, 1: their cards show none" in caplog.text
+
+
 def test_push_refuses_the_flat_results_of_older_demos_with_what_to_rerun(published, tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps({"original": {}, "alpha=0.5": {}, "chosen_alpha": 0.5}))
     assert push_main(["model", str(published["sweep"]), "--repo_id", MODEL_REPO, "--results",
