@@ -78,7 +78,7 @@ def find_checkpoints(path: str | Path) -> dict[float | None, Path]:
     return {None if alpha is None else float(alpha): folder}
 
 
-def _checked_results(results, alphas: list[float]):
+def _checked_results(results: Results | dict | str | Path | None, alphas: list[float]) -> Results | None:
     """The results for the cards (`model_card.as_results`), refused when they hold none of `alphas`."""
     from cf_hf.evaluation.results import ResultsError
     from model_card import as_results
