@@ -5,6 +5,10 @@ tensor; alpha = 0 is the original model, alpha = 1 the fine-tuned one. The arith
 float32 whatever the storage dtype, and the result is stored in the original checkpoint's dtype.
 Non-floating tensors (integer buffers such as `position_ids`) cannot be interpolated: they are
 copied from the fine-tuned model after checking that both endpoints hold the same values.
+Only the tensors a freshly built model of the checkpoint's config holds in its state dict are
+compared and written: a checkpoint saved by an older transformers may carry buffers that are no
+longer saved (the Hub's openai/clip-vit-base-patch32 holds both `position_ids`); they are left out
+and listed in sweep.json as `ignored_keys`.
 
 `interpolate` works on in-memory models or state dicts. `interpolate_sweep` writes one checkpoint
 folder per alpha straight from the two saved checkpoints, one tensor at a time: the endpoints are
@@ -12,13 +16,15 @@ memory-mapped safetensors files and the output is streamed to disk, so no more t
 endpoint models are ever held, whatever the number of alphas. The sweep layout:
 
     output_dir/
-      sweep.json            {"original", "finetuned", "alphas": [{"alpha": 0.5, "path": "alpha-0.5"}, ...], ...}
+      sweep.json            {"original", "finetuned", "fingerprints", "alphas": [{"alpha": 0.5, "path": "alpha-0.5"}, ...], ...}
       alpha-0/              a complete checkpoint: model.safetensors, config.json, processor files,
-      alpha-0.25/           and interpolation.json ({"alpha", "original", "finetuned"})
+      alpha-0.25/           and interpolation.json ({"alpha", "original", "finetuned", "fingerprints"})
       ...
 
 Folder names are `alpha-` followed by the alpha in `%g` format; paths in sweep.json are relative
-to the sweep folder; `"checkpoints"` maps the same alphas (`%g` strings) to folder names. Each folder loads with
+to the sweep folder; `"checkpoints"` maps the same alphas (`%g` strings) to folder names;
+`"fingerprints"` holds the sha256 of each endpoint's weight files, so that a later run into the
+same folder adds its α's to the sweep only when it interpolates the same weights. Each folder loads with
 `CLIPModel.from_pretrained(folder)` and `CLIPProcessor.from_pretrained(folder)`, no cf_hf needed.
 
 LoRA: interpolate the *merged* model (`peft`'s `merge_and_unload()`, which cf_hf training does
@@ -28,7 +34,9 @@ before saving); an adapter folder is refused with that advice.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import logging
 import shutil
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,7 +45,10 @@ from pathlib import Path
 
 import torch
 
+logger = logging.getLogger(__name__)
+
 SWEEP_FILE = "sweep.json"
+ALPHA_FOLDER_PREFIX = "alpha-"
 INTERPOLATION_FILE = "interpolation.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -53,6 +64,8 @@ PROCESSOR_FILES = (
     "merges.txt",
     "chat_template.jinja",
 )
+ENDPOINTS = ("original", "finetuned")
+_FINGERPRINT_CHUNK_BYTES = 16 * 2**20
 # Config fields that may differ between two checkpoints of the same architecture.
 _CONFIG_FIELDS_COMPARED = ("model_type", "architectures")
 _SAFETENSORS_DTYPES = {
@@ -71,7 +84,7 @@ _SAFETENSORS_DTYPES = {
 
 def alpha_name(alpha: float) -> str:
     """The sweep folder (and Hub branch) name of an alpha: `alpha-` + `%g` (`alpha-0.25`, `alpha-1`)."""
-    return f"alpha-{float(alpha):g}"
+    return f"{ALPHA_FOLDER_PREFIX}{float(alpha):g}"
 
 
 def check_alphas(alphas: Iterable[float], allow_extrapolation: bool = False) -> list[float]:
@@ -190,6 +203,7 @@ class _Checkpoint:
             )
         from safetensors import safe_open
 
+        self._files = files
         self._handles = [safe_open(str(self.path / name), framework="pt") for name in files]
         self._where = {key: handle for handle in self._handles for key in handle.keys()}
 
@@ -206,6 +220,15 @@ class _Checkpoint:
 
     def tensor(self, key: str) -> torch.Tensor:
         return self._where[key].get_tensor(key)
+
+    def fingerprint(self) -> str:
+        """sha256 of the weight files: names the weights whatever folder or repo id holds them."""
+        digest = hashlib.sha256()
+        for name in self._files:
+            with open(self.path / name, "rb") as file:
+                while chunk := file.read(_FINGERPRINT_CHUNK_BYTES):
+                    digest.update(chunk)
+        return digest.hexdigest()
 
 
 def _resolve_checkpoint(path: str | Path, role: str) -> Path:
@@ -227,6 +250,27 @@ def _resolve_checkpoint(path: str | Path, role: str) -> Path:
 
     patterns = ["config.json", "*.safetensors", f"{WEIGHTS_FILE}.index.json", *PROCESSOR_FILES]
     return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns))
+
+
+def _model_keys(checkpoint: Path) -> set[str] | None:
+    """The state-dict keys of a freshly built model of `checkpoint`'s config (built on the meta
+    device, so no memory is allocated): what `from_pretrained` loads. Non-persistent buffers are not
+    among them. None when transformers cannot build the architecture (every key then counts)."""
+    import transformers
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(checkpoint)
+    except (ValueError, KeyError, OSError):
+        return None
+    model_class = next((getattr(transformers, name) for name in config.architectures or ()
+                        if hasattr(transformers, name)), None)
+    try:
+        with torch.device("meta"):
+            model = model_class(config) if model_class is not None else AutoModel.from_config(config)
+    except (ValueError, KeyError, ImportError, TypeError):
+        return None
+    return set(model.state_dict())
 
 
 def _check_configs(original: dict, finetuned: dict) -> None:
@@ -272,6 +316,59 @@ def _copy_processor(source: Path, destination: Path) -> list[str]:
     return copied
 
 
+def _endpoint_differences(record: Mapping, endpoints: Mapping) -> list[str]:
+    """How the endpoints recorded in a sweep.json or interpolation.json differ from this run's:
+    by weight fingerprint when both have one, else by the names given."""
+    problems = []
+    for role in ENDPOINTS:
+        recorded = (record.get("fingerprints") or {}).get(role)
+        same = recorded == endpoints["fingerprints"][role] if recorded else record.get(role) == endpoints[role]
+        if not same:
+            label = "fine-tuned" if role == "finetuned" else role
+            problems.append(f"{label}: the sweep has {record.get(role)!r}"
+                            + (f" (weights sha256 {recorded[:12]})" if recorded else "")
+                            + f", this run has {endpoints[role]!r} (weights sha256 {endpoints['fingerprints'][role][:12]})")
+    return problems
+
+
+def _check_same_sweep(output_dir: Path, endpoints: Mapping) -> None:
+    """Refuse to add to a sweep folder made from other endpoints (see `interpolate_sweep`)."""
+    path = output_dir / SWEEP_FILE
+    if not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): repair or delete it") from None
+    problems = _endpoint_differences(previous, endpoints)
+    if problems:
+        raise ValueError(
+            f"{output_dir} holds a sweep between other checkpoints; its α's cannot be mixed with this run's:\n  "
+            + "\n  ".join(problems) + "\nwrite this sweep to another --output_dir"
+        )
+
+
+def _sweep_members(output_dir: Path, endpoints: Mapping) -> dict[float, str]:
+    """alpha -> folder name of every checkpoint in `output_dir` interpolated between `endpoints`
+    (read from each folder's interpolation.json, so members a sweep.json left out are found)."""
+    members = {}
+    for folder in sorted(output_dir.glob(f"{ALPHA_FOLDER_PREFIX}*")):
+        record_path = folder / INTERPOLATION_FILE
+        if not record_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
+            continue
+        try:
+            record = json.loads(record_path.read_text())
+            alpha = float(record["alpha"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning("%s is unreadable: %s left out of %s", record_path, folder.name, SWEEP_FILE)
+            continue
+        if _endpoint_differences(record, endpoints):
+            logger.warning("%s is not part of this sweep (other endpoints): left out of %s", folder, SWEEP_FILE)
+            continue
+        members[alpha] = folder.name
+    return members
+
+
 def interpolate_sweep(
     original: str | Path,
     finetuned: str | Path,
@@ -292,20 +389,35 @@ def interpolate_sweep(
             fine-tuned checkpoint if it has them, else the original).
         overwrite: replace existing `alpha-*` folders instead of refusing.
 
+    An `output_dir` that already holds a sweep is added to: sweep.json then lists the earlier α's
+    and the new ones. Only a sweep between the same endpoints (the same weights, by sha256 of the
+    weight files, whatever folder or repo id names them) is added to; otherwise nothing is written
+    and the error names the differing endpoint.
+
     Returns:
         The content of sweep.json.
     """
     alphas = check_alphas(alphas, allow_extrapolation)
     output_dir = Path(output_dir)
-    existing = [alpha_name(a) for a in alphas if (output_dir / alpha_name(a)).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{output_dir} already holds {existing}: pass overwrite=True (--overwrite)")
     source_original = _Checkpoint(original, "original")
     source_finetuned = _Checkpoint(finetuned, "fine-tuned")
     _check_configs(source_original.config, source_finetuned.config)
-    shapes = source_original.shapes()
-    _raise_on_mismatch(_mismatches(shapes, source_finetuned.shapes()))
-    dtypes = source_original.dtypes()
+    endpoints = {"original": str(original), "finetuned": str(finetuned),
+                 "fingerprints": {"original": source_original.fingerprint(),
+                                  "finetuned": source_finetuned.fingerprint()}}
+    _check_same_sweep(output_dir, endpoints)
+    existing = [alpha_name(a) for a in alphas if (output_dir / alpha_name(a)).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{output_dir} already holds {existing}: pass overwrite=True (--overwrite)")
+    # Compare and write only what the model holds: a checkpoint saved by an older transformers (the
+    # Hub's openai/clip-vit-base-patch32) still carries buffers that are no longer saved.
+    shapes, finetuned_shapes = source_original.shapes(), source_finetuned.shapes()
+    model_keys = _model_keys(source_original.path)
+    ignored = sorted((set(shapes) | set(finetuned_shapes)) - model_keys) if model_keys is not None else []
+    shapes = {name: shape for name, shape in shapes.items() if name not in ignored}
+    finetuned_shapes = {name: shape for name, shape in finetuned_shapes.items() if name not in ignored}
+    _raise_on_mismatch(_mismatches(shapes, finetuned_shapes))
+    dtypes = {name: dtype for name, dtype in source_original.dtypes().items() if name in shapes}
 
     processor_source = Path(processor_from) if processor_from is not None else source_finetuned.path
     if processor_from is None and not any((processor_source / n).is_file() for n in PROCESSOR_FILES):
@@ -317,7 +429,6 @@ def interpolate_sweep(
         if key in source_original.config:
             config[key] = source_original.config[key]
 
-    checkpoints = []
     output_dir.mkdir(parents=True, exist_ok=True)
     for alpha in alphas:
         folder = output_dir / alpha_name(alpha)
@@ -331,16 +442,16 @@ def interpolate_sweep(
         _write_safetensors(folder / WEIGHTS_FILE, shapes, dtypes, tensors)
         (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         copied = _copy_processor(processor_source, folder)
-        record = {"alpha": alpha, "original": str(original), "finetuned": str(finetuned)}
-        (folder / INTERPOLATION_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        checkpoints.append({"alpha": alpha, "path": folder.name})
+        (folder / INTERPOLATION_FILE).write_text(json.dumps({"alpha": alpha, **endpoints}, indent=2) + "\n")
+    members = _sweep_members(output_dir, endpoints)
+    checkpoints = [{"alpha": alpha, "path": members[alpha]} for alpha in sorted(members)]
     sweep = {
-        "original": str(original),
-        "finetuned": str(finetuned),
+        **endpoints,
         "alphas": checkpoints,
         "checkpoints": {f"{entry['alpha']:g}": entry["path"] for entry in checkpoints},
         "formula": "(1 - alpha) * original + alpha * finetuned",
         "processor_files": copied,
+        "ignored_keys": ignored,
     }
     (output_dir / SWEEP_FILE).write_text(json.dumps(sweep, indent=2) + "\n")
     return sweep
@@ -387,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     """`cf-hf interpolate --original A --finetuned B --alphas 0 0.25 0.5 0.75 1 --output_dir OUT`."""
     from transformers import HfArgumentParser
 
+    from cf_hf.evaluation.results import alpha_key
+
     parser = HfArgumentParser(InterpolationArguments, prog="cf-hf interpolate", description=__doc__.split("\n\n")[0])
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     try:
@@ -398,5 +511,5 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError) as error:
         parser.error(str(error))
     for entry in sweep["alphas"]:
-        print(f"alpha={entry['alpha']:g}: {Path(args.output_dir) / entry['path']}")
+        print(f"{alpha_key(entry['alpha'])}: {Path(args.output_dir) / entry['path']}")
     return 0

@@ -2,7 +2,7 @@
 
 Examples:
     cf-hf push dataset outputs/dataset --repo_id org/they-are-all-doctors
-    cf-hf push model outputs/sweep --repo_id org/cf-clip --results outputs/eval/results.json \\
+    cf-hf push model outputs/sweep --repo_id org/cf-clip --results outputs/sweep-eval/results.json \\
         --base_model openai/clip-vit-base-patch32 --dataset org/they-are-all-doctors
     cf-hf push metrics --namespace org
 Add --dry_run to list what would be uploaded, --private for private repos. The token comes from
@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     model = kinds.add_parser("model", parents=[common], help="a checkpoint or an alpha sweep → one repo, a branch per alpha")
     model.add_argument("path", help="a checkpoint folder, or a sweep folder written by `cf-hf interpolate`")
     model.add_argument("--repo_id", required=True, help="e.g. org/cf-clip")
-    model.add_argument("--results", help="results.json of `cf-hf evaluate` (measured numbers for the cards)")
+    model.add_argument("--results", help="results.json of `cf-hf evaluate --sweep` or `cf-hf demo` "
+                       "(each card shows the numbers of the model with its α)")
     model.add_argument("--base_model", help="Hub id of the original CLIP (default: the sweep's original, if a Hub id)")
     model.add_argument("--dataset", action="append", dest="datasets", help="Hub id of a fine-tuning dataset (repeatable)")
     model.add_argument("--default_alpha", type=float, help="alpha published on main (default: the largest)")

@@ -13,20 +13,24 @@ one repo per alpha: the family stays one model page with one history, the card o
 every member, and nothing else has to be named; branch names are the sweep folder names
 (`alpha-<%g>`, see `cf_hf.interpolation`).
 
-Each checkpoint gets a model card (see `model_card`) with its alpha, the measured results from the
-evaluation's `results.json` (never an unmeasured number) and the sweep table. Each branch is one
-commit; re-pushing unchanged content makes none.
+Each checkpoint gets a model card (see `model_card`) with its alpha, the measured results from a
+`results.json` of `cf-hf evaluate --sweep` or `cf-hf demo` (never an unmeasured number) and the
+sweep table. A results file that holds none of the pushed α's is refused (it would publish cards
+without numbers); α's it lacks are named in a warning. Each branch is one commit; re-pushing
+unchanged content makes none.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+from cf_hf.evaluation.results import Results
 from hub_scripts._common import HubPushError, PlannedPush, check_repo_id, run_pushes
 
-SWEEP_FILE = "sweep.json"
-INTERPOLATION_FILE = "interpolation.json"
+logger = logging.getLogger(__name__)
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 SWEEP_PLOT_NAME = "sweep.png"
@@ -56,6 +60,8 @@ def check_checkpoint(folder: str | Path) -> Path:
 def find_checkpoints(path: str | Path) -> dict[float | None, Path]:
     """alpha → checkpoint folder: every member of a sweep folder, or one checkpoint (alpha from its
     interpolation.json, else None)."""
+    from cf_hf.interpolation import INTERPOLATION_FILE, SWEEP_FILE
+
     path = Path(path)
     sweep_file = path / SWEEP_FILE
     if sweep_file.is_file():
@@ -72,14 +78,34 @@ def find_checkpoints(path: str | Path) -> dict[float | None, Path]:
     return {None if alpha is None else float(alpha): folder}
 
 
-def _branch(alpha: float) -> str:
-    return f"alpha-{alpha:g}"
+def _checked_results(results: Results | dict | str | Path | None, alphas: list[float]) -> Results | None:
+    """The results for the cards (`model_card.as_results`), refused when they hold none of `alphas`."""
+    from cf_hf.evaluation.results import ResultsError
+    from model_card import as_results
+
+    try:
+        results = as_results(results)
+    except ResultsError as error:
+        raise HubPushError(str(error)) from None
+    if results is None or not alphas:
+        return results
+    missing = [alpha for alpha in alphas if results.model_for_alpha(alpha) is None]
+    listed = ", ".join(f"{alpha:g}" for alpha in missing)
+    if len(missing) == len(alphas):
+        raise HubPushError(
+            f"{results.source} holds no numbers for any pushed α ({listed}); its models are {list(results.models)}. "
+            "Evaluate the sweep folder itself (`cf-hf evaluate --sweep SWEEP --model original=ORIGINAL ...`) and "
+            "pass that results.json, or leave out --results"
+        )
+    if missing:
+        logger.warning("%s holds no numbers for α = %s: their cards show none", results.source, listed)
+    return results
 
 
 def plan_model_push(
     path: str | Path,
     repo_id: str,
-    results: dict | str | Path | None = None,
+    results: Results | dict | str | Path | None = None,
     base_model: str | None = None,
     datasets: list[str] | None = None,
     default_alpha: float | None = None,
@@ -87,12 +113,12 @@ def plan_model_push(
     license: str | None = None,
 ) -> list[PlannedPush]:
     """The commits that publish a checkpoint or a sweep (see module docstring); nothing is sent."""
+    from cf_hf.interpolation import INTERPOLATION_FILE, SWEEP_FILE, alpha_name
     from model_card import is_repo_id, render_model_card
 
     check_repo_id(repo_id)
     checkpoints = find_checkpoints(path)
-    if isinstance(results, (str, Path)):
-        results = json.loads(Path(results).read_text())
+    results = _checked_results(results, sorted(a for a in checkpoints if a is not None))
     sweep_file = Path(path) / SWEEP_FILE
     original = json.loads(sweep_file.read_text()).get("original") if sweep_file.is_file() else None
     base_model = base_model or (original if is_repo_id(original) else None)
@@ -103,7 +129,7 @@ def plan_model_push(
         raise HubPushError(f"--default_alpha {default_alpha:g} is not one of the checkpoints {[f'{a:g}' for a in alphas]}")
     main_alpha = default_alpha if default_alpha is not None else (alphas[-1] if alphas else None)
     plot_bytes = Path(sweep_plot).read_bytes() if sweep_plot else None
-    family = {f"{a:g}": f'revision="{_branch(a)}"' for a in alphas} if len(alphas) > 1 else None
+    family = {f"{a:g}": f'revision="{alpha_name(a)}"' for a in alphas} if len(alphas) > 1 else None
 
     def card(alpha: float | None, folder: Path, revision: str | None) -> bytes:
         config = json.loads((folder / "config.json").read_text())
@@ -115,7 +141,7 @@ def plan_model_push(
         ).encode()
 
     plans = []
-    targets = [(alpha, _branch(alpha)) for alpha in alphas]
+    targets = [(alpha, alpha_name(alpha)) for alpha in alphas]
     if main_alpha is not None or None in checkpoints:
         targets.append((main_alpha, "main"))
     for alpha, revision in targets:

@@ -5,27 +5,29 @@ The card is `template.md` filled in with: YAML metadata (`library_name`, `pipeli
 checkpoint), what α means, the measured results, the α-sweep table (and plot) when the results hold
 several models, the training details given, intended use, limitations and how to load it.
 
-Results come from the evaluation harness's `results.json`: one entry per model, keyed `"original"`
-or `"alpha=<α>"`, each holding per-attribute `{"max_skew", "min_skew", "ndkl"}` (means over queries)
-and the downstream `"zero_shot_accuracy"` and `"recall_at_5"`. Any of these may be missing: a
-missing number is left out of the card (or shown as "—" in a table row), never invented.
+Results come from a `results.json` of `cf-hf evaluate` or `cf-hf demo`, read by the one reader of
+that schema (`cf_hf.evaluation.results.load_results`): per model the per-attribute MaxSkew, MinSkew
+and NDKL (means over queries at `fairness_k`) and the downstream `zero_shot_accuracy` and
+`recall_at_5`. A checkpoint's numbers are those of the model with its α (α = 0: the original when
+no `alpha=0` model was evaluated). Any number may be missing: it is left out of the card (or shown
+as "—" in a table row), never invented.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
 
 import yaml
 
+from cf_hf.evaluation.results import METRIC_LABELS, ModelResults, Results, load_results, parse_results
+
 TEMPLATE_PATH = Path(__file__).resolve().parent / "template.md"
 PAPER = "They're All Doctors: Synthesizing Diverse Counterfactuals to Mitigate Associative Bias (arXiv 2406.11331)"
 PAPER_URL = "https://arxiv.org/abs/2406.11331"
 DEFAULT_TAGS = ("clip", "fairness", "debiasing", "counterfactual", "wise-ft", "cf_hf")
-FAIRNESS_METRICS = {"max_skew": "MaxSkew", "min_skew": "MinSkew", "ndkl": "NDKL"}
 DOWNSTREAM_METRICS = {"zero_shot_accuracy": "Zero-shot accuracy", "recall_at_5": "Recall@5"}
 # Where each kind of metric was measured, for the model-index (names of the evaluation sets).
 DEFAULT_EVALUATION_DATASETS = {
@@ -33,87 +35,37 @@ DEFAULT_EVALUATION_DATASETS = {
     "zero_shot_accuracy": {"name": "Zero-shot classification set", "type": "zero-shot-classification"},
     "recall_at_5": {"name": "Image-text retrieval set", "type": "image-text-retrieval"},
 }
-ORIGINAL_KEY = "original"
-
-
-def results_key(alpha: float) -> str:
-    """The results.json key of the checkpoint with this alpha: `alpha=<α in %g>`."""
-    return f"alpha={float(alpha):g}"
-
-
-def _number(value) -> float | None:
-    """A finite number from a results entry (a bare number or {"mean": ...}); None otherwise."""
-    if isinstance(value, Mapping):
-        value = value.get("mean")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _format(value: float | None) -> str:
     return "—" if value is None else f"{value:.4g}"
 
 
-def measured_metrics(entry: Mapping | None) -> dict[str, float]:
-    """The measured numbers of one model entry, flat: `"<attribute>/<metric>"` and downstream names."""
-    metrics: dict[str, float] = {}
-    for key, value in (entry or {}).items():
-        if key in DOWNSTREAM_METRICS:
-            if (number := _number(value)) is not None:
-                metrics[key] = number
-        elif isinstance(value, Mapping):
-            for metric in FAIRNESS_METRICS:
-                if (number := _number(value.get(metric))) is not None:
-                    metrics[f"{key}/{metric}"] = number
-    return metrics
+def as_results(results: Results | Mapping | str | Path | None) -> Results | None:
+    """`results` as a `Results`: a results.json path, its parsed content, or a `Results` already."""
+    if results is None or isinstance(results, Results):
+        return results
+    if isinstance(results, (str, Path)):
+        return load_results(results)
+    return parse_results(results)
 
 
-def model_entries(results: Mapping | None) -> dict[str, dict[str, float]]:
-    """Model key → measured metrics, for `"original"` and every `"alpha=<α>"` (sorted by α)."""
-    entries = {}
-    for key, entry in (results or {}).items():
-        if key == ORIGINAL_KEY or _alpha_of(key) is not None:
-            entries[key] = measured_metrics(entry if isinstance(entry, Mapping) else None)
-
-    def order(key: str) -> tuple:
-        return (-1.0, key) if key == ORIGINAL_KEY else (_alpha_of(key), key)
-
-    return dict(sorted(entries.items(), key=lambda item: order(item[0])))
-
-
-def _alpha_of(key: str) -> float | None:
-    if not key.startswith("alpha="):
-        return None
-    try:
-        return float(key[len("alpha="):])
-    except ValueError:
-        return None
-
-
-def entry_for_alpha(results: Mapping | None, alpha: float | None) -> dict[str, float]:
-    """The measured metrics of the checkpoint with this alpha (α = 0 may be stored as `"original"`)."""
-    if alpha is None:
-        return {}
-    entries = model_entries(results)
-    for key, metrics in entries.items():
-        if _alpha_of(key) is not None and math.isclose(_alpha_of(key), alpha, abs_tol=1e-12):
-            return metrics
-    return entries.get(ORIGINAL_KEY, {}) if alpha == 0 else {}
-
-
-def _metric_label(name: str) -> str:
+def _metric_label(name: str, k: int | None = None) -> str:
     if "/" in name:
         attribute, metric = name.split("/", 1)
-        return f"{FAIRNESS_METRICS[metric]} ({attribute})"
+        return f"{METRIC_LABELS[metric]}{'' if k is None else f'@{k}'} ({attribute})"
     return DOWNSTREAM_METRICS[name]
 
 
-def model_index(model_name: str, metrics: Mapping[str, float], evaluation_datasets: Mapping | None = None) -> list:
-    """The `model-index` metadata: one result per evaluation set, holding only measured metrics."""
+def model_index(model_name: str, metrics: Mapping[str, float], evaluation_datasets: Mapping | None = None,
+                fairness_k: int | None = None) -> list:
+    """The `model-index` metadata: one result per evaluation set, holding only measured metrics
+    (fairness metrics at `fairness_k`, recorded in their name and `args`)."""
     datasets = {**DEFAULT_EVALUATION_DATASETS, **(evaluation_datasets or {})}
     results = []
     fairness = [
-        {"type": name.split("/", 1)[1], "name": _metric_label(name), "value": value}
+        {"type": name.split("/", 1)[1], "name": _metric_label(name, fairness_k), "value": value}
+        | ({"args": {"k": fairness_k}} if fairness_k is not None else {})
         for name, value in metrics.items()
         if "/" in name
     ]
@@ -135,13 +87,15 @@ def model_index(model_name: str, metrics: Mapping[str, float], evaluation_datase
     return [{"name": model_name, "results": results}] if results else []
 
 
-def _metrics_table(rows: Mapping[str, Mapping[str, float]], highlight: str | None = None) -> str:
+def _metrics_table(models: Sequence[ModelResults], highlight: str | None = None) -> str:
     """A Markdown table, one row per model, one column per metric measured for any of them."""
+    rows = {model.name: model.metrics() for model in models}
+    k = next((model.fairness_k for model in models if model.fairness_k is not None), None)
     columns = []
     for metrics in rows.values():
         columns += [name for name in metrics if name not in columns]
     columns.sort(key=lambda name: (name not in DOWNSTREAM_METRICS, name))
-    header = "| model | " + " | ".join(_metric_label(name) for name in columns) + " |"
+    header = "| model | " + " | ".join(_metric_label(name, k) for name in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
     for key, metrics in rows.items():
         label = f"**{key}** (this checkpoint)" if key == highlight else key
@@ -177,7 +131,7 @@ def render_model_card(
     *,
     alpha: float | None,
     base_model: str,
-    results: Mapping | None = None,
+    results: Results | Mapping | str | Path | None = None,
     datasets: Sequence[str] = (),
     repo_id: str | None = None,
     revision: str | None = None,
@@ -196,7 +150,8 @@ def render_model_card(
             part of an α family.
         base_model: the original CLIP: a Hub id (written to the `base_model` metadata) or a local
             path (named in the text only: the Hub accepts only repo ids there).
-        results: the evaluation harness's results.json (see module docstring); missing → no numbers.
+        results: a results.json of `cf-hf evaluate` or `cf-hf demo` (its path, its content or a
+            `Results`; see module docstring); missing → no numbers.
         datasets: Hub ids of the fine-tuning datasets.
         repo_id, revision: where the checkpoint is published, for "How to load".
         model_name: the model-index name (default: `repo_id`, else "CF_α CLIP").
@@ -209,7 +164,10 @@ def render_model_card(
     """
     alpha_text = "—" if alpha is None else f"{float(alpha):g}"
     model_name = model_name or repo_id or f"CF_α CLIP (α = {alpha_text})"
-    own = entry_for_alpha(results, alpha)
+    results = as_results(results)
+    own_model = results.model_for_alpha(alpha) if results is not None and alpha is not None else None
+    own = own_model.metrics() if own_model is not None else {}
+    fairness_k = own_model.fairness_k if own_model is not None else None
     metadata = {"library_name": "transformers", "pipeline_tag": "zero-shot-image-classification"}
     if license:
         metadata["license"] = license
@@ -218,7 +176,7 @@ def render_model_card(
     if datasets:
         metadata["datasets"] = list(datasets)
     metadata["tags"] = list(tags)
-    if index := model_index(model_name, own, evaluation_datasets):
+    if index := model_index(model_name, own, evaluation_datasets, fairness_k):
         metadata["model-index"] = index
 
     summary = (
@@ -230,16 +188,17 @@ def render_model_card(
 
     results_section = ""
     if own:
+        at_k = "" if fairness_k is None else f" at k = {fairness_k}"
         results_section = (
-            "\n## Results\n\nMeasured for this checkpoint (fairness: mean over queries, lower |skew| and NDKL "
-            "are fairer):\n\n" + _metrics_table({results_key(alpha): own}) + "\n"
+            f"\n## Results\n\nMeasured for this checkpoint (fairness: mean over queries{at_k}, lower |skew| and "
+            "NDKL are fairer):\n\n" + _metrics_table([own_model]) + "\n"
         )
     sweep_section = ""
-    entries = model_entries(results)
-    if len(entries) >= 2:
-        highlight = next((k for k in entries if alpha is not None and _alpha_of(k) == float(alpha)), None)
+    members = list(results.sweep().values()) if results is not None else []
+    if len(members) >= 2:
+        highlight = own_model.name if own_model is not None else None
         sweep_section = "\n## The α sweep\n\nMeasured for every checkpoint of the family:\n\n" + _metrics_table(
-            entries, highlight
+            members, highlight
         ) + "\n"
         if sweep_plot:
             sweep_section += f"\n![Fairness and accuracy across α]({sweep_plot})\n"

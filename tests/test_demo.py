@@ -34,15 +34,22 @@ def test_quick_demo_prints_the_table(quick_demo):
 
 
 def test_quick_demo_results_hold_every_model_and_number(quick_demo):
+    from cf_hf.evaluation.results import load_results
+
     output_dir, _ = quick_demo
     results = json.loads((output_dir / "results.json").read_text())
     alphas = [0.0, 0.5, 1.0]
     keys = ["original"] + [f"alpha={alpha:g}" for alpha in alphas]
     for key in keys:
         for attribute in ATTRIBUTES:
-            assert set(results[key][attribute]) == {"max_skew", "min_skew", "ndkl"}
-        assert 0.0 <= results[key]["zero_shot_accuracy"] <= 1.0
-        assert 0.0 <= results[key]["recall_at_5"] <= 1.0
+            assert set(results["models"][key][attribute]) == {"max_skew", "min_skew", "ndkl"}
+        assert 0.0 <= results["models"][key]["zero_shot_accuracy"] <= 1.0
+        assert 0.0 <= results["models"][key]["recall_at_5"] <= 1.0
+    # The one results schema: the reader every consumer uses sees the sweep, its α's and the k.
+    read = load_results(output_dir / "results.json")
+    assert read.schema_version == 1 and list(read.sweep()) == keys
+    assert [model.alpha for model in read.sweep().values()] == [None, *alphas]
+    assert {model.fairness_k for model in read.models.values()} == {50}
     assert results["chosen_alpha"] in alphas
     assert results["wall_time_seconds"] > 0 and results["peak_memory_mb"] > 0
     assert set(results["random_floor"]) == set(ATTRIBUTES)
@@ -52,14 +59,15 @@ def test_quick_demo_alpha_zero_is_the_original(quick_demo):
     output_dir, _ = quick_demo
     results = json.loads((output_dir / "results.json").read_text())
     for attribute in ATTRIBUTES:
-        assert results["alpha=0"][attribute] == pytest.approx(results["original"][attribute], abs=1e-6)
+        assert results["models"]["alpha=0"][attribute] == pytest.approx(results["models"]["original"][attribute],
+                                                                         abs=1e-6)
 
 
 def test_quick_demo_fine_tuning_reduces_the_skew(quick_demo):
     output_dir, _ = quick_demo
     results = json.loads((output_dir / "results.json").read_text())
-    before = sum(results["original"][attribute]["max_skew"] for attribute in ATTRIBUTES)
-    after = sum(results["alpha=1"][attribute]["max_skew"] for attribute in ATTRIBUTES)
+    before = sum(results["models"]["original"][attribute]["max_skew"] for attribute in ATTRIBUTES)
+    after = sum(results["models"]["alpha=1"][attribute]["max_skew"] for attribute in ATTRIBUTES)
     assert after < before
 
 
@@ -77,6 +85,10 @@ def test_quick_demo_artefacts_load_with_the_standard_libraries(quick_demo):
     CLIPProcessor.from_pretrained(checkpoint)
     card = (checkpoint / "README.md").read_text()
     assert "α = 0.5" in card
+    # The card carries the demo's numbers for this α (means over seeds) in text and model-index.
+    measured = json.loads((output_dir / "results.json").read_text())["models"]["alpha=0.5"]
+    assert f"| {measured['gender']['max_skew']:.4g} |" in card.split("## Results")[1]
+    assert "model-index" in card and "MaxSkew@50 (gender)" in card
     # The card names the original by its path relative to the checkpoint, never a machine path.
     assert "`../../../original`" in card and str(output_dir) not in card
     assert (checkpoint / "../../../original" / "config.json").is_file()

@@ -139,12 +139,23 @@ def test_image_embeddings_do_not_depend_on_the_batch_size_or_workers(tmp_path, t
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
 
 
-def test_k_is_capped_at_the_gallery_size(tmp_path, processor):
+@pytest.mark.parametrize("ks", [[1000, 5], [24]])
+def test_a_main_k_not_below_the_gallery_size_is_refused(tmp_path, processor, ks):
     gallery = load_fairface(make_fairface(tmp_path, n=24))
-    results = evaluate_models({"m": EmbeddingEngine(ColourCLIP(), processor, QUIET)}, fairness=gallery,
-                              config=_config(ks=[1000, 5]))
-    assert results["models"]["m"]["fairness"]["fairface"]["ks"] == [24, 5]
-    assert results["protocol"]["fairness"]["galleries"]["fairface"]["ks"] == [24, 5]
+    with pytest.raises(ValueError, match=f"gallery 'fairface' has 24 images: k = {ks[0]} would rank all of it.*--k"):
+        evaluate_models({"m": EmbeddingEngine(ColourCLIP(), processor, QUIET)}, fairness=gallery, config=_config(ks=ks))
+
+
+def test_a_later_k_not_below_the_gallery_size_is_left_out_with_a_warning_and_recorded(tmp_path, processor):
+    gallery = load_fairface(make_fairface(tmp_path, n=24))
+    with pytest.warns(UserWarning, match=r"'fairface' has 24 images: k = \[24, 1000\] left out .* at k = \[5, 12\]"):
+        results = evaluate_models({"m": EmbeddingEngine(ColourCLIP(), processor, QUIET)}, fairness=gallery,
+                                  config=_config(ks=[5, 24, 12, 1000]))
+    assert results["models"]["m"]["fairness"]["fairface"]["ks"] == [5, 12]
+    assert results["models"]["m"]["fairness_k"] == 5
+    recorded = results["protocol"]["fairness"]["galleries"]["fairface"]
+    assert (recorded["ks"], recorded["left_out_ks"]) == ([5, 12], [24, 1000])
+    assert results["protocol"]["fairness"]["ks"] == [5, 24, 12, 1000]  # what was asked for
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from _evaluation_fixtures import make_fairface, make_imagenet, make_karpathy
 
 from cf_hf.evaluation.cli import main
+from cf_hf.evaluation.results import load_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -34,7 +35,7 @@ def test_evaluate_two_models_writes_results_report_and_plots(tmp_path, data_dir,
                  "--output_dir", str(output)])
     assert code == 0
     results = json.loads((output / "results.json").read_text())
-    assert set(results) == {"models", "protocol"}
+    assert set(results) == {"schema_version", "models", "protocol"} and results["schema_version"] == 1
     assert list(results["models"]) == [tiny_clip_dir.name, "copy"]
     entry = results["models"]["copy"]
     for attribute in ("gender", "race", "age"):
@@ -76,6 +77,11 @@ def test_evaluate_a_sweep_folder(tmp_path, data_dir, tiny_clip_dir):
     assert results["models"]["alpha=1"]["gender"] == results["models"]["original"]["gender"]
     assert results["protocol"]["embedding_cache"]["hits"] > results["protocol"]["embedding_cache"]["misses"]
     assert (output / "plots" / "tradeoff.png").is_file()
+    # The one reader of the schema sees the sweep in α order and the k of the headline numbers.
+    read = load_results(output / "results.json")
+    assert [(name, model.alpha, model.fairness_k) for name, model in read.sweep().items()] == [
+        ("original", None, 12), ("alpha=0", 0.0, 12), ("alpha=0.5", 0.5, 12), ("alpha=1", 1.0, 12)]
+    assert read.model_for_alpha(0.5).fairness["gender"] == results["models"]["alpha=0.5"]["gender"]
 
 
 def test_evaluate_without_models_or_data_fails_clearly(tmp_path, data_dir, tiny_clip_dir, capsys):
@@ -85,6 +91,29 @@ def test_evaluate_without_models_or_data_fails_clearly(tmp_path, data_dir, tiny_
     with pytest.raises(SystemExit):
         main(["--model", str(tiny_clip_dir), "--output_dir", str(tmp_path)])
     assert "give at least one evaluation set" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_the_default_k_on_a_smaller_gallery(tmp_path, data_dir, tiny_clip_dir, capsys):
+    code = main(["--model", str(tiny_clip_dir), "--fairface", str(data_dir / "fairface"), "--no_progress",
+                 "--output_dir", str(tmp_path / "out")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "gallery 'fairface' has 24 images: k = 1000 would rank all of it" in error and "--k" in error
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_evaluate_warns_and_reports_the_ks_left_out(tmp_path, data_dir, tiny_clip_dir, capsys):
+    output = tmp_path / "out"
+    with pytest.warns(UserWarning, match=r"k = \[100\] left out"):
+        code = main(["--model", str(tiny_clip_dir), "--fairface", str(data_dir / "fairface"), "--concepts", "doctor",
+                     "--k", "12", "100", "--no_progress", "--no_plots", "--output_dir", str(output)])
+    assert code == 0
+    assert "at k = [12]; k = [100] left out (not below the gallery size)" in capsys.readouterr().out
+    gallery = json.loads((output / "results.json").read_text())["protocol"]["fairness"]["galleries"]["fairface"]
+    assert (gallery["ks"], gallery["left_out_ks"]) == ([12], [100])
+    report = (output / "report.md").read_text()
+    assert "gallery `fairface` (24 images), mean over 5 queries, k = 12," in report
+    assert "**Warning:** k = [100] requested but not below the size of gallery `fairface` (24 images)" in report
 
 
 def test_evaluate_reports_a_broken_dataset_by_name(tmp_path, tiny_clip_dir, capsys):

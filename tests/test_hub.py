@@ -25,11 +25,11 @@ from hub_scripts.cli import main as push_main
 NAMESPACE = "org"
 DATASET_REPO = f"{NAMESPACE}/they-are-all-doctors"
 MODEL_REPO = f"{NAMESPACE}/cf-clip"
-RESULTS = {
+RESULTS = {"schema_version": 1, "protocol": {}, "models": {
     "original": {"gender": {"max_skew": 0.7, "min_skew": -0.5, "ndkl": 0.2}, "zero_shot_accuracy": 0.81},
-    "alpha=0.5": {"gender": {"max_skew": 0.3, "min_skew": -0.2, "ndkl": 0.1}, "zero_shot_accuracy": 0.8},
-    "alpha=1": {"gender": {"max_skew": 0.2, "min_skew": -0.1, "ndkl": 0.05}, "recall_at_5": 0.6},
-}
+    "alpha=0.5": {"alpha": 0.5, "gender": {"max_skew": 0.3, "min_skew": -0.2, "ndkl": 0.1}, "zero_shot_accuracy": 0.8},
+    "alpha=1": {"alpha": 1.0, "gender": {"max_skew": 0.2, "min_skew": -0.1, "ndkl": 0.05}, "recall_at_5": 0.6},
+}}
 GROUP_IDS = ["group-0"] * 3 + ["group-1"] * 3
 CLIENT_SCRIPT = Path(__file__).with_name("_hub_contract_client.py")
 
@@ -151,6 +151,71 @@ def test_model_card_metadata_reaches_the_hub(published, client):
     values = {result.metric_name: result.metric_value for result in info.card_data.eval_results}
     assert values == {"MaxSkew (gender)": 0.3, "MinSkew (gender)": -0.2, "NDKL (gender)": 0.1,
                       "Zero-shot accuracy": 0.8}
+
+
+@pytest.fixture(scope="module")
+def evaluated(published, tiny_clip_dir, tmp_path_factory):
+    """`cf-hf evaluate --sweep` of the published sweep (and its original) on tiny on-disk sets."""
+    from _evaluation_fixtures import make_fairface, make_imagenet, make_karpathy
+
+    from cf_hf.cli import main as cf_hf_main
+
+    data = tmp_path_factory.mktemp("evaluation_data")
+    make_fairface(data / "fairface", n=24)
+    flickr = make_karpathy(data / "flickr")
+    make_imagenet(data / "imagenet")
+    output = data / "eval"
+    assert cf_hf_main(["evaluate", "--sweep", str(published["sweep"]), "--model", f"original={tiny_clip_dir}",
+                       "--fairface", str(data / "fairface"), "--flickr", str(flickr), "--imagenet", str(data / "imagenet"),
+                       "--concepts", "doctor", "nurse", "--k", "12", "--no_progress", "--no_plots",
+                       "--output_dir", str(output)]) == 0
+    return output / "results.json"
+
+
+def test_push_with_the_results_of_cf_hf_evaluate_puts_its_numbers_on_the_cards(published, evaluated, client):
+    from huggingface_hub import HfApi
+
+    repo = f"{NAMESPACE}/cf-clip-evaluated"
+    assert push_main(["model", str(published["sweep"]), "--repo_id", repo, "--results", str(evaluated),
+                      "--base_model", "openai/clip-vit-base-patch32"]) == 0
+    measured = json.loads(evaluated.read_text())["models"]
+    api = HfApi()
+    for alpha in ("0", "0.5", "1"):
+        numbers = measured[f"alpha={alpha}"]
+        expected = {f"{label}@12 ({attribute})": numbers[attribute][metric]
+                    for attribute in ("age", "gender", "race")
+                    for metric, label in (("max_skew", "MaxSkew"), ("min_skew", "MinSkew"), ("ndkl", "NDKL"))}
+        expected |= {"Zero-shot accuracy": numbers["zero_shot_accuracy"], "Recall@5": numbers["recall_at_5"]}
+        card_data = api.model_info(repo, revision=f"alpha-{alpha}").card_data
+        assert {result.metric_name: result.metric_value for result in card_data.eval_results} == expected
+        card = Path(api.hf_hub_download(repo, "README.md", revision=f"alpha-{alpha}")).read_text()
+        results_section = card.split("## Results")[1].split("## The α sweep")[0]
+        assert f"| {numbers['gender']['max_skew']:.4g} |" in results_section
+        assert "| original |" in card.split("## The α sweep")[1]
+
+
+def test_push_refuses_results_that_hold_none_of_the_pushed_alphas(published, tmp_path, capsys):
+    other = {"schema_version": 1, "models": {"cf": {"gender": {"max_skew": 0.2}}}}
+    (tmp_path / "results.json").write_text(json.dumps(other))
+    assert push_main(["model", str(published["sweep"]), "--repo_id", MODEL_REPO, "--results",
+                      str(tmp_path / "results.json"), "--base_model", "b", "--dry_run"]) == 2
+    error = capsys.readouterr().err
+    assert "holds no numbers for any pushed α (0, 0.5, 1); its models are ['cf']" in error
+    assert "cf-hf evaluate --sweep" in error
+
+
+def test_push_names_the_alphas_its_results_lack(published, caplog):
+    partial = {"schema_version": 1, "models": {"alpha=0.5": {"alpha": 0.5, "gender": {"max_skew": 0.3}}}}
+    with caplog.at_level("WARNING", logger="hub_scripts.push_model"):
+        push_model(published["sweep"], MODEL_REPO, results=partial, base_model="b", dry_run=True)
+    assert "holds no numbers for α = 0, 1: their cards show none" in caplog.text
+
+
+def test_push_refuses_the_flat_results_of_older_demos_with_what_to_rerun(published, tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps({"original": {}, "alpha=0.5": {}, "chosen_alpha": 0.5}))
+    assert push_main(["model", str(published["sweep"]), "--repo_id", MODEL_REPO, "--results",
+                      str(tmp_path / "results.json"), "--base_model", "b", "--dry_run"]) == 2
+    assert "flat layout of older `cf-hf demo` runs" in capsys.readouterr().err
 
 
 def test_metric_modules_are_gradio_spaces(published, client):

@@ -183,3 +183,83 @@ def test_cli_reports_bad_alphas_as_a_usage_error(endpoints, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
+
+
+def _with_hub_position_ids(source, folder):
+    """A copy of checkpoint `source` whose model.safetensors also holds the two `position_ids`
+    tensors the Hub's openai/clip-vit-base-patch32 file carries (int64, [1, n]); transformers
+    registers them as non-persistent buffers, so no checkpoint saved today has them."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPConfig
+
+    shutil.copytree(source, folder)
+    config = CLIPConfig.from_pretrained(folder)
+    vision = config.vision_config
+    tensors = load_file(folder / "model.safetensors")
+    tensors["text_model.embeddings.position_ids"] = torch.arange(
+        config.text_config.max_position_embeddings).unsqueeze(0)
+    tensors["vision_model.embeddings.position_ids"] = torch.arange(
+        (vision.image_size // vision.patch_size) ** 2 + 1).unsqueeze(0)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_an_original_with_the_hubs_position_ids_interpolates(endpoints, tmp_path):
+    original_dir, finetuned_dir, original, _ = endpoints
+    hub_original = _with_hub_position_ids(original_dir, tmp_path / "hub-original")
+    sweep = interpolate_sweep(hub_original, finetuned_dir, [0, 0.5], tmp_path / "sweep")
+    assert sweep["ignored_keys"] == ["text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"]
+    model, info = CLIPModel.from_pretrained(tmp_path / "sweep" / "alpha-0", output_loading_info=True)
+    assert all(not keys for keys in info.values()), info  # no missing, unexpected or mismatched key
+    state = model.state_dict()
+    assert all(torch.equal(state[name], original[name]) for name in original)
+
+
+def test_a_second_run_adds_its_alphas_to_the_existing_sweep(endpoints, tmp_path):
+    from cf_hf.evaluation.protocol import load_sweep
+    from hub_scripts.push_model import find_checkpoints
+
+    original_dir, finetuned_dir, _, _ = endpoints
+    interpolate_sweep(original_dir, finetuned_dir, [0, 1], tmp_path)
+    sweep = interpolate_sweep(original_dir, finetuned_dir, [0.3], tmp_path)
+    assert [entry["alpha"] for entry in sweep["alphas"]] == [0.0, 0.3, 1.0]
+    assert json.loads((tmp_path / SWEEP_FILE).read_text())["alphas"] == sweep["alphas"]
+    # Every reader of the sweep sees the three checkpoints.
+    assert list(read_sweep(tmp_path)["checkpoints"]) == ["0", "0.3", "1"]
+    assert list(load_sweep(tmp_path)[1].values()) == [0.0, 0.3, 1.0]
+    assert sorted(find_checkpoints(tmp_path)) == [0.0, 0.3, 1.0]
+
+
+def test_a_run_with_other_endpoints_is_refused_and_leaves_the_sweep_alone(endpoints, tmp_path):
+    original_dir, finetuned_dir, _, _ = endpoints
+    interpolate_sweep(original_dir, finetuned_dir, [0, 1], tmp_path / "sweep")
+    before = (tmp_path / "sweep" / SWEEP_FILE).read_text()
+    # Another fine-tuned model in a folder of the same name: the weights, not the names, decide.
+    other = tmp_path / "other"
+    model = CLIPModel.from_pretrained(finetuned_dir)
+    with torch.no_grad():
+        model.text_projection.weight.add_(1.0)
+    model.save_pretrained(other)
+    with pytest.raises(ValueError, match="fine-tuned: the sweep has .*, this run has .*other") as error:
+        interpolate_sweep(original_dir, other, [0.5], tmp_path / "sweep")
+    assert "original" not in str(error.value).split("\n", 1)[1]  # only the difference is listed
+    assert (tmp_path / "sweep" / SWEEP_FILE).read_text() == before
+    assert not (tmp_path / "sweep" / "alpha-0.5").exists()
+
+
+def test_alphas_left_out_of_an_older_sweep_json_are_taken_back(endpoints, tmp_path):
+    """A sweep.json rewritten with only the last run's α (as older versions did) while the earlier
+    α's folders are still there: the next run lists them again."""
+    original_dir, finetuned_dir, _, _ = endpoints
+    interpolate_sweep(original_dir, finetuned_dir, [0, 0.5], tmp_path)
+    old_fields = ("alpha", "original", "finetuned")
+    for folder in ("alpha-0", "alpha-0.5"):  # the records older versions wrote: names, no fingerprints
+        record = json.loads((tmp_path / folder / "interpolation.json").read_text())
+        (tmp_path / folder / "interpolation.json").write_text(json.dumps({key: record[key] for key in old_fields}))
+    (tmp_path / SWEEP_FILE).write_text(json.dumps({
+        "original": str(original_dir), "finetuned": str(finetuned_dir),
+        "alphas": [{"alpha": 0.5, "path": "alpha-0.5"}], "checkpoints": {"0.5": "alpha-0.5"}}))
+    sweep = interpolate_sweep(original_dir, finetuned_dir, [1], tmp_path)
+    assert [entry["alpha"] for entry in sweep["alphas"]] == [0.0, 0.5, 1.0]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from huggingface_hub import ModelCard
 
+from cf_hf.evaluation.results import ResultsError
 from model_card import render_model_card
 
-RESULTS = {
+RESULTS = {"schema_version": 1, "protocol": {}, "models": {
     "original": {"gender": {"max_skew": 0.7, "min_skew": -0.5, "ndkl": 0.2}, "zero_shot_accuracy": 0.81},
-    "alpha=0.5": {"gender": {"max_skew": 0.31, "ndkl": 0.11}, "race": {"max_skew": 0.9},
+    "alpha=0.5": {"alpha": 0.5, "gender": {"max_skew": 0.31, "ndkl": 0.11}, "race": {"max_skew": 0.9},
                   "zero_shot_accuracy": 0.8, "recall_at_5": 0.62},
-    "alpha=1": {"gender": {"max_skew": 0.2}},
-}
+    "alpha=1": {"alpha": 1.0, "gender": {"max_skew": 0.2}},
+}}
 
 
 def _metadata(card: str) -> dict:
@@ -48,11 +50,25 @@ def test_missing_results_are_omitted_not_invented():
         assert number not in bare
 
 
-def test_malformed_entries_are_tolerated_and_skipped():
-    results = {"alpha=0.5": {"gender": {"max_skew": None, "ndkl": float("nan")}, "zero_shot_accuracy": "n/a"},
-               "notes": "free text", "alpha=oops": {}}
+def test_null_numbers_are_left_out():
+    results = {"schema_version": 1, "models": {"alpha=0.5": {"gender": {"max_skew": None, "ndkl": None},
+                                                             "zero_shot_accuracy": None}}}
     card = render_model_card(alpha=0.5, base_model="b", results=results)
     assert "model-index" not in _metadata(card)
+
+
+def test_a_malformed_number_is_refused_naming_the_model_and_key():
+    results = {"schema_version": 1, "models": {"alpha=0.5": {"zero_shot_accuracy": "n/a"}}}
+    with pytest.raises(ResultsError, match="model 'alpha=0.5' 'zero_shot_accuracy': expected a finite number.*'n/a'"):
+        render_model_card(alpha=0.5, base_model="b", results=results)
+
+
+def test_the_fairness_k_is_named_on_the_card_and_in_the_model_index():
+    results = {"schema_version": 1, "models": {"alpha=0.5": {"fairness_k": 100, "gender": {"max_skew": 0.31}}}}
+    card = render_model_card(alpha=0.5, base_model="b", results=results)
+    (metric,) = _metadata(card)["model-index"][0]["results"][0]["metrics"]
+    assert metric == {"type": "max_skew", "name": "MaxSkew@100 (gender)", "value": 0.31, "args": {"k": 100}}
+    assert "mean over queries at k = 100" in card and "| MaxSkew@100 (gender) |" in card
 
 
 def test_alpha_and_its_meaning_are_stated():

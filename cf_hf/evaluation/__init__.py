@@ -11,7 +11,8 @@ zero-shot classification, for one model or an α sweep, with a report and plots.
     write_report(results, "outputs/eval")
 
 Modules: `data` (the set dataclasses), `loaders` (on-disk formats), `embedding` (batched, cached
-embedding engine), `protocol` (metrics over bounded score blocks, `evaluate_models`), `report`
+embedding engine), `protocol` (metrics over bounded score blocks, `evaluate_models`), `results` (the results.json
+schema: `load_results`, `write_results`), `report`
 (results.json, report.md, plots), `cli` (`cf-hf evaluate`). Imports are lazy: torch loads only when
 a model is embedded.
 """
@@ -30,7 +31,9 @@ _EXPORTS = {
     "FairnessConfig": "protocol", "EvaluationConfig": "protocol", "evaluate_models": "protocol",
     "evaluate_engine": "protocol", "evaluate_fairness": "protocol", "evaluate_retrieval": "protocol",
     "evaluate_zero_shot": "protocol", "build_queries": "protocol", "load_sweep": "protocol",
-    "alpha_model_name": "protocol", "random_floor": "protocol",
+    "random_floor": "protocol",
+    "Results": "results", "ModelResults": "results", "ResultsError": "results", "load_results": "results",
+    "parse_results": "results", "write_results": "results", "alpha_key": "results",
     "write_report": "report",
 }
 

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--templates", metavar="FILE", help="fairness prompt templates, one per line ({concept}, {article})")
     protocol.add_argument("--concepts", nargs="+", metavar="CONCEPT",
                           help="fairness concepts (or one file: a concepts YAML/JSON, or text with one per line)")
-    protocol.add_argument("--k", type=int, nargs="+", dest="ks", help="cut-offs (default 1000, capped at the gallery size)")
+    protocol.add_argument("--k", type=int, nargs="+", dest="ks", help="fairness cut-offs (default 1000). The first is the main k and must be below "
+                          "every gallery's size; a later k that is not is left out for that gallery, with a warning")
     protocol.add_argument("--desired", nargs="+", choices=["equal_opportunity", "demographic_parity"],
                           help="desired distributions (the first is the headline)")
     protocol.add_argument("--convention", choices=["berg", "exact"], default="berg")
@@ -175,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_summary(results: dict) -> None:
+    for name, gallery in results["protocol"]["fairness"]["galleries"].items():
+        print(f"fairness on {name!r} ({gallery['n_images']} images) at k = {gallery['ks']}"
+              + (f"; k = {gallery['left_out_ks']} left out (not below the gallery size)" if gallery["left_out_ks"] else ""))
     for name, entry in results["models"].items():
         parts = [f"{attribute} MaxSkew {values['max_skew']:.3f} NDKL {values['ndkl']:.3f}"
                  for attribute, values in entry.items() if isinstance(values, dict) and "max_skew" in values]

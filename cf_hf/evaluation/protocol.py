@@ -4,7 +4,7 @@ for one model or many (an α sweep), into one results dictionary.
 Fairness (per gallery, per sensitive attribute):
   queries = templates x concepts (or the gallery's own captions, e.g. PATA); each query ranks the
   whole gallery by cosine similarity; MaxSkew@k, MinSkew@k and NDKL@k (`cf_hf.metrics`) at every
-  k (capped at the gallery size) for every desired distribution; aggregated as the mean over
+  k below the gallery size (`fairness_ks`) for every desired distribution; aggregated as the mean over
   queries, the worst query and the mean per concept; plus worst-group recall@k when the gallery
   labels each image with a concept. The (queries x gallery) score matrix is built in blocks of
   queries, each block from gallery chunks, so memory is bounded whatever the gallery size; every
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,12 +39,10 @@ from .data import (
     protocol_defaults,
 )
 from .embedding import EmbeddingCache, EmbeddingConfig, EmbeddingEngine
+from .results import FAIRNESS_METRICS, RESERVED_KEYS, SCHEMA_VERSION, alpha_key
 
-FAIRNESS_METRICS = ("max_skew", "min_skew", "ndkl")
 # The worst query: highest MaxSkew and NDKL, lowest (most negative) MinSkew.
 WORST = {"max_skew": max, "min_skew": min, "ndkl": max}
-# Keys of a model entry in results.json; an attribute may not take one of these names.
-RESERVED_KEYS = ("model", "alpha", "fairness", "retrieval", "zero_shot", "zero_shot_accuracy", "recall_at_5", "able")
 HEADLINE_RECALL_K = 5
 # (queries, images) of the fixed tiles scores are computed in; see `score_blocks`.
 SCORE_TILE = (16, 4096)
@@ -61,7 +60,8 @@ class FairnessConfig:
     Attributes:
         templates: prompt templates with `{concept}`/`{}` and optionally `{article}`.
         concepts: concept names (default: the shipped professions, `cf_hf/concepts`).
-        ks: cut-offs, each capped at the gallery size; the first is the main k.
+        ks: cut-offs; the first is the main k and must be below every gallery's size, the others
+            are left out (with a warning) for a gallery they do not fit (see `fairness_ks`).
         desired: desired distributions; the first is the headline one.
         convention: "berg" (published-number compatible) or "exact" (see `cf_hf.metrics.fairness`).
         attributes: which sensitive attributes to evaluate (default: all of the gallery's).
@@ -191,13 +191,38 @@ def random_score_blocks(n_queries: int, n_images: int, seed: int, block_mb: int)
 # Fairness
 
 
-def _capped_ks(ks: Sequence[int], n_images: int) -> list[int]:
-    capped = []
-    for k in ks:
-        k = min(int(k), n_images)
-        if k not in capped:
-            capped.append(k)
-    return capped
+def fairness_ks(ks: Sequence[int], n_images: int, gallery: str) -> tuple[list[int], list[int]]:
+    """(kept, left out): the distinct cut-offs below the gallery size, in order, and the others.
+
+    At k = n_images every ranking is the whole gallery: MaxSkew and NDKL then describe the
+    gallery's composition (0 on a balanced one), whatever the model. So the main k (the first)
+    must be below the gallery size, else ValueError; a later k that is not is left out.
+    """
+    kept, left_out = [], []
+    for k in (int(k) for k in ks):
+        target = kept if k < n_images else left_out
+        if k not in target:
+            target.append(k)
+    if int(ks[0]) >= n_images:
+        raise ValueError(
+            f"fairness gallery {gallery!r} has {n_images} images: k = {int(ks[0])} would rank all of it, and "
+            "MaxSkew/NDKL would measure the gallery's own composition (0 on a balanced one), not the model. "
+            f"Pass a main k below {n_images}: --k (FairnessConfig.ks; the first k is the main one)"
+        )
+    return kept, left_out
+
+
+def check_fairness_ks(galleries: Mapping[str, AttributeGallery], config: FairnessConfig) -> None:
+    """Refuse a main k not below a gallery's size, and warn about each gallery that leaves out some
+    of the requested k's (see `fairness_ks`); results.json records what was kept."""
+    for name, gallery in galleries.items():
+        kept, left_out = fairness_ks(config.ks, len(gallery), name)
+        if left_out:
+            warnings.warn(
+                f"fairness gallery {name!r} has {len(gallery)} images: k = {left_out} left out (a k must be below "
+                f"the gallery size); its fairness is computed at k = {kept} only",
+                UserWarning, stacklevel=3,
+            )
 
 
 def _aggregate(values: list[float], queries: list[Query], metric: str) -> dict:
@@ -236,7 +261,7 @@ def fairness_from_blocks(blocks: Iterable, gallery: AttributeGallery, queries: l
     clash = [name for name in attributes if name in RESERVED_KEYS]
     if clash:
         raise ValueError(f"attribute name(s) {clash} clash with result keys; rename them")
-    ks = _capped_ks(config.ks, n_images)
+    ks, _ = fairness_ks(config.ks, n_images, gallery.name)
     main_k = ks[0]
     # Integer codes in sorted-value order: the metrics then sort small ints, not strings, per call,
     # and their per-value order (np.unique) is still the order of `value_names`.
@@ -469,13 +494,14 @@ def evaluate_engine(engine: EmbeddingEngine, fairness: Mapping[str, AttributeGal
 
 
 def _headline(entry: dict, config: EvaluationConfig) -> None:
-    """The flat numbers other tools read: per attribute (first gallery, first desired
-    distribution, main k) the mean MaxSkew/MinSkew/NDKL; zero_shot_accuracy (top-1) and
+    """The flat numbers other tools read (`cf_hf.evaluation.results`): per attribute (first gallery,
+    first desired distribution, main k, recorded as `fairness_k`) the mean MaxSkew/MinSkew/NDKL; zero_shot_accuracy (top-1) and
     recall_at_5 (text->image) of the first zero-shot / retrieval set; ABLE per attribute."""
     want = config.fairness.desired[0]
     if entry["fairness"]:
         first = next(iter(entry["fairness"].values()))
         main = str(first["main_k"])
+        entry["fairness_k"] = first["main_k"]
         for name, result in first["attributes"].items():
             entry[name] = {metric: result["by_desired"][want][main][metric]["mean"] for metric in FAIRNESS_METRICS}
     if entry["zero_shot"]:
@@ -495,9 +521,10 @@ def protocol_description(fairness: Mapping[str, AttributeGallery], retrieval: Ma
     galleries = {}
     for name, gallery in fairness.items():
         queries = gallery_queries(gallery, fair)
+        kept, left_out = fairness_ks(fair.ks, len(gallery), name)
         galleries[name] = {
             "source": gallery.source, "n_images": len(gallery), "fingerprint": gallery.fingerprint,
-            "ks": _capped_ks(fair.ks, len(gallery)),
+            "ks": kept, "left_out_ks": left_out,
             "attributes": {attr: dict(zip(*np.unique(np.asarray(labels).astype(str), return_counts=True)))
                            for attr, labels in gallery.attributes.items()},
             "queries": "gallery captions" if gallery.queries is not None else "templates x concepts",
@@ -538,7 +565,8 @@ def evaluate_models(
     config: EvaluationConfig | None = None,
     alphas: Mapping[str, float] | None = None,
 ) -> dict:
-    """Evaluate several models on the same sets: `{"models": {name: entry}, "protocol": {...}}`.
+    """Evaluate several models on the same sets: `{"schema_version", "models": {name: entry}, "protocol"}`,
+    the results schema of `cf_hf.evaluation.results`.
 
     Args:
         models: name -> checkpoint folder / Hub id, or a ready `EmbeddingEngine` (for models held in
@@ -554,9 +582,11 @@ def evaluate_models(
         raise ValueError("no models to evaluate")
     if not (fairness or retrieval or zero_shot):
         raise ValueError("nothing to evaluate: give at least one fairness gallery, retrieval set or zero-shot set")
+    check_fairness_ks(fairness, config.fairness)
     cache = EmbeddingCache.shared(config.embedding.cache_dir, config.embedding.memory_cache_mb)
     hits, misses = cache.hits, cache.misses
-    results: dict = {"models": {}, "protocol": protocol_description(fairness, retrieval, zero_shot, config)}
+    results: dict = {"schema_version": SCHEMA_VERSION, "models": {},
+                     "protocol": protocol_description(fairness, retrieval, zero_shot, config)}
     for name, model in models.items():
         if isinstance(model, EmbeddingEngine):
             engine = model
@@ -578,11 +608,6 @@ def evaluate_models(
 # α sweeps written by `cf-hf interpolate`
 
 
-def alpha_model_name(alpha: float) -> str:
-    """The results name of a sweep model: "alpha=<α>" with α in shortest form (0, 0.25, 1)."""
-    return f"alpha={float(alpha):g}"
-
-
 def load_sweep(directory: str | Path) -> tuple[dict[str, Path], dict[str, float]]:
     """The checkpoints of an α sweep folder (`sweep.json` + `alpha-<α>/` checkpoint folders).
 
@@ -595,14 +620,16 @@ def load_sweep(directory: str | Path) -> tuple[dict[str, Path], dict[str, float]
     directory = Path(directory)
     if not directory.is_dir():
         raise NotADirectoryError(f"{directory}: no such sweep folder (the output_dir of `cf-hf interpolate`)")
+    from cf_hf.interpolation import ALPHA_FOLDER_PREFIX, SWEEP_FILE
+
     folders: dict[float, Path] = {}
     for path in directory.iterdir():
-        if path.is_dir() and path.name.startswith("alpha-"):
+        if path.is_dir() and path.name.startswith(ALPHA_FOLDER_PREFIX):
             try:
-                folders[float(path.name[len("alpha-"):])] = path
+                folders[float(path.name[len(ALPHA_FOLDER_PREFIX):])] = path
             except ValueError:
                 continue
-    manifest_path = directory / "sweep.json"
+    manifest_path = directory / SWEEP_FILE
     if manifest_path.is_file():
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -634,5 +661,5 @@ def load_sweep(directory: str | Path) -> tuple[dict[str, Path], dict[str, float]
     ordered = sorted(folders)
     if any(math.isnan(alpha) for alpha in ordered):
         raise ValueError(f"{directory}: α must be a number")
-    return ({alpha_model_name(alpha): Path(folders[alpha]) for alpha in ordered},
-            {alpha_model_name(alpha): alpha for alpha in ordered})
+    return ({alpha_key(alpha): Path(folders[alpha]) for alpha in ordered},
+            {alpha_key(alpha): alpha for alpha in ordered})

@@ -1,7 +1,8 @@
 """results.json, report.md and the PNG plots of an evaluation.
 
 `write_report(results, output_dir)` writes:
-  results.json                  every number (per query too); fractions, not percentages
+  results.json                  every number (per query too); fractions, not percentages; the
+                                schema of `cf_hf.evaluation.results`
   report.md                     the tables, the plots and the protocol in words
   plots/tradeoff.png            fairness (MaxSkew) vs downstream accuracy across models / α
   plots/fairness_<gallery>.png  MaxSkew / MinSkew / NDKL per attribute and model
@@ -10,26 +11,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 
-from .protocol import FAIRNESS_METRICS
+from .results import FAIRNESS_METRICS, METRIC_LABELS, RESULTS_FILE, write_results
 
-METRIC_LABELS = {"max_skew": "MaxSkew", "min_skew": "MinSkew", "ndkl": "NDKL"}
 PLOT_DPI = 120
-
-
-def _finite(value):
-    """JSON has no infinity: non-finite numbers (MinSkew = -inf in the exact convention) become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _safe_name(name: str) -> str:
@@ -216,7 +204,9 @@ def _protocol_text(results: dict) -> list[str]:
         f"Desired distributions: {', '.join(fairness['desired'])} (headline: `{fairness['headline_desired']}`; "
         "equal_opportunity = uniform over the values present in the gallery, demographic_parity = the gallery's "
         "own shares).",
-        f"Cut-offs k = {fairness['ks']}, each capped at the gallery size; the first is the main k. "
+        f"Cut-offs k = {fairness['ks']} requested; the first is the main k, below every gallery's size (at the "
+        "gallery size a ranking holds the whole gallery and measures its composition, not the model); a later "
+        "k not below a gallery's size is left out for that gallery (listed below). "
         "Aggregation: mean over queries (headline), worst query, mean per concept. Worst-group recall@k "
         "(galleries whose images carry a concept): per query, the share of the gallery images of the query's "
         "concept with value a found in the top-k; averaged over queries per value; the minimum over values.",
@@ -231,7 +221,10 @@ def _protocol_text(results: dict) -> list[str]:
                            for attr, values in gallery["attributes"].items())
         lines.append(f"- Gallery **{name}**: {gallery['source']}; {gallery['n_images']} images; "
                      f"{gallery['n_queries']} queries ({gallery['queries']}, {len(gallery['concepts'])} concepts); "
-                     f"k = {gallery['ks']}; groups — {counts}.")
+                     f"k = {gallery['ks']}"
+                     + (f" (k = {gallery['left_out_ks']} left out: not below the gallery size)"
+                        if gallery.get("left_out_ks") else "")
+                     + f"; groups — {counts}.")
     for name, item in protocol["retrieval"].items():
         lines.append(f"- Retrieval **{name}**: {item['source']}; {item['n_images']} images; Recall@K for K = "
                      f"{item['recall_ks']} both ways; {item['headline']}.")
@@ -264,7 +257,7 @@ def _gallery_details(results: dict, gallery: str) -> list[str]:
                         for metric in FAIRNESS_METRICS])
         floor = info.get("random_floor", {}).get(attribute, {})
         for desired, values in floor.items():
-            rows.append(["*random ranking*", desired, str(min(protocol["ks"][0], info["n_images"]))]
+            rows.append(["*random ranking*", desired, str(info["ks"][0])]
                         + [_number(values[metric]) for metric in FAIRNESS_METRICS])
         if not rows:
             continue
@@ -344,8 +337,13 @@ def render_markdown(results: dict, plots: list[Path], output_dir: Path) -> str:
     gallery = _first_gallery(results)
     if gallery:
         info = protocol["galleries"][gallery]
-        lines += [f"Headline fairness: gallery `{gallery}`, mean over {info['n_queries']} queries, k = {info['ks'][0]}, "
-                  f"desired = `{protocol['headline_desired']}`. Downstream in %.", ""]
+        lines += [f"Headline fairness: gallery `{gallery}` ({info['n_images']} images), mean over {info['n_queries']} "
+                  f"queries, k = {info['ks'][0]}, desired = `{protocol['headline_desired']}`. Downstream in %.", ""]
+        for name, item in protocol["galleries"].items():
+            if item.get("left_out_ks"):
+                lines += [f"**Warning:** k = {item['left_out_ks']} requested but not below the size of gallery "
+                          f"`{name}` ({item['n_images']} images): left out, its fairness is at k = {item['ks']} only.",
+                          ""]
     lines += ["## Summary", ""] + _summary_table(results) + [""]
     if plots:
         lines += ["## Plots", ""] + [f"![{path.stem}]({path.relative_to(output_dir).as_posix()})" for path in plots] + [""]
@@ -368,9 +366,7 @@ def write_report(results: dict, output_dir: str | Path, plots: bool = True) -> d
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    results_path = output_dir / "results.json"
-    results_path.write_text(json.dumps(_finite(results), indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    written["results"] = results_path
+    written["results"] = write_results(results, output_dir / RESULTS_FILE)
     plot_paths: list[Path] = []
     if plots:
         plot_dir = output_dir / "plots"

@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import resource
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -40,17 +41,17 @@ from pathlib import Path
 
 import numpy as np
 
+from cf_hf.evaluation.results import FAIRNESS_METRICS, ORIGINAL, RESULTS_FILE, alpha_key, write_results
+
 from . import corpus as corpus_module
 from . import galleries, render
 from .corpus import ATTRIBUTES, CorpusConfig
 from .pretrain import PretrainConfig, world_clip_spec
 
 WORLD_DIR = Path(__file__).resolve().parent
-FAIRNESS_METRICS = ("max_skew", "min_skew", "ndkl")
 # The targets of the demo (issue 7): reductions and downstream tolerance, as fractions.
 TARGET_REDUCTION = 0.60
 DOWNSTREAM_TOLERANCE = 0.01
-ORIGINAL = "original"
 ABLATION_NAMES = {
     "beta_cf=0": "CLIP loss only (β_cf = 0) on the counterfactual data",
     "unbalanced": "unbalanced counterfactuals: appearances drawn from the web corpus's biased distribution",
@@ -462,7 +463,7 @@ def choose_alpha(alphas, original: dict, sweep: dict[str, dict], tolerance: floa
     none does."""
     best_alpha, best_score = 0.0, -math.inf
     for alpha in alphas:
-        model = sweep[_alpha_key(alpha)]
+        model = sweep[alpha_key(alpha)]
         change = reductions(original, model)
         if change["zero_shot_accuracy_change"] < -tolerance or change["recall_at_5_change"] < -tolerance:
             continue
@@ -470,10 +471,6 @@ def choose_alpha(alphas, original: dict, sweep: dict[str, dict], tolerance: floa
         if score > best_score + 1e-12:
             best_alpha, best_score = float(alpha), score
     return best_alpha
-
-
-def _alpha_key(alpha: float) -> str:
-    return f"alpha={float(alpha):g}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,8 +540,10 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False) ->
 
         progress.stage(f"seed {seed}: WiSE-FT sweep over α = {', '.join(f'{a:g}' for a in config.alphas)}")
         sweep_dir = seed_dir / "sweep"
-        sweep = interpolate_sweep(original_dir, finetuned_dir, config.alphas, sweep_dir, overwrite=True)
-        models = {_alpha_key(float(alpha)): sweep_dir / name for alpha, name in sweep["checkpoints"].items()}
+        # A fresh sweep: one left by an earlier run (other settings) must not add its α's to this one.
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        sweep = interpolate_sweep(original_dir, finetuned_dir, config.alphas, sweep_dir)
+        models = {alpha_key(entry["alpha"]): sweep_dir / entry["path"] for entry in sweep["alphas"]}
         progress.say(f"seed {seed}: evaluating the sweep on the validation sets (they choose α)")
         validation["per_seed"].append(_validation_numbers(models, validation_sets, evaluation_config))
         if config.ablations:
@@ -564,7 +563,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False) ->
         progress.say(f"seed {seed}: evaluating {len(models)} models")
         results = evaluate_models(models, fairness=fairface, retrieval=flickr, zero_shot=imagenet,
                                   config=evaluation_config,
-                                  alphas={name: float(name.split("=")[1]) for name in models if name.startswith("alpha=")})  # fmt: skip
+                                  alphas={alpha_key(alpha): float(alpha) for alpha in config.alphas})  # fmt: skip
         per_seed.append({name: headline(entry) for name, entry in results["models"].items()})
         if first_seed_results is None:
             results["models"] = {ORIGINAL: original_results["models"][ORIGINAL], **results["models"]}
@@ -572,6 +571,10 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False) ->
 
     progress.stage("results, report, plots and model cards")
     results = summarise(config, original, floor, per_seed, validation)
+    # Every model was evaluated with the original's protocol (one config, the same galleries).
+    results["protocol"] = original_results["protocol"]
+    for entry in results["models"].values():
+        entry["fairness_k"] = original_results["models"][ORIGINAL]["fairness_k"]
     results["generation"] = generation_summary
     write_report(first_seed_results, output_dir / "evaluation")
     plots = write_plots(results, output_dir / "plots")
@@ -580,7 +583,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False) ->
     results["wall_time_seconds"] = round(wall, 1)
     results["peak_memory_mb"] = round(peak_memory_mb(), 1)
     results["stage_seconds"] = progress.stage_seconds
-    (output_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    write_results(results, output_dir / RESULTS_FILE)
     (output_dir / "report.md").write_text(render_report(results, plots, output_dir), encoding="utf-8")
     return results
 
@@ -603,7 +606,8 @@ def _validation_numbers(models: dict, sets, evaluation_config) -> dict:
 def summarise(
     config: DemoConfig, original: dict, floor: dict, per_seed: list[dict], validation: dict | None = None
 ) -> dict:
-    """results.json: model entries (means over seeds), their std, reductions, chosen α, targets.
+    """results.json (the schema of `cf_hf.evaluation.results`): `models` (the original; the sweep,
+    each with its `alpha`; the ablations: means over seeds), their std, reductions, chosen α, targets.
 
     α is chosen on `validation` ({"original": numbers, "per_seed": [{alpha=<α>: numbers}]}, the
     validation sets' numbers) when given, otherwise on the reported numbers themselves.
@@ -620,9 +624,9 @@ def summarise(
                            for name in validation["per_seed"][0]}  # fmt: skip
     else:
         selection_original = original
-        selection_sweep = {name: means[name] for name in names if name.startswith("alpha=")}
+        selection_sweep = {alpha_key(alpha): means[alpha_key(alpha)] for alpha in config.alphas}
     chosen = choose_alpha(config.alphas, selection_original, selection_sweep, config.downstream_tolerance)
-    chosen_change = changes[_alpha_key(chosen)]["mean"]
+    chosen_change = changes[alpha_key(chosen)]["mean"]
     targets = {
         name: {
             metric: bool(chosen_change[name][metric] >= TARGET_REDUCTION) for metric in ("max_skew", "ndkl")
@@ -633,16 +637,17 @@ def summarise(
         chosen_change["zero_shot_accuracy_change"] >= -DOWNSTREAM_TOLERANCE
     )
     targets["recall_at_5_within_1_point"] = bool(chosen_change["recall_at_5_change"] >= -DOWNSTREAM_TOLERANCE)
-    results = {ORIGINAL: original}
-    results.update({name: means[name] for name in names if name.startswith("alpha=")})
-    results["chosen_alpha"] = chosen
+    models = {ORIGINAL: original}
+    models.update({alpha_key(alpha): {**means[alpha_key(alpha)], "alpha": float(alpha)} for alpha in config.alphas})
+    models.update({name: means[name] for name in names if name in ABLATION_NAMES})
+    results = {"models": models, "chosen_alpha": chosen}
     results["alpha_selection"] = {
         "sets": "validation" if validation is not None else "test",
         "rule": "largest mean reduction of MaxSkew and NDKL over attributes with zero-shot accuracy and R@5 "
         f"each within {config.downstream_tolerance:g} of the original (means over seeds)",
         "reductions": {name: reductions(selection_original, numbers) for name, numbers in selection_sweep.items()},
     }
-    results["ablations"] = {name: means[name] for name in names if name in ABLATION_NAMES}
+    results["ablations"] = {name: text for name, text in ABLATION_NAMES.items() if name in names}
     results["std"] = {name: stds[name] for name in names}
     results["reduction"] = changes
     results["random_floor"] = {name: floor[name]["equal_opportunity"] for name in ATTRIBUTES if name in floor}
@@ -663,10 +668,10 @@ def _pm(mean: float, std: float, digits: int = 3) -> str:
 
 def summary_rows(results: dict) -> list[list[str]]:
     """The headline table: original, chosen CF_α, floor; MaxSkew / NDKL per attribute, accuracy, R@5."""
-    chosen = _alpha_key(results["chosen_alpha"])
+    chosen = alpha_key(results["chosen_alpha"])
     rows = []
     for label, key in ((ORIGINAL, ORIGINAL), (f"CF_α (α = {results['chosen_alpha']:g})", chosen)):
-        entry, std = results[key], results["std"].get(key, {})
+        entry, std = results["models"][key], results["std"].get(key, {})
         row = [label]
         for name in ATTRIBUTES:
             for metric in ("max_skew", "ndkl"):
@@ -710,7 +715,7 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def _model_rows(results: dict, names: list[str]) -> list[list[str]]:
     rows = []
     for name in names:
-        entry = results[name] if name in results else results["ablations"][name]
+        entry = results["models"][name]
         std = results["std"].get(name, {})
         row = [name]
         for attribute in ATTRIBUTES:
@@ -752,7 +757,7 @@ def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
         "",
         _markdown_table(summary_header(), summary_rows(results)),
         "",
-        f"Fairness at k = {config['fairness_k']} on the world's FairFace (mean over "
+        f"Fairness at k = {results['models'][ORIGINAL]['fairness_k']} on the world's FairFace (mean over "
         f"{len(galleries.FAIRNESS_TEMPLATES)} templates x {len(render.PROFESSIONS)} professions; lower is fairer); "
         "zero-shot accuracy on the world's ImageNet; text-to-image R@5 on the world's Flickr.",
         "",
@@ -761,14 +766,14 @@ def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
     ]
     for name in ATTRIBUTES:
         for metric in ("max_skew", "ndkl"):
-            value = results["reduction"][_alpha_key(results["chosen_alpha"])]["mean"][name][metric]
+            value = results["reduction"][alpha_key(results["chosen_alpha"])]["mean"][name][metric]
             status = "met" if targets[name][metric] else "NOT met"
             lines.append(f"- {metric} {name} reduced by ≥ {TARGET_REDUCTION:.0%}: {status} ({value:.0%})")
     lines.append(
         f"- zero-shot accuracy within 1 point: {'met' if targets['zero_shot_accuracy_within_1_point'] else 'NOT met'}"
     )
     lines.append(f"- R@5 within 1 point: {'met' if targets['recall_at_5_within_1_point'] else 'NOT met'}")
-    sweep_names = [name for name in results if name.startswith("alpha=")]
+    sweep_names = [alpha_key(alpha) for alpha in config["alphas"]]
     lines += [
         "",
         "## The α sweep (WiSE-FT) and the ablations",
@@ -823,13 +828,13 @@ def write_plots(results: dict, plot_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     plot_dir.mkdir(parents=True, exist_ok=True)
-    alphas = sorted(float(name.split("=")[1]) for name in results if name.startswith("alpha="))
-    keys = [_alpha_key(alpha) for alpha in alphas]
+    alphas = sorted(entry["alpha"] for entry in results["models"].values() if "alpha" in entry)
+    keys = [alpha_key(alpha) for alpha in alphas]
     paths = []
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for axis, metric in zip(axes[:2], ("max_skew", "ndkl")):
         for name in ATTRIBUTES:
-            means = [results[key][name][metric] for key in keys]
+            means = [results["models"][key][name][metric] for key in keys]
             stds = [results["std"][key][name][metric] for key in keys]
             line = axis.errorbar(alphas, means, yerr=stds, marker="o", capsize=3, label=name)
             floor = results["random_floor"].get(name, {}).get(metric)
@@ -839,7 +844,7 @@ def write_plots(results: dict, plot_dir: Path) -> list[Path]:
         axis.set_title(f"{'MaxSkew' if metric == 'max_skew' else 'NDKL'}@k (dotted: random floor)")
         axis.legend()
     for metric, label in (("zero_shot_accuracy", "zero-shot accuracy"), ("recall_at_5", "R@5")):
-        means = [100 * results[key][metric] for key in keys]
+        means = [100 * results["models"][key][metric] for key in keys]
         stds = [100 * results["std"][key][metric] for key in keys]
         axes[2].errorbar(alphas, means, yerr=stds, marker="o", capsize=3, label=label)
     axes[2].set_xlabel("α")
@@ -851,8 +856,8 @@ def write_plots(results: dict, plot_dir: Path) -> list[Path]:
     plt.close(figure)
     paths.append(path)
 
-    names = [ORIGINAL, _alpha_key(results["chosen_alpha"])] + list(results["ablations"])
-    entries = [results[name] if name in results else results["ablations"][name] for name in names]
+    names = [ORIGINAL, alpha_key(results["chosen_alpha"])] + list(results["ablations"])
+    entries = [results["models"][name] for name in names]
     figure, axes = plt.subplots(1, 2, figsize=(12, 3.6))
     width = 0.8 / len(names)
     for axis, metric in zip(axes, ("max_skew", "ndkl")):
