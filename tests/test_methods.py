@@ -205,7 +205,11 @@ def test_compare_scores_every_method_in_one_results_file_table_and_frontier(tiny
     results = compare(original, checkpoints, tmp_path / "compare", fairness=gallery, zero_shot=zero_shot,
                       config=config)
 
+    from cf_hf.evaluation.results import load_results
+
     on_disk = json.loads((tmp_path / "compare" / "results.json").read_text())
+    read = load_results(tmp_path / "compare" / "results.json")
+    assert read.models["clip_clip-keep=6"].zero_shot_accuracy == results["models"]["clip_clip-keep=6"]["zero_shot_accuracy"]
     names = ["original", "clip_clip-keep=6", "clip_clip-keep=12", "biased_prompts-lambda=1000"]
     assert list(on_disk["models"]) == names == list(results["models"])
     assert on_disk["methods"]["clip_clip-keep=6"]["settings"] == {"attribute": "gender", "keep": 6}

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from cf_hf.evaluation.results import ORIGINAL
 from cf_hf.methods.base import MethodCheckpoint
 from cf_hf.methods.linear import MethodError
 
-ORIGINAL = "original"
 FRONTIER_PLOT = "frontier.png"
 
 
