@@ -23,6 +23,8 @@ GB = 10**9
 
 
 def _count(model) -> int:
+    if hasattr(model, "tie_weights"):  # built empty, a transformers model is not tied yet
+        model.tie_weights()
     return sum(parameter.numel() for parameter in model.parameters())
 
 
