@@ -319,3 +319,16 @@ def test_generate_prints_the_planned_peak_before_loading(tiny_root, tmp_path, ca
     assert "shared by the two diffusion pipelines: " + ", ".join(SDXL_SHARED) in out
     plan = memory_plan(_arguments(tiny_root, template_captions=True), build_components(_arguments(tiny_root, template_captions=True)))
     assert plan.summary() in out
+
+
+def test_shipped_real_configs_have_the_published_sizes():
+    configs = ROOT / "benchmarks" / "real_configs"
+    # Model cards: Llama 3.2 3B has 3.21B parameters; the SDXL UNet 2.6B.
+    assert round(parameter_counts(str(configs / "meta-llama--Llama-3.2-3B-Instruct"))["model"] / 1e9, 2) == 3.21
+    turbo = parameter_counts(str(configs / "stabilityai--sdxl-turbo"))
+    inpainting = parameter_counts(str(configs / "diffusers--stable-diffusion-xl-1.0-inpainting-0.1"))
+    assert round(turbo["unet"] / 1e9, 1) == 2.6
+    # The inpainting UNet reads 9 channels (latents, mask, masked image) instead of 4.
+    assert inpainting["unet"] - turbo["unet"] == 5 * 320 * 3 * 3
+    assert shareable_components(str(configs / "stabilityai--sdxl-turbo"), str(configs / "diffusers--stable-diffusion-xl-1.0-inpainting-0.1")) == (
+        "text_encoder", "text_encoder_2", "vae")  # fmt: skip

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 BYTES_PER_PARAMETER = {"float32": 4, "float16": 2, "bfloat16": 2}
 GB = 10**9
@@ -74,45 +75,57 @@ def parameter_counts(model_id: str, revision: str | None = None) -> dict[str, in
     return counts
 
 
+def _label(model_id: str) -> str:
+    """How a checkpoint is named in a plan: a Hub id as it is, a local folder by its name."""
+    path = Path(model_id)
+    return path.name if path.is_dir() else model_id
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Bytes of weights resident on the device in each phase of a run.
+    """Bytes of weights resident on the device in each phase of a run, per checkpoint and model.
 
     `captions` holds the language model (empty with template captions); `images` what is resident
-    while base images, masks and counterfactuals are made (keys "<checkpoint> <component>").
-    `peak_bytes` is the larger of the two phases.
+    while base images, masks and counterfactuals are made. Both map a checkpoint to its models'
+    bytes ({"stabilityai/sdxl-turbo": {"unet": ..., "vae": ...}}). `peak_bytes` is the larger phase.
     """
 
     dtype: str
-    captions: Mapping[str, int] = field(default_factory=dict)
-    images: Mapping[str, int] = field(default_factory=dict)
+    captions: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    images: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     shared: Sequence[str] = ()
     cpu_offload: bool = False
 
     @property
     def captions_bytes(self) -> int:
-        return sum(self.captions.values())
+        return sum(sum(models.values()) for models in self.captions.values())
 
     @property
     def images_bytes(self) -> int:
-        return sum(self.images.values())
+        return sum(sum(models.values()) for models in self.images.values())
 
     @property
     def peak_bytes(self) -> int:
         return max(self.captions_bytes, self.images_bytes)
 
     def summary(self) -> str:
-        """One paragraph: the planned peak and what makes it up, in GB (10^9 bytes)."""
-        def listing(part: Mapping[str, int]) -> str:
-            return " + ".join(f"{name} {size / GB:.2f}" for name, size in part.items()) or "nothing"
+        """A few lines: the planned peak and what makes it up, in GB (10^9 bytes)."""
+
+        def listing(phase: Mapping[str, Mapping[str, int]]) -> str:
+            parts = []
+            for checkpoint, models in phase.items():
+                detail = ", ".join(f"{name} {size / GB:.2f}" for name, size in models.items())
+                parts.append(f"{checkpoint} {sum(models.values()) / GB:.2f}" + (f" ({detail})" if len(models) > 1 or "model" not in models else ""))
+            return " + ".join(parts) or "nothing"
 
         lines = [
             f"planned peak GPU memory {self.peak_bytes / GB:.1f} GB ({self.dtype} weights from parameter "
             "counts; activations come on top)",
             f"  captions stage {self.captions_bytes / GB:.2f} GB: {listing(self.captions)}",
-            f"  image stages   {self.images_bytes / GB:.2f} GB: {listing(self.images)}"
-            + (" (CPU offload: one diffusion model on the GPU at a time)" if self.cpu_offload else ""),
+            f"  image stages   {self.images_bytes / GB:.2f} GB: {listing(self.images)}",
         ]
+        if self.cpu_offload:
+            lines.append("  CPU offload: one diffusion model on the GPU at a time (the largest counted)")
         if self.shared:
             lines.append(f"  shared by the two diffusion pipelines: {', '.join(self.shared)}")
         return "\n".join(lines)
@@ -133,26 +146,30 @@ def plan_memory(
 
     `caption_model=None`: template captions. `inpainting_model=None`: the fast option (the
     text-to-image weights paint, nothing more loads). `shared`: inpainting components taken from
-    the text-to-image pipeline instead of loaded again. `cpu_offload`: each diffusion pipeline keeps
+    the text-to-image pipeline instead of loaded again. `cpu_offload`: the diffusion pipelines keep
     one model on the device at a time. `release_caption_model=False` keeps the language model
     resident during the image stages (what happened before it was released).
     """
     if dtype not in BYTES_PER_PARAMETER:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(BYTES_PER_PARAMETER)}.")
     size = BYTES_PER_PARAMETER[dtype]
-    captions = {}
-    if caption_model is not None:
-        captions[caption_model] = parameter_counts(caption_model)["model"] * size
-    diffusion = {f"{text_to_image_model} {name}": count * size for name, count in parameter_counts(text_to_image_model).items()}
+
+    def weights(model_id: str, skip: Sequence[str] = ()) -> dict[str, int]:
+        return {name: count * size for name, count in parameter_counts(model_id).items() if name not in skip}
+
+    captions = {_label(caption_model): weights(caption_model)} if caption_model is not None else {}
+    diffusion = {_label(text_to_image_model): weights(text_to_image_model)}
     if inpainting_model is not None:
-        diffusion.update({
-            f"{inpainting_model} {name}": count * size
-            for name, count in parameter_counts(inpainting_model).items() if name not in shared
-        })  # fmt: skip
+        inpainting = weights(inpainting_model, skip=shared)
+        if _label(inpainting_model) in diffusion:  # one checkpoint for both: its models load twice
+            inpainting = {f"{name} (inpainting)": value for name, value in inpainting.items()}
+            diffusion[_label(inpainting_model)].update(inpainting)
+        else:
+            diffusion[_label(inpainting_model)] = inpainting
     if cpu_offload:
-        largest = max(diffusion, key=diffusion.get)
-        diffusion = {largest: diffusion[largest]}
-    images = {**diffusion, segmentation_model: parameter_counts(segmentation_model)["model"] * size}
+        checkpoint, name = max(((c, n) for c, models in diffusion.items() for n in models), key=lambda k: diffusion[k[0]][k[1]])
+        diffusion = {checkpoint: {name: diffusion[checkpoint][name]}}
+    images = {**diffusion, _label(segmentation_model): weights(segmentation_model)}
     if not release_caption_model:
         images.update(captions)
     return MemoryPlan(dtype=dtype, captions=captions, images=images, shared=tuple(shared), cpu_offload=cpu_offload)
