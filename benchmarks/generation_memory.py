@@ -56,7 +56,7 @@ SETTINGS = (
     Setting("float16, all resident", "float16", release_caption_model=False, share=False),
     Setting("float16, LM released", "float16", release_caption_model=True, share=False),
     Setting("float16, LM released, shared (default)", "float16", release_caption_model=True, share=True),
-    Setting("float16, ... + CPU offload", "float16", release_caption_model=True, share=True, cpu_offload=True),
+    Setting("float16, LM released, shared, CPU offload", "float16", release_caption_model=True, share=True, cpu_offload=True),
     Setting("float16, LM released, --fast_inpainting", "float16", release_caption_model=True, share=True, fast_inpainting=True),
 )
 
