@@ -125,7 +125,7 @@ class MemoryPlan:
             f"  image stages   {self.images_bytes / GB:.2f} GB: {listing(self.images)}",
         ]
         if self.cpu_offload:
-            lines.append("  CPU offload: one diffusion model on the GPU at a time (the largest counted)")
+            lines.append("  CPU offload: one diffusion model on the GPU at a time, plus the VAE (the largest counted)")
         if self.shared:
             lines.append(f"  shared by the two diffusion pipelines: {', '.join(self.shared)}")
         return "\n".join(lines)
@@ -167,8 +167,16 @@ def plan_memory(
         else:
             diffusion[_label(inpainting_model)] = inpainting
     if cpu_offload:
+        # diffusers' offload chain (text encoders -> UNet -> VAE) moves one model in as the one
+        # before it moves out, but the VAE (last, and first to run when inpainting encodes the
+        # masked image) stays with the UNet until the call ends: the largest model plus the VAE.
         checkpoint, name = max(((c, n) for c, models in diffusion.items() for n in models), key=lambda k: diffusion[k[0]][k[1]])
-        diffusion = {checkpoint: {name: diffusion[checkpoint][name]}}
+        resident = {checkpoint: {name: diffusion[checkpoint][name]}}
+        vaes = {c: models[n] for c, models in diffusion.items() for n in models if n.startswith("vae")}
+        if vaes:
+            vae_checkpoint = max(vaes, key=vaes.get)
+            resident.setdefault(vae_checkpoint, {})["vae"] = vaes[vae_checkpoint]
+        diffusion = resident
     images = {**diffusion, _label(segmentation_model): weights(segmentation_model)}
     if not release_caption_model:
         images.update(captions)
