@@ -5,8 +5,9 @@ cf-hf generate --output_dir outputs/run --concepts doctor,nurse --captions_per_c
     --device cuda --variant fp16          # float16 on CUDA by default (--dtype auto)
 accelerate launch --num_processes 4 -m cf_hf.cli generate ...   # shards split across GPUs
 ```
-Prints the planned peak GPU memory before loading (`cf_hf.generation.memory`), then a summary (generated, skipped by reason, time per stage) and exports the finished run as a
-dataset folder (parquet + card) that `datasets.load_dataset` reads.
+Prints the planned peak GPU memory before loading (`cf_hf.generation.memory`), then a summary
+(generated, skipped by reason, time per stage), and exports the finished run as a dataset folder
+(parquet + card) that `datasets.load_dataset` reads.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def build_components(args: GenerateArguments, device: str | None = None) -> dict
     else:
         inpainter = DiffusersInpainter(
             args.inpainting_model, variant=args.variant, device=device, dtype=dtype, size=args.inpainting_size,
-            cpu_offload=args.cpu_offload, share_with=text_to_image, share_components=args.share_components, **settings,
+            cpu_offload=args.cpu_offload, share_with=text_to_image if args.share_components else None, **settings,
         )  # fmt: skip
     return {"caption_writer": caption_writer, "text_to_image": text_to_image, "segmenter": segmenter, "inpainter": inpainter}
 

@@ -55,7 +55,7 @@ def check_inpainting_pipeline(pipeline) -> None:
 
 def _component_identity(model_id: str, name: str, library: str, class_name: str, revision: str | None):
     """What must match for two pipelines to share component `name`: its class and configuration
-    (models), or its vocabulary and settings (tokenizers). None when it cannot be read."""
+    (models), or its vocabulary and settings (tokenizers). Raises OSError when it cannot be read."""
     if library == "transformers" and "Tokenizer" in class_name:
         from transformers import AutoTokenizer
 
@@ -128,7 +128,7 @@ class DiffusersInpainter:
     `size` is the side the pipeline paints at (default: the checkpoint's native size; with
     `from_text_to_image`, the text-to-image size); images are resized to it and back.
     `share_with` names the text-to-image component whose text encoders, tokenizers and VAE are
-    reused when their configurations match (`share_components=False` loads the checkpoint's own).
+    reused when their configurations match (without it, the checkpoint's own load).
     `variant` and `cpu_offload` are as for `DiffusersTextToImage`.
     """
 
@@ -146,7 +146,6 @@ class DiffusersInpainter:
         size: int | None = None,
         cpu_offload: bool = False,
         share_with: DiffusersTextToImage | None = None,
-        share_components: bool = True,
         pipeline=None,
         text_to_image: DiffusersTextToImage | None = None,
     ):
@@ -172,7 +171,7 @@ class DiffusersInpainter:
         self.dtype = dtype
         self.size = size
         self.cpu_offload = cpu_offload
-        self.share_with = share_with if share_components and text_to_image is None else None
+        self.share_with = share_with if text_to_image is None else None
         self._shared: tuple[str, ...] | None = None
         self._pipeline = pipeline
         self._text_to_image = text_to_image
