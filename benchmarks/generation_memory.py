@@ -97,7 +97,7 @@ def _random_model(model_class, config, device: str, dtype):
             model = model_class._from_config(config) if hasattr(model_class, "_from_config") else model_class.from_config(config)
     finally:
         torch.set_default_dtype(previous)
-    return model.eval()
+    return model.to(dtype).eval()  # the few tensors created in float32 regardless
 
 
 @functools.cache
