@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from PIL import Image
 
 from cf_hf.generation.interfaces import ImageRequest
-from cf_hf.generation.runtime import torch_dtype
+from cf_hf.generation.runtime import check_diffusers_version, torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,15 @@ def decorated_prompt(caption: str, decorators: Mapping[str, str]) -> str:
     return caption.rstrip(" .") + ", " + ", ".join(decorators.values())
 
 
+def place_pipeline(pipeline, device: str, cpu_offload: bool = False):
+    """Move a diffusers pipeline to `device`, or with `cpu_offload` keep its weights in CPU memory
+    and move one model at a time to `device` when it runs (`enable_model_cpu_offload`)."""
+    if cpu_offload:
+        pipeline.enable_model_cpu_offload(device=device)
+        return pipeline
+    return pipeline.to(device)
+
+
 def cpu_generators(seeds: Sequence[int]) -> list:
     """One seeded CPU `torch.Generator` per sample: the initial noise, and so the image, depends
     only on the sample's seed — not on its batch, the device or the other samples."""
@@ -50,6 +59,8 @@ class DiffusersTextToImage:
     """A `TextToImage` backed by `diffusers.AutoPipelineForText2Image`; loads on first call.
 
     Pass `pipeline` to reuse an already loaded pipeline (its class must be a text-to-image one).
+    `variant="fp16"` downloads the half-size fp16 weight files; `cpu_offload=True` keeps the
+    weights in CPU memory and moves one model at a time to `device` (small GPUs).
     """
 
     def __init__(
@@ -64,6 +75,7 @@ class DiffusersTextToImage:
         width: int = DEFAULT_IMAGE_SIZE,
         device: str = "cpu",
         dtype: str = "float32",
+        cpu_offload: bool = False,
         pipeline=None,
     ):
         if num_inference_steps < 1:
@@ -78,11 +90,12 @@ class DiffusersTextToImage:
         self.width = width
         self.device = device
         self.dtype = dtype
+        self.cpu_offload = cpu_offload
         self._pipeline = pipeline
 
     @property
     def provenance(self) -> dict[str, str]:
-        return {
+        provenance = {
             "model_id": self.model_id,
             "revision": self.revision or "main",
             "steps": str(self.num_inference_steps),
@@ -90,18 +103,22 @@ class DiffusersTextToImage:
             "size": f"{self.width}x{self.height}",
             "dtype": self.dtype,
         }
+        if self.variant:
+            provenance["variant"] = self.variant
+        return provenance
 
     @property
     def pipeline(self):
         if self._pipeline is None:
             from diffusers import AutoPipelineForText2Image
 
+            check_diffusers_version()
             logger.info("loading text-to-image pipeline %s", self.model_id)
             pipeline = AutoPipelineForText2Image.from_pretrained(
                 self.model_id, revision=self.revision, variant=self.variant, dtype=torch_dtype(self.dtype)
             )
             pipeline.set_progress_bar_config(disable=True)
-            self._pipeline = pipeline.to(self.device)
+            self._pipeline = place_pipeline(pipeline, self.device, self.cpu_offload)
         return self._pipeline
 
     def __call__(self, requests: Sequence[ImageRequest]) -> list[Image.Image]:

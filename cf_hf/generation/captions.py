@@ -22,13 +22,15 @@ from cf_hf.concepts import (
     load_concept_scenes,
 )
 from cf_hf.generation.interfaces import Concept
-from cf_hf.generation.runtime import derive_seed, torch_dtype
+from cf_hf.generation.runtime import derive_seed, release_accelerator_memory, torch_dtype
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CAPTION_MODEL = "meta-llama/Llama-3.2-3B-Instruct"
 MIN_CAPTION_WORDS = 4
 MAX_CAPTION_WORDS = 30
+# Sequences sampled per pipeline call: the language model's memory grows with it (KV cache).
+DEFAULT_CAPTION_BATCH_SIZE = 16
 _WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
 
 
@@ -124,10 +126,13 @@ CAPTION_USER_PROMPT = (
 class LLMCaptionWriter:
     """Captions from a chat model through the `transformers` text-generation pipeline.
 
-    Each attempt samples the missing captions at once (seeded, so a run is reproducible); the
-    validator filters them; after `max_attempts` the template writer fills the rest, so a weak or
-    offline model still yields a complete, valid set. The pipeline loads on first use.
-    `rejections` counts the reasons captions were rejected, across calls.
+    Each attempt samples the missing captions in calls of at most `batch_size` sequences (each
+    call seeded, so a run is reproducible); the validator filters them; after `max_attempts` the
+    template writer fills the rest, so a weak or offline model still yields a complete, valid set.
+    Sampled sequences share one random stream per call, so the captions depend on `batch_size`
+    (it is part of the provenance: a resumed run with another value is refused). The pipeline
+    loads on first use; `release()` frees it. `rejections` counts the reasons captions were
+    rejected, across calls.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class LLMCaptionWriter:
         max_attempts: int = 3,
         max_new_tokens: int = 48,
         temperature: float = 0.9,
+        batch_size: int = DEFAULT_CAPTION_BATCH_SIZE,
         validator: CaptionValidator | None = None,
         fallback: TemplateCaptionWriter | None = None,
         pipeline=None,
@@ -149,6 +155,9 @@ class LLMCaptionWriter:
         self.device = device
         self.dtype = dtype
         torch_dtype(dtype)  # validate early
+        if batch_size < 1:
+            raise ValueError(f"caption batch_size must be ≥ 1, got {batch_size} (--caption_batch_size).")
+        self.batch_size = batch_size
         self.max_attempts = max_attempts
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
@@ -166,6 +175,7 @@ class LLMCaptionWriter:
             "dtype": self.dtype,
             "max_attempts": str(self.max_attempts),
             "temperature": str(self.temperature),
+            "batch_size": str(self.batch_size),
             "fallback": "templates",
         }
 
@@ -184,6 +194,13 @@ class LLMCaptionWriter:
             )
         return self._pipeline
 
+    def release(self) -> None:
+        """Drop the language model and return its memory to the device (the orchestration calls
+        this once the captions are written). Calling the writer again loads it again."""
+        if self._pipeline is not None:
+            self._pipeline = None
+            release_accelerator_memory()
+
     def messages(self, concept: Concept) -> list[dict[str, str]]:
         user = CAPTION_USER_PROMPT.format(
             article=concept.article, Article=concept.article.capitalize(), name=concept.name
@@ -200,18 +217,21 @@ class LLMCaptionWriter:
     def _sample(self, concept: Concept, count: int, seed: int) -> list[str]:
         import torch
 
-        # Sampling draws from torch's generator (all devices); `transformers.set_seed` would also
-        # work but imports far more (peft, when installed).
-        torch.manual_seed(seed)
-        outputs = self.pipeline(
-            self.messages(concept),
-            num_return_sequences=count,
-            do_sample=True,
-            temperature=self.temperature,
-            max_new_tokens=self.max_new_tokens,
-            return_full_text=False,
-        )
-        return [self.clean(_generated_text(output)) for output in outputs]
+        captions = []
+        for chunk, start in enumerate(range(0, count, self.batch_size)):
+            # Sampling draws from torch's generator (all devices); `transformers.set_seed` would
+            # also work but imports far more (peft, when installed). The first call keeps `seed`.
+            torch.manual_seed(seed if chunk == 0 else derive_seed(seed, "chunk", chunk))
+            outputs = self.pipeline(
+                self.messages(concept),
+                num_return_sequences=min(self.batch_size, count - start),
+                do_sample=True,
+                temperature=self.temperature,
+                max_new_tokens=self.max_new_tokens,
+                return_full_text=False,
+            )
+            captions += [self.clean(_generated_text(output)) for output in outputs]
+        return captions
 
     def __call__(self, concept: Concept, count: int, seed: int) -> list[str]:
         accepted: list[str] = []

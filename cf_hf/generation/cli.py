@@ -2,11 +2,12 @@
 
 ```bash
 cf-hf generate --output_dir outputs/run --concepts doctor,nurse --captions_per_concept 8 \
-    --device cuda --dtype float16
+    --device cuda --variant fp16          # float16 on CUDA by default (--dtype auto)
 accelerate launch --num_processes 4 -m cf_hf.cli generate ...   # shards split across GPUs
 ```
-Prints a summary (generated, skipped by reason, time per stage) and exports the finished run as a
-dataset folder (parquet + card) that `datasets.load_dataset` reads.
+Prints the planned peak GPU memory before loading (`cf_hf.generation.memory`), then a summary
+(generated, skipped by reason, time per stage), and exports the finished run as a dataset folder
+(parquet + card) that `datasets.load_dataset` reads.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from cf_hf.generation.base_images import (
     DEFAULT_IMAGE_SIZE,
@@ -22,7 +24,7 @@ from cf_hf.generation.base_images import (
     DEFAULT_TEXT_TO_IMAGE_MODEL,
     DEFAULT_TEXT_TO_IMAGE_STEPS,
 )
-from cf_hf.generation.captions import DEFAULT_CAPTION_MODEL
+from cf_hf.generation.captions import DEFAULT_CAPTION_BATCH_SIZE, DEFAULT_CAPTION_MODEL
 from cf_hf.generation.inpainting import (
     DEFAULT_INPAINTING_GUIDANCE,
     DEFAULT_INPAINTING_MODEL,
@@ -60,6 +62,7 @@ class GenerateArguments:
     # Models
     template_captions: bool = field(default=False, metadata={"help": "Captions from templates only (offline, no language model)."})
     caption_model: str = field(default=DEFAULT_CAPTION_MODEL, metadata={"help": "Chat model for captions."})
+    caption_batch_size: int = field(default=DEFAULT_CAPTION_BATCH_SIZE, metadata={"help": "Captions sampled per language-model call (memory grows with it; the captions depend on it)."})
     text_to_image_model: str = field(default=DEFAULT_TEXT_TO_IMAGE_MODEL, metadata={"help": "AutoPipelineForText2Image model id or folder."})
     text_to_image_steps: int = DEFAULT_TEXT_TO_IMAGE_STEPS
     text_to_image_guidance: float = DEFAULT_TEXT_TO_IMAGE_GUIDANCE
@@ -76,9 +79,13 @@ class GenerateArguments:
     inpainting_steps: int | None = field(default=None, metadata={"help": f"Default {DEFAULT_INPAINTING_STEPS} ({FAST_INPAINTING_STEPS} when fast)."})
     inpainting_strength: float | None = field(default=None, metadata={"help": f"Default {DEFAULT_INPAINTING_STRENGTH} ({FAST_INPAINTING_STRENGTH} when fast)."})
     inpainting_guidance: float | None = field(default=None, metadata={"help": f"Default {DEFAULT_INPAINTING_GUIDANCE} ({FAST_INPAINTING_GUIDANCE} when fast)."})
+    inpainting_size: int | None = field(default=None, metadata={"help": "Side in px the inpainting model paints at (default: its native size, 1024 for SDXL; with --fast_inpainting the image size). Images are resized to it and back."})
+    share_components: bool = field(default=True, metadata={"help": "Reuse the text-to-image pipeline's text encoders, tokenizers and VAE for inpainting where the two checkpoints' configs match (--no_share_components loads the inpainting checkpoint's own)."})
     # Hardware
-    device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, mps; with accelerate, cuda means each process's GPU."})
-    dtype: str = field(default="float32", metadata={"help": "float32, float16 or bfloat16."})
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, mps. Under accelerate launch, cuda:N means GPU N + the process's local index (cuda = cuda:0)."})
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = field(default="auto", metadata={"help": "auto: float16 on CUDA, float32 elsewhere."})
+    variant: str | None = field(default=None, metadata={"help": "Weight variant of the diffusion checkpoints, e.g. fp16 (half the download)."})
+    cpu_offload: bool = field(default=False, metadata={"help": "Keep the diffusion models in CPU memory and move one at a time to the GPU (small cards; slower)."})
     text_to_image_batch_size: int = 4
     segmentation_batch_size: int = 8
     inpainting_batch_size: int = 4
@@ -120,15 +127,18 @@ def build_components(args: GenerateArguments, device: str | None = None) -> dict
     from cf_hf.generation.captions import CaptionValidator, LLMCaptionWriter, TemplateCaptionWriter
     from cf_hf.generation.inpainting import DiffusersInpainter
     from cf_hf.generation.masks import SegformerSegmenter
+    from cf_hf.generation.runtime import resolve_dtype
 
     device = device or args.device
+    dtype = resolve_dtype(args.dtype, device)
     if args.template_captions:
         caption_writer = TemplateCaptionWriter()
     else:
         caption_writer = LLMCaptionWriter(
             args.caption_model,
             device=device,
-            dtype=args.dtype,
+            dtype=dtype,
+            batch_size=args.caption_batch_size,
             validator=CaptionValidator(load_appearance_words(args.appearance_words_file)),
         )
     text_to_image = DiffusersTextToImage(
@@ -137,12 +147,14 @@ def build_components(args: GenerateArguments, device: str | None = None) -> dict
         guidance_scale=args.text_to_image_guidance,
         height=args.image_size,
         width=args.image_size,
+        variant=args.variant,
         device=device,
-        dtype=args.dtype,
+        dtype=dtype,
+        cpu_offload=args.cpu_offload,
     )
     segmenter = SegformerSegmenter(
         args.segmentation_model, labels=_names(args.mask_labels), include_clothing=args.include_clothing,
-        device=device, dtype=args.dtype,
+        device=device, dtype=dtype,
     )  # fmt: skip
     fast = args.fast_inpainting
     settings = {
@@ -153,10 +165,29 @@ def build_components(args: GenerateArguments, device: str | None = None) -> dict
         else (FAST_INPAINTING_GUIDANCE if fast else DEFAULT_INPAINTING_GUIDANCE),
     }
     if fast:
-        inpainter = DiffusersInpainter.from_text_to_image(text_to_image, **settings)
+        inpainter = DiffusersInpainter.from_text_to_image(text_to_image, size=args.inpainting_size, **settings)
     else:
-        inpainter = DiffusersInpainter(args.inpainting_model, device=device, dtype=args.dtype, **settings)
+        inpainter = DiffusersInpainter(
+            args.inpainting_model, variant=args.variant, device=device, dtype=dtype, size=args.inpainting_size,
+            cpu_offload=args.cpu_offload, share_with=text_to_image if args.share_components else None, **settings,
+        )  # fmt: skip
     return {"caption_writer": caption_writer, "text_to_image": text_to_image, "segmenter": segmenter, "inpainter": inpainter}
+
+
+def memory_plan(args: GenerateArguments, components: dict):
+    """The planned peak GPU memory of a run with these arguments and components (their sharing)."""
+    from cf_hf.generation.memory import plan_memory
+
+    inpainter = components["inpainter"]
+    return plan_memory(
+        caption_model=None if args.template_captions else args.caption_model,
+        text_to_image_model=args.text_to_image_model,
+        segmentation_model=args.segmentation_model,
+        inpainting_model=None if args.fast_inpainting else args.inpainting_model,
+        dtype=components["text_to_image"].dtype,
+        shared=inpainter.shared_components,
+        cpu_offload=args.cpu_offload,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,19 +198,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from cf_hf.generation.orchestration import distributed_state, generate
     from cf_hf.generation.run_folder import RunFolderError
+    from cf_hf.generation.runtime import cuda_device_count, process_device
 
     parser = HfArgumentParser(GenerateArguments)
     parser.prog = "cf-hf generate"
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     state = distributed_state()
-    device = args.device
-    if device == "cuda" and state.num_processes > 1:
-        device = f"cuda:{state.local_process_index}"
     start = time.perf_counter()
     try:
+        device = process_device(args.device, state.local_process_index, state.num_processes, cuda_device_count())
         config = build_config(args)
         components = build_components(args, device)
+        if state.is_main_process:
+            try:
+                print(memory_plan(args, components).summary())
+            except (OSError, ValueError) as error:  # a config that cannot be read now fails at load time
+                print(f"planned peak GPU memory: unknown ({error})")
         report = generate(
             config,
             **components,

@@ -412,6 +412,10 @@ def _captions_stage(config, folder: RunFolder, caption_writer, state, stages: _S
             )
         folder.write_captions(index, concept.name, captions)
         stages.report.captions_generated += len(captions)
+    # The language model is not needed again: free its memory before the diffusion models load.
+    release = getattr(caption_writer, "release", None)
+    if callable(release):
+        release()
     state.wait_for_everyone()
     captions = {}
     for index, concept in enumerate(config.concepts):
