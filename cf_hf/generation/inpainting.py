@@ -18,6 +18,7 @@ from PIL import Image
 from cf_hf.generation.base_images import DiffusersTextToImage, cpu_generators
 from cf_hf.generation.interfaces import InpaintRequest
 from cf_hf.generation.runtime import torch_dtype
+from cf_hf.loading import check_model_source, model_loading
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,13 @@ class DiffusersInpainter:
             "dtype": self.dtype,
         }
 
+    def check_model(self) -> None:
+        """Raise `ModelLoadError` now if the model cannot be found (reads no weights)."""
+        if self._text_to_image is not None:
+            self._text_to_image.check_model()
+        elif self._pipeline is None:
+            check_model_source(self.model_id, self.revision, "inpainting model")
+
     @property
     def pipeline(self):
         if self._pipeline is None:
@@ -138,9 +146,11 @@ class DiffusersInpainter:
                 pipeline = AutoPipelineForInpainting.from_pipe(self._text_to_image.pipeline)
             else:
                 logger.info("loading inpainting pipeline %s", self.model_id)
-                pipeline = AutoPipelineForInpainting.from_pretrained(
-                    self.model_id, revision=self.revision, variant=self.variant, dtype=torch_dtype(self.dtype)
-                ).to(self.device)
+                dtype = torch_dtype(self.dtype)
+                with model_loading(self.model_id, "inpainting model", self.revision):
+                    pipeline = AutoPipelineForInpainting.from_pretrained(
+                        self.model_id, revision=self.revision, variant=self.variant, dtype=dtype
+                    ).to(self.device)
             check_inpainting_pipeline(pipeline)
             pipeline.set_progress_bar_config(disable=True)
             self._pipeline = pipeline
