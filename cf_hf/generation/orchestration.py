@@ -432,9 +432,13 @@ def generate(
 
     `resume=True` continues a run found in `output_dir`; without it, a folder that already holds
     this run is refused, so that nothing is overwritten by accident. A folder holding another run
-    (different config or components) is always refused. `distributed` defaults to `accelerate`'s
-    process state; any object with `process_index`, `num_processes`, `is_main_process` and
-    `wait_for_everyone()` works.
+    (different config or components) is always refused. A new run first calls each component's
+    `check_model()` where it has one (`cf_hf.loading.ModelLoadError` if a model cannot be found),
+    so that a failed check writes nothing.
+
+    `distributed` defaults to `accelerate`'s process state; any object with `process_index`,
+    `num_processes`, `is_main_process` and `wait_for_everyone()` works. With several processes,
+    an error in one makes the others raise `ProcessFailedError` with its message.
     """
     _check_components(caption_writer, text_to_image, segmenter, inpainter)
     state = distributed or distributed_state()
