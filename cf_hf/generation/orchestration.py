@@ -306,7 +306,11 @@ def _record_failure(state, folder: RunFolder, error: BaseException) -> None:
     """Tell the other processes that this one failed, and give the waiting ones time to read it."""
     folder.write_process_record(state.process_index, "failed", _describe_error(error))
     deadline = time.monotonic() + FAILURE_GRACE_SECONDS
-    while time.monotonic() < deadline and len(folder.process_records()) < state.num_processes:
+
+    def stopped() -> int:  # a "done" process still waits for this one's shards: it has not read the error yet
+        return sum(record.get("status") != "done" for record in folder.process_records().values())
+
+    while time.monotonic() < deadline and stopped() < state.num_processes:
         time.sleep(POLL_SECONDS / 5)
 
 
