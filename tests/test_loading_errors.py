@@ -109,3 +109,20 @@ def test_a_failed_model_load_leaves_no_run_and_the_corrected_rerun_needs_no_resu
     assert "(set with --text_to_image_model)" in error
     assert not (run / "manifest.json").exists()
     assert main(tiny_cli_args(root, run, grid, *small)) == 0
+
+
+def test_training_names_a_missing_clip_folder(tmp_path, offline):
+    from _training_helpers import make_counterfactual_dataset
+
+    from cf_hf.training import CounterfactualTrainingArguments, train
+
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none")
+    with pytest.raises(ModelLoadError, match="CLIP model: no such local folder: './no-such-clip'"):
+        train("./no-such-clip", make_counterfactual_dataset(num_groups=2, members=2), args)
+
+
+def test_an_uncached_hub_checkpoint_for_interpolation_says_offline(tmp_path, tiny_clip_dir, offline):
+    from cf_hf.interpolation import interpolate_sweep
+
+    with pytest.raises(ModelLoadError, match=f"fine-tuned checkpoint '{UNCACHED_HUB_ID}' is not in the local cache and the Hub is offline"):
+        interpolate_sweep(tiny_clip_dir, UNCACHED_HUB_ID, alphas=[0.5], output_dir=tmp_path / "sweep")
