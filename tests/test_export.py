@@ -97,6 +97,7 @@ def test_generate_refuses_an_export_folder_holding_the_users_files(tmp_path, cap
     assert main(args) == 2
     error = capsys.readouterr().err
     assert "is not empty" in error and "holds no cf_hf export" in error and "--overwrite" in error
+    assert "rerun with --resume" in error
     assert all(path.read_text() == text for path, text in files.items())
 
 

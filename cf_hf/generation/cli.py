@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             export_dataset(args.output_dir, export_dir, test_size=args.test_size, repo_id=args.repo_id, overwrite=args.overwrite)
         except ExportFolderError as error:
-            print(f"cf-hf generate: error: {error}", file=sys.stderr)
+            print(f"cf-hf generate: error: {error} The run itself is finished: rerun with --resume to export it.",
+                  file=sys.stderr)  # fmt: skip
             return 2
         print(f"dataset           {export_dir}  (datasets.load_dataset({str(export_dir)!r}))")
     return 0 if report.complete else 1
