@@ -248,8 +248,11 @@ def _resolve_checkpoint(path: str | Path, role: str) -> Path:
         raise ValueError(f"{role} checkpoint {str(path)!r} is neither a checkpoint folder nor a Hub repo id")
     from huggingface_hub import snapshot_download
 
+    from cf_hf.loading import model_loading
+
     patterns = ["config.json", "*.safetensors", f"{WEIGHTS_FILE}.index.json", *PROCESSOR_FILES]
-    return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns))
+    with model_loading(repo_id, f"{role} checkpoint", revision or None):
+        return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns))
 
 
 def _model_keys(checkpoint: Path) -> set[str] | None:

@@ -318,13 +318,15 @@ def train(
     """
     from transformers import CLIPProcessor, set_seed
 
+    from cf_hf.loading import model_loading
     from cf_hf.modeling import CounterfactualCLIPModel
 
     train_dataset = load_training_dataset(dataset, dataset_split)
     check_columns(train_dataset.column_names, args.caption_suffix_columns)
     set_seed(args.seed)
-    processor = CLIPProcessor.from_pretrained(model_name_or_path)
-    model = CounterfactualCLIPModel.from_pretrained(model_name_or_path)
+    with model_loading(str(model_name_or_path), "CLIP model"):
+        processor = CLIPProcessor.from_pretrained(model_name_or_path)
+        model = CounterfactualCLIPModel.from_pretrained(model_name_or_path)
     for name in ("beta_clip", "beta_cf", "cf_temperature", "clip_group_positives"):
         setattr(model.config, name, getattr(args, name))
     if args.lora_r > 0:

@@ -7,11 +7,12 @@ from dataset_builder.builder import (
     dataset_features,
     split_groups,
 )
-from dataset_builder.export import export_dataset, render_card
+from dataset_builder.export import ExportFolderError, export_dataset, render_card
 
 __all__ = [
     "CounterfactualConfig",
     "CounterfactualDataset",
+    "ExportFolderError",
     "dataset_features",
     "export_dataset",
     "render_card",

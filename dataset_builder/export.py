@@ -1,24 +1,48 @@
 """Export a finished run as a Hub-ready dataset folder: parquet shards under `data/` + `README.md`
 (the dataset card, with YAML `configs:`), so that `datasets.load_dataset(folder)` — and, once
 pushed, `datasets.load_dataset("org/they-are-all-doctors")` — works with no code.
+
+The export also writes `.cf_hf_export.json`: the run it came from and the checksum of every file
+it wrote. A later export uses it to replace only those files: exporting the same run again
+replaces its own files, and anything else in the folder (the user's own files, or cf_hf's files
+edited since) is never deleted without `overwrite=True` (`--overwrite`), and even then only
+what an export wrote is removed.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import shutil
 import string
 import tempfile
+from functools import cache
+from importlib import metadata as package_metadata
 from pathlib import Path
 
 import yaml
 
+from cf_hf import __version__
+from cf_hf.generation.runtime import sha256_of, write_atomically
 from dataset_builder.builder import CITATION, DEFAULT_TEST_SIZE, CounterfactualDataset, finished_manifest
 
 DEFAULT_REPO_ID = "org/they-are-all-doctors"
 CARD_TEMPLATE = Path(__file__).resolve().parent / "card_template.md"
+MODEL_LICENSES = Path(__file__).resolve().parent / "model_licenses.yaml"
 ROWS_PER_PARQUET_SHARD = 2000
 DATA_DIR = "data"
+CARD_NAME = "README.md"
+EXPORT_RECORD = ".cf_hf_export.json"
+EXPORT_FORMAT = "cf_hf-dataset-export"
+UNKNOWN_LICENSE = "unknown"
+# The stages whose outputs are in the data (captions, images): their models' licences are the
+# card's `license:`. The segmenter only decides where to paint; it is listed in the card's table.
+LICENSED_STAGES = ("caption_writer", "text_to_image", "inpainter")
+STAGE_NAMES = {"caption_writer": "captions", "text_to_image": "base images", "segmenter": "person masks",
+               "inpainter": "counterfactuals"}  # fmt: skip
+
+
+class ExportFolderError(FileExistsError):
+    """The export folder holds files the export would have to delete or replace; the message names them."""
 
 
 def _size_category(rows: int) -> str:
@@ -39,6 +63,84 @@ def _describe(provenance: dict) -> str:
     return f"{main} ({rest})" if rest else main
 
 
+def cf_hf_reference() -> str:
+    """How the card names cf_hf: a link when the package metadata gives a home page, the version always."""
+    try:
+        fields = package_metadata.metadata("cf_hf")
+    except package_metadata.PackageNotFoundError:
+        fields = None
+    urls = [] if fields is None else [fields.get("Home-page"), *(
+        entry.split(",", 1)[-1].strip() for entry in fields.get_all("Project-URL") or []
+    )]  # fmt: skip
+    url = next((url for url in urls if url and url.upper() != "UNKNOWN"), None)
+    name = f"[cf_hf]({url})" if url else "cf_hf"
+    return f"{name} (version {__version__})"
+
+
+@cache
+def _known_licenses() -> dict[str, dict[str, str]]:
+    return yaml.safe_load(MODEL_LICENSES.read_text(encoding="utf-8"))
+
+
+def _card_license(model_id: str) -> dict[str, str] | None:
+    """The `license` (and `license_name`) a model's own card states: a local folder's README.md,
+    or the README.md in the Hub cache. Never goes online."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.repocard import metadata_load
+
+    card = Path(model_id).expanduser() / CARD_NAME
+    if not card.is_file():
+        try:
+            cached = try_to_load_from_cache(model_id, CARD_NAME)
+        except ValueError:  # not a valid Hub id either
+            cached = None
+        card = Path(cached) if isinstance(cached, str) else None
+    found = metadata_load(card) if card is not None else None
+    if not found or not found.get("license"):
+        return None
+    return {key: str(found[key]) for key in ("license", "license_name") if found.get(key)}
+
+
+def model_license(model_id: str) -> dict[str, str] | None:
+    """A model's licence, `{"license": id}` plus `license_name` for "other"; None when unknown."""
+    return _known_licenses().get(model_id) or _card_license(model_id)
+
+
+def _license_text(license: dict[str, str] | None) -> str:
+    if license is None:
+        return f"{UNKNOWN_LICENSE} — check the model's card"
+    name = license.get("license_name")
+    return f"`{license['license']}` ({name})" if name else f"`{license['license']}`"
+
+
+def run_licenses(components: dict[str, dict]) -> tuple[dict, list[tuple[str, str, str]]]:
+    """The card's licence metadata and its table rows (stage, model, licence) for a run's components.
+
+    Metadata: the one licence of the models whose outputs are in the data, or the list of them
+    when they differ (`unknown` for a model whose licence is not known).
+    """
+    rows, licenses = [], []
+    for stage, provenance in components.items():
+        model_id = provenance.get("model_id")
+        if model_id is None:
+            rows.append((STAGE_NAMES.get(stage, stage), _describe(provenance), "— (no pretrained model)"))
+            continue
+        license = model_license(model_id)
+        rows.append((STAGE_NAMES.get(stage, stage), f"`{model_id}`", _license_text(license)))
+        if stage in LICENSED_STAGES:
+            entry = license or {"license": UNKNOWN_LICENSE}
+            if entry not in licenses:
+                licenses.append(entry)
+    if not licenses:
+        return {"license": UNKNOWN_LICENSE}, rows
+    ids = list(dict.fromkeys(entry["license"] for entry in licenses))
+    header: dict = {"license": ids[0] if len(ids) == 1 else ids}
+    names = [entry["license_name"] for entry in licenses if "license_name" in entry]
+    if len(names) == 1 and ids.count("other") == 1:
+        header["license_name"] = names[0]
+    return header, rows
+
+
 def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], info, repo_id: str) -> str:
     """The dataset card (README.md) for an exported run.
 
@@ -52,9 +154,11 @@ def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], info, re
     config = manifest["config"]
     grid = config["attribute_grid"]["attributes"]
     rows = sum(stats["rows"] for stats in split_stats.values())
+    components = manifest["components"]
+    license_header, license_rows = run_licenses(components)
     header = {
         "pretty_name": "They're All Doctors — counterfactual images",
-        "license": "other",
+        **license_header,
         "language": ["en"],
         "task_categories": ["zero-shot-image-classification", "text-to-image", "image-to-text"],
         "tags": ["counterfactual", "fairness", "bias", "synthetic", "clip", "cf_hf"],
@@ -69,12 +173,13 @@ def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], info, re
         # cache, which otherwise sees only the folder's name and this YAML (not the data files).
         "dataset_info": info._to_yaml_dict(),
     }
-    components = manifest["components"]
     mask = config["mask_postprocessing"]
     rejected = manifest.get("totals", {}).get("rejected") or {}
     values = {
         "yaml_header": yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(),
         "pretty_name": header["pretty_name"],
+        "cf_hf": cf_hf_reference(),
+        "license_table": "\n".join(f"| {stage} | {model} | {license} |" for stage, model, license in license_rows),
         "repo_id": repo_id,
         "example_concept": config["concepts"][0]["name"],
         "split_table": "\n".join(
@@ -103,6 +208,71 @@ def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], info, re
     return string.Template(CARD_TEMPLATE.read_text(encoding="utf-8")).substitute(values)
 
 
+def _read_export_record(output_dir: Path) -> dict | None:
+    try:
+        record = json.loads((output_dir / EXPORT_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT or not isinstance(record.get("files"), dict):
+        return None
+    return record
+
+
+def _listing(paths: list[str], limit: int = 5) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _previous_export_files(output_dir: Path, fingerprint: str, planned: list[str], overwrite: bool) -> list[str]:
+    """The files an earlier export wrote in `output_dir`, which this one replaces. Raises
+    `ExportFolderError` if anything else is in the way: a file cf_hf did not write where the export
+    would write one (always), and without `overwrite` a non-empty folder that holds no export, the
+    export of another run, or exported files edited since."""
+    if not output_dir.exists():
+        return []
+    if not output_dir.is_dir():
+        raise ExportFolderError(f"export folder {output_dir} is a file: choose a folder (--export_dir).")
+    record = _read_export_record(output_dir)
+    ours: dict[str, str | None] = record["files"] if record else {}
+    present = {path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*") if path.is_file()}
+    present.discard(EXPORT_RECORD)
+    in_the_way = sorted(set(planned) & (present - set(ours)))
+    if in_the_way:
+        raise ExportFolderError(
+            f"export folder {output_dir} holds {_listing(in_the_way)}, which cf_hf did not write and the export "
+            "would replace: move it away, or choose another folder (--export_dir)."
+        )
+    if not overwrite:
+        if record is None and present:
+            raise ExportFolderError(
+                f"export folder {output_dir} is not empty ({_listing(sorted(present))}) and holds no cf_hf export: "
+                "choose an empty or new folder (--export_dir), or pass --overwrite (overwrite=True) to write the "
+                "dataset beside those files (none of them is deleted)."
+            )
+        if record is not None and record.get("run_fingerprint") != fingerprint:
+            raise ExportFolderError(
+                f"export folder {output_dir} holds the export of another run (fingerprint "
+                f"{record.get('run_fingerprint')}, this run {fingerprint}): choose another folder (--export_dir), "
+                "or pass --overwrite (overwrite=True) to replace that export's files."
+            )
+        edited = sorted(
+            path for path, digest in ours.items()
+            if digest is not None and path in present and sha256_of(output_dir / path) != digest
+        )  # fmt: skip
+        if edited:
+            raise ExportFolderError(
+                f"export folder {output_dir}: {_listing(edited)} changed since cf_hf exported it: move your "
+                "version away, or pass --overwrite (overwrite=True) to replace it."
+            )
+    return sorted(path for path in ours if path in present)
+
+
+def _write_export_record(output_dir: Path, fingerprint: str, files: dict[str, str | None]) -> None:
+    record = {"format": EXPORT_FORMAT, "version": 1, "run_fingerprint": fingerprint, "cf_hf_version": __version__,
+              "files": dict(sorted(files.items()))}  # fmt: skip
+    write_atomically(output_dir / EXPORT_RECORD, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+
+
 def export_dataset(
     run_dir: str | Path,
     output_dir: str | Path,
@@ -114,16 +284,18 @@ def export_dataset(
     overwrite: bool = False,
 ) -> Path:
     """Write `output_dir/data/<split>-NNNNN-of-NNNNN.parquet` + `output_dir/README.md` for a
-    finished run; returns `output_dir`. Shard checksums are verified before anything is read."""
+    finished run; returns `output_dir`. Shard checksums are verified before anything is read.
+
+    `output_dir` may be new, empty, or hold an earlier export of this run (whose files are
+    replaced). Anything else raises `ExportFolderError` unless `overwrite=True`, which replaces an
+    export of another run (or edited exported files) and writes beside files cf_hf did not write.
+    Only files an export wrote (listed in `.cf_hf_export.json`) are ever deleted.
+    """
     from datasets import DatasetInfo
 
     manifest = finished_manifest(run_dir)
+    fingerprint = manifest["fingerprint"]
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{output_dir} is not empty; pass overwrite=True to replace its dataset.")
-        shutil.rmtree(output_dir / DATA_DIR, ignore_errors=True)
-        (output_dir / "README.md").unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="cf_hf_export_") as cache_dir:
         builder = CounterfactualDataset(
             run_dir=str(Path(run_dir).resolve()),
@@ -133,13 +305,25 @@ def export_dataset(
         )
         builder.download_and_prepare()
         splits = builder.as_dataset()
+        shard_paths = {
+            str(split): [
+                f"{DATA_DIR}/{split}-{index:05d}-of-{num_shards:05d}.parquet" for index in range(num_shards)
+            ]
+            for split, dataset in splits.items()
+            for num_shards in [max(1, math.ceil(len(dataset) / rows_per_shard))]
+        }
+        planned = [path for paths in shard_paths.values() for path in paths] + [CARD_NAME]
+        previous = _previous_export_files(output_dir, fingerprint, planned, overwrite)
+        # Recorded before anything changes, so that an interrupted export is still recognised as one.
+        _write_export_record(output_dir, fingerprint, dict.fromkeys([*previous, *planned]))
+        for path in previous:
+            (output_dir / path).unlink(missing_ok=True)
         split_stats = {}
         for split, dataset in splits.items():
-            num_shards = max(1, math.ceil(len(dataset) / rows_per_shard))
-            for index in range(num_shards):
-                path = output_dir / DATA_DIR / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                dataset.shard(num_shards, index, contiguous=True).to_parquet(str(path))
+            paths = shard_paths[str(split)]
+            for index, path in enumerate(paths):
+                (output_dir / path).parent.mkdir(parents=True, exist_ok=True)
+                dataset.shard(len(paths), index, contiguous=True).to_parquet(str(output_dir / path))
             columns = dataset.select_columns(["group_id", "is_base"])
             split_stats[str(split)] = {
                 "rows": len(dataset),
@@ -150,9 +334,10 @@ def export_dataset(
             features=builder.info.features,
             splits=builder.info.splits,
             dataset_size=builder.info.dataset_size,
-            download_size=sum(path.stat().st_size for path in (output_dir / DATA_DIR).glob("*.parquet")),
+            download_size=sum((output_dir / path).stat().st_size for paths in shard_paths.values() for path in paths),
         )
         card = render_card(manifest, split_stats, info, repo_id)
         del splits, builder  # release the memory-mapped cache before the folder goes
-    (output_dir / "README.md").write_text(card, encoding="utf-8")
+    (output_dir / CARD_NAME).write_text(card, encoding="utf-8")
+    _write_export_record(output_dir, fingerprint, {path: sha256_of(output_dir / path) for path in planned})
     return output_dir

@@ -267,13 +267,13 @@ class EmbeddingEngine:
         import torch
         from transformers import AutoProcessor, CLIPModel
 
+        from cf_hf.loading import model_loading
+
         config = config or EmbeddingConfig()
-        try:
+        with model_loading(str(path), "CLIP checkpoint", revision):
             model = CLIPModel.from_pretrained(str(path), revision=revision,
                                               dtype=getattr(torch, COMPUTE_DTYPES[config.dtype]))
             processor = AutoProcessor.from_pretrained(str(path), revision=revision)
-        except OSError as error:
-            raise OSError(f"cannot load a CLIP checkpoint from {str(path)!r}: {error}") from None
         return cls(model, processor, config=config, cache=cache, name=name or Path(str(path)).name)
 
     # -- fingerprints ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ _EXPORTS = {
     "GenerationReport": "cf_hf.generation.orchestration",
     "generate": "cf_hf.generation.orchestration",
     "plan_bases": "cf_hf.generation.orchestration",
+    "ProcessFailedError": "cf_hf.generation.orchestration",
     "RunFolderError": "cf_hf.generation.run_folder",
 }
 __all__ = sorted(_EXPORTS)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from cf_hf.generation.interfaces import ImageRequest
 from cf_hf.generation.runtime import check_diffusers_version, torch_dtype
+from cf_hf.loading import check_model_source, model_loading
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,11 @@ class DiffusersTextToImage:
             provenance["variant"] = self.variant
         return provenance
 
+    def check_model(self) -> None:
+        """Raise `ModelLoadError` now if the model cannot be found (reads no weights)."""
+        if self._pipeline is None:
+            check_model_source(self.model_id, self.revision, "text-to-image model")
+
     @property
     def pipeline(self):
         if self._pipeline is None:
@@ -114,9 +120,11 @@ class DiffusersTextToImage:
 
             check_diffusers_version()
             logger.info("loading text-to-image pipeline %s", self.model_id)
-            pipeline = AutoPipelineForText2Image.from_pretrained(
-                self.model_id, revision=self.revision, variant=self.variant, dtype=torch_dtype(self.dtype)
-            )
+            dtype = torch_dtype(self.dtype)
+            with model_loading(self.model_id, "text-to-image model", self.revision):
+                pipeline = AutoPipelineForText2Image.from_pretrained(
+                    self.model_id, revision=self.revision, variant=self.variant, dtype=dtype
+                )
             pipeline.set_progress_bar_config(disable=True)
             self._pipeline = place_pipeline(pipeline, self.device, self.cpu_offload)
         return self._pipeline

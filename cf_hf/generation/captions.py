@@ -23,6 +23,7 @@ from cf_hf.concepts import (
 )
 from cf_hf.generation.interfaces import Concept
 from cf_hf.generation.runtime import derive_seed, release_accelerator_memory, torch_dtype
+from cf_hf.loading import check_model_source, model_loading
 
 logger = logging.getLogger(__name__)
 
@@ -179,19 +180,22 @@ class LLMCaptionWriter:
             "fallback": "templates",
         }
 
+    def check_model(self) -> None:
+        """Raise `ModelLoadError` now if the model cannot be found (reads no weights)."""
+        if self._pipeline is None:
+            check_model_source(self.model_id, self.revision, "caption model")
+
     @property
     def pipeline(self):
         if self._pipeline is None:
             from transformers import pipeline
 
             logger.info("loading caption model %s", self.model_id)
-            self._pipeline = pipeline(
-                "text-generation",
-                model=self.model_id,
-                revision=self.revision,
-                device=self.device,
-                dtype=torch_dtype(self.dtype),
-            )
+            dtype = torch_dtype(self.dtype)
+            with model_loading(self.model_id, "caption model", self.revision):
+                self._pipeline = pipeline(
+                    "text-generation", model=self.model_id, revision=self.revision, device=self.device, dtype=dtype
+                )
         return self._pipeline
 
     def release(self) -> None:

@@ -92,6 +92,7 @@ class GenerateArguments:
     # Dataset export
     export_dir: str | None = field(default=None, metadata={"help": "Dataset folder (default: <output_dir>/dataset)."})
     no_export: bool = field(default=False, metadata={"help": "Do not export the finished run as a dataset folder."})
+    overwrite: bool = field(default=False, metadata={"help": "Export into a non-empty folder; replaces only files an earlier cf_hf export wrote."})
     test_size: float = field(default=0.1, metadata={"help": "Share of groups in the test split."})
     repo_id: str = field(default="org/they-are-all-doctors", metadata={"help": "Hub id written in the card's example."})
     no_progress: bool = field(default=False, metadata={"help": "Hide the progress bars."})
@@ -196,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import HfArgumentParser
 
-    from cf_hf.generation.orchestration import distributed_state, generate
+    from cf_hf.generation.orchestration import ProcessFailedError, distributed_state, generate
     from cf_hf.generation.run_folder import RunFolderError
     from cf_hf.generation.runtime import cuda_device_count, process_device
+    from cf_hf.loading import ModelLoadError
 
     parser = HfArgumentParser(GenerateArguments)
     parser.prog = "cf-hf generate"
@@ -223,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             show_progress=not args.no_progress,
             distributed=state,
         )
-    except (RunFolderError, ValueError, FileNotFoundError) as error:
-        # Bad input (files, options, output folder): the message says what to change.
+    except ModelLoadError as error:
+        print(f"cf-hf generate: error: {error}{_model_flag_hint(args, error.model_id)}", file=sys.stderr)
+        return 2
+    except (RunFolderError, ValueError, FileNotFoundError, ProcessFailedError) as error:
+        # Bad input (files, options, output folder), or another process's error: the message says what to change.
         print(f"cf-hf generate: error: {error}", file=sys.stderr)
         return 2
     if not state.is_main_process:
@@ -235,9 +240,21 @@ def main(argv: list[str] | None = None) -> int:
         print("captions rejected: " + ", ".join(f"{reason}: {n}" for reason, n in rejections.most_common()))
     print(f"total time        {time.perf_counter() - start:.1f} s")
     if report.complete and not args.no_export:
-        from dataset_builder import export_dataset
+        from dataset_builder import ExportFolderError, export_dataset
 
         export_dir = Path(args.export_dir or Path(args.output_dir) / "dataset")
-        export_dataset(args.output_dir, export_dir, test_size=args.test_size, repo_id=args.repo_id, overwrite=True)
+        try:
+            export_dataset(args.output_dir, export_dir, test_size=args.test_size, repo_id=args.repo_id, overwrite=args.overwrite)
+        except ExportFolderError as error:
+            print(f"cf-hf generate: error: {error} The run itself is finished: rerun with --resume to export it.",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         print(f"dataset           {export_dir}  (datasets.load_dataset({str(export_dir)!r}))")
     return 0 if report.complete else 1
+
+
+def _model_flag_hint(args: GenerateArguments, model_id: str) -> str:
+    """" (set with --text_to_image_model)" for the option that named `model_id`, else ""."""
+    flags = {args.inpainting_model: "--inpainting_model", args.segmentation_model: "--segmentation_model",
+             args.caption_model: "--caption_model", args.text_to_image_model: "--text_to_image_model"}  # fmt: skip
+    return f" (set with {flags[model_id]})" if model_id in flags else ""

@@ -22,6 +22,7 @@ from PIL import Image
 from cf_hf.generation.base_images import DiffusersTextToImage, cpu_generators, place_pipeline
 from cf_hf.generation.interfaces import InpaintRequest
 from cf_hf.generation.runtime import check_diffusers_version, torch_dtype
+from cf_hf.loading import check_model_source, model_loading
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +232,13 @@ class DiffusersInpainter:
             provenance["shared_from"] = f"{self.share_with.model_id}: {','.join(self.shared_components)}"
         return provenance
 
+    def check_model(self) -> None:
+        """Raise `ModelLoadError` now if the model cannot be found (reads no weights)."""
+        if self._text_to_image is not None:
+            self._text_to_image.check_model()
+        elif self._pipeline is None:
+            check_model_source(self.model_id, self.revision, "inpainting model")
+
     @property
     def pipeline(self):
         if self._pipeline is None:
@@ -242,9 +250,11 @@ class DiffusersInpainter:
             else:
                 shared = {name: getattr(self.share_with.pipeline, name) for name in self.shared_components}
                 logger.info("loading inpainting pipeline %s (sharing %s)", self.model_id, ", ".join(shared) or "nothing")
-                pipeline = AutoPipelineForInpainting.from_pretrained(
-                    self.model_id, revision=self.revision, variant=self.variant, dtype=torch_dtype(self.dtype), **shared
-                )
+                dtype = torch_dtype(self.dtype)
+                with model_loading(self.model_id, "inpainting model", self.revision):
+                    pipeline = AutoPipelineForInpainting.from_pretrained(
+                        self.model_id, revision=self.revision, variant=self.variant, dtype=dtype, **shared
+                    )
                 pipeline = place_pipeline(pipeline, self.device, self.cpu_offload)
             check_inpainting_pipeline(pipeline)
             pipeline.set_progress_bar_config(disable=True)

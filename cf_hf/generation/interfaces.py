@@ -87,6 +87,9 @@ def component_provenance(component: object) -> dict[str, str]:
     revision, steps, dtype, ...) that together determine its outputs. Without one, its class
     name stands in. The run fingerprint is built from these, so a resumed run with different
     components is refused rather than silently mixed.
+
+    A component that loads a model may also expose `check_model()`: raise if the model cannot be
+    found, without loading it; `generate` calls it before it writes anything.
     """
     provenance = getattr(component, "provenance", None)
     if provenance is None:

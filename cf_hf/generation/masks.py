@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from cf_hf.generation.runtime import torch_dtype
+from cf_hf.loading import check_model_source, model_loading
 
 logger = logging.getLogger(__name__)
 
@@ -99,19 +100,27 @@ class SegformerSegmenter:
     def provenance(self) -> dict[str, str]:
         return {"model_id": self.model_id, "revision": self.revision or "main", "labels": ",".join(self.labels)}
 
+    def check_model(self) -> None:
+        """Raise `ModelLoadError` now if the model cannot be found (reads no weights)."""
+        if self._model is None:
+            check_model_source(self.model_id, self.revision, "segmentation model")
+
     def _load(self) -> None:
         if self._model is None:
             from transformers import AutoModelForSemanticSegmentation
 
             logger.info("loading segmentation model %s", self.model_id)
-            self._model = AutoModelForSemanticSegmentation.from_pretrained(
-                self.model_id, revision=self.revision, dtype=torch_dtype(self.dtype)
-            )
+            dtype = torch_dtype(self.dtype)
+            with model_loading(self.model_id, "segmentation model", self.revision):
+                self._model = AutoModelForSemanticSegmentation.from_pretrained(
+                    self.model_id, revision=self.revision, dtype=dtype
+                )
             self._model.to(self.device).eval()
         if self._image_processor is None:
             from transformers import AutoImageProcessor
 
-            self._image_processor = AutoImageProcessor.from_pretrained(self.model_id, revision=self.revision)
+            with model_loading(self.model_id, "segmentation model", self.revision):
+                self._image_processor = AutoImageProcessor.from_pretrained(self.model_id, revision=self.revision)
         if self._label_ids is None:
             self._label_ids = resolve_label_ids(self._model.config.id2label, self.labels, self.model_id)
 

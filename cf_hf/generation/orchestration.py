@@ -11,6 +11,12 @@ decorator draw, every counterfactual a fixed grid cell and seed. Work is cut int
 restarted run re-checks every shard's checksum and generates only what is missing or corrupt,
 so the result is the same as an uninterrupted run. With several processes (`accelerate launch`),
 process `i` takes shards `i, i + n, ...`.
+
+Several processes meet through collectives only while setting up, where they arrive within
+seconds; after that, a process that has finished its share waits by polling the run folder for
+the others' captions and shard receipts, however long they take (uneven shares are the rule after
+a resume). A process that fails records its error in the run folder; every other process stops
+with that error instead of waiting for work that will never come.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -52,6 +60,19 @@ RESERVED_COLUMNS = (
     "image", "caption", "concept", "group_id", "is_base", "seed", "mask_area", "prompt", "source_model",
 )  # fmt: skip
 DECORATOR_PREFIX = "decorator_"
+# Only the set-up meetings use collectives (the long stages poll the run folder), but checking the
+# models may fetch their config files from the Hub first; NCCL's default (10 minutes) is too short.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=1)
+# How often a waiting process looks at the run folder, and how long a failed process waits for
+# the others to read its error before it exits (a launcher may kill them when it exits).
+POLL_SECONDS = 1.0
+FAILURE_GRACE_SECONDS = 30.0
+
+_Result = TypeVar("_Result")
+
+
+class ProcessFailedError(RuntimeError):
+    """Another process of the run failed; the message is its error."""
 
 
 @dataclass
@@ -219,12 +240,87 @@ class _SingleProcess:
 
 
 def distributed_state():
-    """`accelerate`'s process state when launched with it, a single process otherwise."""
+    """`accelerate`'s process state when launched with it (process group timeout
+    `PROCESS_GROUP_TIMEOUT`), a single process otherwise."""
     try:
         from accelerate import PartialState
+        from accelerate.utils import InitProcessGroupKwargs
     except ImportError:
         return _SingleProcess()
-    return PartialState()
+    return PartialState(**InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT).to_kwargs())
+
+
+def _describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _gather_errors(state, error: BaseException | None) -> list[str | None]:
+    """Every process's error message (None where it succeeded); a collective, so a meeting point.
+    Without a process group (one process, or a state object that only has a barrier) each
+    process knows only its own."""
+    message = None if error is None else _describe_error(error)
+    if state.num_processes > 1:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            messages = [None] * state.num_processes
+            dist.all_gather_object(messages, message)
+            return messages
+    state.wait_for_everyone()
+    return [message if index == state.process_index else None for index in range(state.num_processes)]
+
+
+def _together(state, action: Callable[[], _Result]) -> _Result:
+    """Run `action` on every process, then meet: if it failed anywhere, it fails everywhere (with
+    that process's error), rather than leaving the others waiting for it at the next meeting."""
+    result, error = None, None
+    try:
+        result = action()
+    except Exception as raised:
+        error = raised
+    messages = _gather_errors(state, error)
+    if error is not None:
+        raise error
+    for index, message in enumerate(messages):
+        if message is not None:
+            raise ProcessFailedError(f"process {index} failed: {message}")
+    return result
+
+
+def _raise_if_another_failed(state, folder: RunFolder) -> None:
+    for index, record in sorted(folder.process_records().items()):
+        if index != state.process_index and record.get("status") == "failed":
+            message = f"process {index} failed: {record.get('error')}"
+            folder.write_process_record(state.process_index, "stopped", message)
+            raise ProcessFailedError(message)
+
+
+def _wait_for(state, folder: RunFolder, ready: Callable[[], bool]) -> None:
+    """Poll the run folder until `ready()`; stop with another process's error if one failed."""
+    while not ready():
+        _raise_if_another_failed(state, folder)
+        time.sleep(POLL_SECONDS)
+
+
+def _record_failure(state, folder: RunFolder, error: BaseException) -> None:
+    """Tell the other processes that this one failed, and give the waiting ones time to read it."""
+    folder.write_process_record(state.process_index, "failed", _describe_error(error))
+    deadline = time.monotonic() + FAILURE_GRACE_SECONDS
+
+    def stopped() -> int:  # a "done" process still waits for this one's shards: it has not read the error yet
+        return sum(record.get("status") != "done" for record in folder.process_records().values())
+
+    while time.monotonic() < deadline and stopped() < state.num_processes:
+        time.sleep(POLL_SECONDS / 5)
+
+
+def _check_models(*components) -> None:
+    """Each component that can tell (a `check_model()` method) checks that its model can be found;
+    nothing is written before this passes, so a typo in a model id leaves no run behind."""
+    for component in components:
+        check = getattr(component, "check_model", None)
+        if callable(check):
+            check()
 
 
 def _check_components(caption_writer, text_to_image, segmenter, inpainter) -> None:
@@ -340,9 +436,13 @@ def generate(
 
     `resume=True` continues a run found in `output_dir`; without it, a folder that already holds
     this run is refused, so that nothing is overwritten by accident. A folder holding another run
-    (different config or components) is always refused. `distributed` defaults to `accelerate`'s
-    process state; any object with `process_index`, `num_processes`, `is_main_process` and
-    `wait_for_everyone()` works.
+    (different config or components) is always refused. A new run first calls each component's
+    `check_model()` where it has one (`cf_hf.loading.ModelLoadError` if a model cannot be found),
+    so that a failed check writes nothing.
+
+    `distributed` defaults to `accelerate`'s process state; any object with `process_index`,
+    `num_processes`, `is_main_process` and `wait_for_everyone()` works. With several processes,
+    an error in one makes the others raise `ProcessFailedError` with its message.
     """
     _check_components(caption_writer, text_to_image, segmenter, inpainter)
     state = distributed or distributed_state()
@@ -356,40 +456,56 @@ def generate(
     identity = {"config": config.content(), "components": components}
     fingerprint = _fingerprint(identity)
 
-    existing = folder.read_manifest()
-    if existing is not None:
-        if existing.get("fingerprint") != fingerprint:
-            old = {"config": existing.get("config", {}), "components": existing.get("components", {})}
-            raise RunFolderError(
-                f"{folder.path} holds another run (fingerprint {existing.get('fingerprint')}, this one "
-                f"{fingerprint}; differs in: {', '.join(_differences(old, identity)) or 'format'}). "
-                "Choose an empty output folder, or remove that run."
-            )
-        if not resume:
-            raise RunFolderError(f"{folder.path} already holds this run: pass resume=True (--resume) to continue it.")
-    elif folder.path.exists() and any(folder.path.iterdir()):
-        raise RunFolderError(f"{folder.path} is not empty and holds no cf_hf run manifest: choose an empty folder.")
+    def check_folder() -> dict | None:
+        existing = folder.read_manifest()
+        if existing is not None:
+            if existing.get("fingerprint") != fingerprint:
+                old = {"config": existing.get("config", {}), "components": existing.get("components", {})}
+                raise RunFolderError(
+                    f"{folder.path} holds another run (fingerprint {existing.get('fingerprint')}, this one "
+                    f"{fingerprint}; differs in: {', '.join(_differences(old, identity)) or 'format'}). "
+                    "Choose an empty output folder, or remove that run."
+                )
+            if not resume:
+                raise RunFolderError(f"{folder.path} already holds this run: pass resume=True (--resume) to continue it.")
+        elif folder.path.exists() and any(folder.path.iterdir()):
+            raise RunFolderError(f"{folder.path} is not empty and holds no cf_hf run manifest: choose an empty folder.")
+        else:
+            _check_models(caption_writer, text_to_image, segmenter, inpainter)
+        return existing
 
-    state.wait_for_everyone()  # every process has checked the folder before it changes
-    if state.is_main_process:
-        if existing is None:
-            folder.write_manifest(
-                {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION, "fingerprint": fingerprint,
-                 "num_shards": config.num_shards, "complete": False, **identity}
-            )  # fmt: skip
-        folder.clean_temporary_files()
-    state.wait_for_everyone()
+    def prepare() -> None:
+        if state.is_main_process:
+            if existing is None:
+                folder.write_manifest(
+                    {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION, "fingerprint": fingerprint,
+                     "num_shards": config.num_shards, "complete": False, **identity}
+                )  # fmt: skip
+            folder.clean_temporary_files()
+            folder.clear_process_records()
+
+    existing = _together(state, check_folder)  # every process has checked the folder before it changes
+    _together(state, prepare)
 
     report = GenerationReport(folder.path, complete=False, num_shards=config.num_shards)
     stages = _Stages(report, show_progress and state.is_main_process)
+    several = state.num_processes > 1
     try:
         captions = _captions_stage(config, folder, caption_writer, state, stages)
         plan = plan_bases(config, captions)
         _shards_stage(config, folder, plan, components, state, stages, text_to_image, segmenter, inpainter)
+        if several:
+            folder.write_process_record(state.process_index, "done")
+        receipts = _wait_for_shards(config, folder, state)
+    except ProcessFailedError:
+        raise
+    except Exception as error:
+        if several:
+            _record_failure(state, folder, error)
+        raise
     finally:
         stages.close()
-    state.wait_for_everyone()
-    _finish(config, folder, fingerprint, state, report)
+    _finish(config, folder, fingerprint, state, report, receipts)
     return report
 
 
@@ -416,7 +532,10 @@ def _captions_stage(config, folder: RunFolder, caption_writer, state, stages: _S
     release = getattr(caption_writer, "release", None)
     if callable(release):
         release()
-    state.wait_for_everyone()
+    _wait_for(state, folder, lambda: all(
+        folder.read_captions(index, concept.name, config.captions_per_concept) is not None
+        for index, concept in enumerate(config.concepts)
+    ))  # fmt: skip
     captions = {}
     for index, concept in enumerate(config.concepts):
         stored = folder.read_captions(index, concept.name, config.captions_per_concept)
@@ -449,6 +568,8 @@ def _shards_stage(config, folder, plan, components, state, stages, text_to_image
     text_to_image_model = _source_name(components["text_to_image"])
     inpainter_model = _source_name(components["inpainter"])
     for index in pending:
+        if state.num_processes > 1:
+            _raise_if_another_failed(state, folder)
         bases = plan[index * config.shard_size : (index + 1) * config.shard_size]
         table, receipt = _make_shard(config, bases, stages, text_to_image, segmenter, inpainter,
                                      text_to_image_model, inpainter_model)  # fmt: skip
@@ -517,13 +638,28 @@ def _make_shard(config, bases, stages, text_to_image, segmenter, inpainter, text
     return table, receipt
 
 
-def _finish(config, folder: RunFolder, fingerprint: str, state, report: GenerationReport) -> None:
+def _wait_for_shards(config, folder: RunFolder, state) -> list[dict]:
+    """The receipts of the finished shards, once every shard is finished or every process is done
+    (a shard can then only be missing if it was damaged after it was written)."""
+    receipts: dict[int, dict] = {}
+
+    def ready() -> bool:
+        # Records first: a process writes its shards before it says it is done.
+        records = folder.process_records() if state.num_processes > 1 else {}
+        all_done = all(records.get(index, {}).get("status") == "done" for index in range(state.num_processes))
+        for index in range(config.num_shards):
+            if index not in receipts:
+                status, receipt = folder.shard_status(index)
+                if status == "finished":
+                    receipts[index] = receipt
+        return len(receipts) == config.num_shards or all_done
+
+    _wait_for(state, folder, ready)
+    return [receipts[index] for index in sorted(receipts)]
+
+
+def _finish(config, folder: RunFolder, fingerprint: str, state, report: GenerationReport, receipts: list[dict]) -> None:
     """Totals from every finished shard; the main process seals the manifest once all are done."""
-    receipts = []
-    for index in range(config.num_shards):
-        status, receipt = folder.shard_status(index)
-        if status == "finished":
-            receipts.append(receipt)
     for receipt in receipts:
         report.base_images += receipt["base_images"]
         report.counterfactuals += receipt["counterfactuals"]

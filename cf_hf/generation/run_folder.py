@@ -7,6 +7,8 @@
   captions/0000-doctor.json     the captions of one concept
   shards/shard-00000.parquet    finished rows of a slice of base images (PNG bytes + metadata)
   shards/shard-00000.json       the shard's receipt: checksum, row counts, rejected images
+  processes/process-00001.json  with several processes: how each one ended (done, failed with
+                                its error, or stopped by another's failure); cleared at each start
 ```
 Every file is written atomically (temporary file + rename). A shard counts as finished only when
 its receipt exists and the parquet file's sha256 matches it; anything else is regenerated, never
@@ -29,6 +31,8 @@ RUN_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 CAPTIONS_DIR = "captions"
 SHARDS_DIR = "shards"
+PROCESSES_DIR = "processes"
+PROCESS_STATUSES = ("done", "failed", "stopped")
 
 
 class RunFolderError(ValueError):
@@ -156,3 +160,31 @@ class RunFolder:
         for path, _ in self.verified_shards(num_shards):
             table = pq.read_table(path, columns=columns)
             yield from table.to_pylist()
+
+    # -- processes ------------------------------------------------------------------------------
+    def process_record_path(self, index: int) -> Path:
+        return self.path / PROCESSES_DIR / f"process-{index:05d}.json"
+
+    def write_process_record(self, index: int, status: str, error: str | None = None) -> None:
+        """Record how process `index` ended: "done", "failed" (with its error) or "stopped"."""
+        if status not in PROCESS_STATUSES:
+            raise ValueError(f"unknown process status {status!r}; one of {PROCESS_STATUSES}.")
+        write_atomically(self.process_record_path(index), _dumps({"process": index, "status": status, "error": error}))
+
+    def process_records(self) -> dict[int, dict]:
+        """The records written so far, by process index (unreadable ones are skipped)."""
+        records = {}
+        folder = self.path / PROCESSES_DIR
+        if folder.is_dir():
+            for path in sorted(folder.glob("process-*.json")):
+                record = _read_json(path)
+                if isinstance(record, dict) and isinstance(record.get("process"), int):
+                    records[record["process"]] = record
+        return records
+
+    def clear_process_records(self) -> None:
+        """Forget how the processes of an earlier launch ended (called once, before a run starts)."""
+        folder = self.path / PROCESSES_DIR
+        if folder.is_dir():
+            for path in folder.glob("process-*.json"):
+                path.unlink(missing_ok=True)
