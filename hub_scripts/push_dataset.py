@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataset_builder.export import EXPORT_RECORD
 from hub_scripts._common import HubPushError, PlannedPush, check_repo_id, run_pushes
 
 REQUIRED_COLUMNS = ("image", "caption", "concept", "group_id", "is_base")
@@ -44,7 +45,8 @@ def plan_dataset_push(folder: str | Path, repo_id: str) -> list[PlannedPush]:
     check_repo_id(repo_id)
     shards = check_dataset_folder(folder)
     message = f"Upload counterfactual dataset ({len(shards)} parquet shard{'s' * (len(shards) != 1)})"
-    return [PlannedPush(repo_id, "dataset", Path(folder), "main", message)]
+    # The export's own record of the files it wrote is local bookkeeping, not part of the dataset.
+    return [PlannedPush(repo_id, "dataset", Path(folder), "main", message, exclude=(EXPORT_RECORD,))]
 
 
 def push_dataset(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool = False,

@@ -178,3 +178,15 @@ def test_fast_inpainting_with_sdxl_turbo_has_the_one_licence_of_sdxl_turbo():
     header, rows = run_licenses(components)
     assert header == {"license": "other", "license_name": "sai-nc-community"}
     assert [row[0] for row in rows] == ["base images", "counterfactuals"]
+
+
+def test_a_dataset_push_of_an_export_leaves_out_the_exports_own_record(local_run, tmp_path):
+    from dataset_builder.export import EXPORT_RECORD
+    from hub_scripts.push_dataset import plan_dataset_push
+
+    folder = export_dataset(local_run, tmp_path / "dataset", test_size=0.0)
+    assert (folder / EXPORT_RECORD).is_file()
+    (push,) = plan_dataset_push(folder, "org/they-are-all-doctors")
+    files = push.files()
+    assert "README.md" in files and any(name.startswith("data/") for name in files)
+    assert EXPORT_RECORD not in files
