@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--fairface", metavar="DIR", help="FairFace image folder (with train/ and val/, or a padding variant folder)")
     data.add_argument("--fairface_csv", metavar="CSV", help="FairFace labels CSV (default DIR/fairface_label_val.csv)")
     data.add_argument("--fairface_padding", choices=["0.25", "1.25"], help="which FairFace crop when both are present")
+    data.add_argument("--fairface_labels", metavar="FILE",
+                      help="YAML/JSON 'attribute: [values]' naming the label values of a CSV that does not use "
+                           "FairFace's own (any other value is an error)")
     data.add_argument("--utkface", metavar="DIR", help="folder of UTKFace age_gender_race_date.jpg files")
     data.add_argument("--pata", metavar="FILE", help="PATA list of scene_race_gender_age|path lines")
     data.add_argument("--pata_captions", metavar="JSON", help="PATA captions JSON (queries per scene)")
@@ -52,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--imagenet_classes", metavar="FILE", help="class names (text, one per sorted folder, or JSON)")
     data.add_argument("--imagenet_templates", metavar="FILE", help="zero-shot templates, one per line with {}")
     data.add_argument("--skip_missing", action="store_true",
-                      help="skip rows whose image is missing / UTKFace files with malformed names")
+                      help="skip (and count) rows whose image is missing and UTKFace files with malformed names")
 
     protocol = parser.add_argument_group("protocol")
     protocol.add_argument("--templates", metavar="FILE", help="fairness prompt templates, one per line ({concept}, {article})")
@@ -121,7 +124,7 @@ def _sets(args, parser):
     fairness, retrieval, zero_shot = [], [], []
     if args.fairface:
         fairness.append(loaders.load_fairface(args.fairface, args.fairface_csv, args.fairface_padding,
-                                              skip_missing=args.skip_missing))
+                                              skip_missing=args.skip_missing, label_values=args.fairface_labels))
     if args.utkface:
         fairness.append(loaders.load_utkface(args.utkface, skip_malformed=args.skip_missing))
     if args.pata:
