@@ -366,6 +366,11 @@ def test_gallery_with_a_single_group_is_rejected():
         AttributeGallery(images=["a", "b"], attributes={"gender": ["f", "f"]})
 
 
+def test_gallery_nan_label_is_named():
+    with pytest.raises(ValueError, match="attribute 'gender' has no value for image 1"):
+        AttributeGallery(images=["a.png", "b.png", "c.png"], attributes={"gender": ["F", float("nan"), "M"]})
+
+
 def test_gallery_label_count_mismatch_is_named():
     with pytest.raises(ValueError, match="attribute 'race' has 1 labels for 2 images"):
         AttributeGallery(images=["a", "b"], attributes={"race": ["x"]})
