@@ -36,10 +36,9 @@ def run_reporting_errors(command: str, work: Callable[[], int | None]) -> int:
         return 2
 
 
-def silence_progress_bars() -> None:
-    """Hide the progress bars of datasets, transformers and huggingface_hub (`--no_progress`).
-
-    The subcommands pass the choice to their own bars (tqdm, diffusers pipelines, the Trainer)."""
+def silence_progress_bars(diffusers: bool = False) -> None:
+    """Hide the progress bars of datasets, transformers, huggingface_hub and, when asked (it costs
+    seconds to import), diffusers: what `--no_progress` means beyond the subcommand's own bars."""
     import datasets
     import huggingface_hub.utils
     import transformers
@@ -47,6 +46,10 @@ def silence_progress_bars() -> None:
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     huggingface_hub.utils.disable_progress_bars()
+    if diffusers:
+        import diffusers.utils.logging
+
+        diffusers.utils.logging.disable_progress_bar()
 
 
 def version() -> str:

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from _training_helpers import make_counterfactual_dataset
+from conftest import assert_no_progress_bar
 from safetensors.torch import load_file
 from transformers import CLIPModel, CLIPProcessor
 
@@ -218,7 +219,7 @@ def _one_line_error(capsys, argv) -> str:
 def _cli_argv(model_dir, dataset_dir, output_dir, *extra):
     return ["--model_name_or_path", str(model_dir), "--dataset", str(dataset_dir), "--output_dir",
             str(output_dir), "--per_device_train_batch_size", "8", "--group_size", "4", "--max_steps", "1",
-            "--use_cpu", "--report_to", "none", "--save_strategy", "no", "--no_progress", *extra]
+            "--use_cpu", "--report_to", "none", "--save_strategy", "no", *extra]
 
 
 def test_cli_reports_a_bad_option_in_one_line(tiny_clip_dir, tmp_path, capsys):
@@ -306,3 +307,14 @@ def test_cli_resumes_from_last(tiny_clip_dir, dataset, tmp_path):
     assert _cli(tiny_clip_dir, tmp_path / "dataset", tmp_path / "full", "--resume_from_checkpoint", "last") == 0
     again = _weights(tmp_path / "full")
     assert all(torch.allclose(full[name], again[name], atol=1e-6) for name in full)
+
+
+def test_no_progress_silences_every_bar(tiny_clip_dir, dataset, tmp_path, capfd, progress_bars_restored):
+    shard = tmp_path / "dataset" / "data" / "train-00000-of-00001.parquet"
+    shard.parent.mkdir(parents=True)
+    dataset.to_parquet(str(shard))
+    capfd.readouterr()
+    # A parquet folder: datasets builds its cache (a bar), the model loads (a bar), the Trainer trains.
+    argv = _cli_argv(tiny_clip_dir, tmp_path / "dataset", tmp_path / "out", "--max_steps", "2", "--no_progress")
+    assert main(argv) == 0
+    assert_no_progress_bar(capfd.readouterr().err)

@@ -144,33 +144,38 @@ def _sets(args, parser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`cf-hf evaluate`: load the models and sets, evaluate, write the report; bad inputs in one line."""
+    from cf_hf.cli import run_reporting_errors, silence_progress_bars
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.no_progress:
+        silence_progress_bars()
+    models, alphas = _models(args, parser)
+    return run_reporting_errors("evaluate", lambda: _evaluate(args, parser, models, alphas))
+
+
+def _evaluate(args, parser, models: dict, alphas: dict) -> int:
     from .embedding import EmbeddingConfig
     from .protocol import EvaluationConfig, FairnessConfig, evaluate_models
     from .report import write_report
 
-    models, alphas = _models(args, parser)
-    try:
-        fairness, retrieval, zero_shot = _sets(args, parser)
-        templates = None
-        if args.templates:
-            templates = [line.strip() for line in Path(args.templates).read_text(encoding="utf-8").splitlines()
-                         if line.strip() and not line.startswith("#")]
-        cache_dir = args.cache_dir or str(Path(args.output_dir) / "embeddings")
-        config = EvaluationConfig(
-            fairness=FairnessConfig(templates=templates, concepts=_concepts(args.concepts), ks=args.ks,
-                                    desired=args.desired, convention=args.convention, attributes=args.attributes,
-                                    random_floor_queries=args.random_floor_queries),
-            embedding=EmbeddingConfig(device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                                      storage_dtype=args.storage_dtype,
-                                      cache_dir=None if cache_dir.lower() == "none" else cache_dir,
-                                      progress=not args.no_progress, num_workers=args.num_workers),
-        )
-        results = evaluate_models(models, fairness, retrieval, zero_shot, config, alphas=alphas)
-    except (ValueError, FileNotFoundError, NotADirectoryError, OSError, TypeError) as error:
-        print(f"cf-hf evaluate: error: {error}", file=sys.stderr)
-        return 2
+    fairness, retrieval, zero_shot = _sets(args, parser)
+    templates = None
+    if args.templates:
+        templates = [line.strip() for line in Path(args.templates).read_text(encoding="utf-8").splitlines()
+                     if line.strip() and not line.startswith("#")]
+    cache_dir = args.cache_dir or str(Path(args.output_dir) / "embeddings")
+    config = EvaluationConfig(
+        fairness=FairnessConfig(templates=templates, concepts=_concepts(args.concepts), ks=args.ks,
+                                desired=args.desired, convention=args.convention, attributes=args.attributes,
+                                random_floor_queries=args.random_floor_queries),
+        embedding=EmbeddingConfig(device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                                  storage_dtype=args.storage_dtype,
+                                  cache_dir=None if cache_dir.lower() == "none" else cache_dir,
+                                  progress=not args.no_progress, num_workers=args.num_workers),
+    )
+    results = evaluate_models(models, fairness, retrieval, zero_shot, config, alphas=alphas)
     written = write_report(results, args.output_dir, plots=not args.no_plots)
     _print_summary(results)
     print(f"wrote {', '.join(str(path) for path in written.values())}")

@@ -1,7 +1,7 @@
 """`cf-hf generate`: synthesise a counterfactual dataset with the default (or given) models.
 
 ```bash
-cf-hf generate --output_dir outputs/run --concepts doctor,nurse --captions_per_concept 8 \
+cf-hf generate --output_dir outputs/run --concepts doctor nurse --captions_per_concept 8 \
     --device cuda --dtype float16
 accelerate launch --num_processes 4 -m cf_hf.cli generate ...   # shards split across GPUs
 ```
@@ -12,7 +12,6 @@ dataset folder (parquet + card) that `datasets.load_dataset` reads.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -37,57 +36,65 @@ from cf_hf.generation.masks import APPEARANCE_LABELS, DEFAULT_SEGMENTATION_MODEL
 _MASK_DEFAULTS = MaskPostprocessing()
 
 
-def _names(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
+def _names(values: list[str], option: str) -> list[str]:
+    """A list option's values; a comma inside one is the other convention, explained."""
+    for value in values:
+        if "," in value:
+            raise ValueError(
+                f"--{option} takes space-separated values (--{option} {' '.join(value.split(','))}), got {value!r}"
+            )
+    return list(values)
 
 
 @dataclass
 class GenerateArguments:
+    """The `cf-hf generate` options. List options take space-separated values (`--concepts doctor nurse`)."""
+
     output_dir: str = field(metadata={"help": "Run folder: captions, shards and manifest go here."})
     resume: bool = field(default=False, metadata={"help": "Continue the run already in output_dir."})
     # What to generate
-    concepts_file: str | None = field(default=None, metadata={"help": "Concepts YAML/JSON (default: the shipped professions)."})
-    concepts: str | None = field(default=None, metadata={"help": "Comma-separated subset of concept names (default: all)."})
+    concepts_file: str | None = field(default=None, metadata={"help": "Concepts YAML/JSON; unset: the shipped professions."})
+    concepts: list[str] = field(default_factory=list, metadata={"help": "Subset of concept names, space-separated; empty: all."})
     captions_per_concept: int = field(default=4, metadata={"help": "Neutral captions per concept."})
     decorators_per_caption: int = field(default=2, metadata={"help": "Base images per caption, each with its own decorator draw."})
-    appearances_per_base: int | None = field(default=None, metadata={"help": "Grid cells painted per base image (default: the whole grid)."})
-    decorators_file: str | None = field(default=None, metadata={"help": "Decorators YAML/JSON (default: shipped)."})
-    attribute_grid_file: str | None = field(default=None, metadata={"help": "Attribute grid YAML/JSON (default: gender x FairFace race x age)."})
-    optional_attributes: str | None = field(default=None, metadata={"help": "Comma-separated optional grid attributes to add (body_type, skin_tone)."})
-    appearance_words_file: str | None = field(default=None, metadata={"help": "Caption validator word list (default: shipped)."})
+    appearances_per_base: int | None = field(default=None, metadata={"help": "Grid cells painted per base image; unset: the whole grid."})
+    decorators_file: str | None = field(default=None, metadata={"help": "Decorators YAML/JSON; unset: the shipped ones."})
+    attribute_grid_file: str | None = field(default=None, metadata={"help": "Attribute grid YAML/JSON; unset: gender x FairFace race x age."})
+    optional_attributes: list[str] = field(default_factory=list, metadata={"help": "Optional grid attributes to add (body_type, skin_tone), space-separated."})
+    appearance_words_file: str | None = field(default=None, metadata={"help": "Caption validator word list; unset: the shipped one."})
     seed: int = field(default=0, metadata={"help": "Run seed; every sample's seed derives from it."})
     shard_size: int = field(default=8, metadata={"help": "Base images per shard (the unit of resumption)."})
     # Models
     template_captions: bool = field(default=False, metadata={"help": "Captions from templates only (offline, no language model)."})
     caption_model: str = field(default=DEFAULT_CAPTION_MODEL, metadata={"help": "Chat model for captions."})
     text_to_image_model: str = field(default=DEFAULT_TEXT_TO_IMAGE_MODEL, metadata={"help": "AutoPipelineForText2Image model id or folder."})
-    text_to_image_steps: int = DEFAULT_TEXT_TO_IMAGE_STEPS
-    text_to_image_guidance: float = DEFAULT_TEXT_TO_IMAGE_GUIDANCE
-    image_size: int = DEFAULT_IMAGE_SIZE
+    text_to_image_steps: int = field(default=DEFAULT_TEXT_TO_IMAGE_STEPS, metadata={"help": "Denoising steps of the base images."})
+    text_to_image_guidance: float = field(default=DEFAULT_TEXT_TO_IMAGE_GUIDANCE, metadata={"help": "Guidance scale of the base images."})
+    image_size: int = field(default=DEFAULT_IMAGE_SIZE, metadata={"help": "Height and width of the images, in pixels."})
     segmentation_model: str = field(default=DEFAULT_SEGMENTATION_MODEL, metadata={"help": "SegFormer (human parsing) model id or folder."})
-    mask_labels: str = field(default=",".join(APPEARANCE_LABELS), metadata={"help": "Comma-separated label names forming the mask (plural = left+right)."})
-    include_clothing: bool = field(default=False, metadata={"help": "Repaint clothing too (default: attire stays)."})
-    min_mask_area: float = _MASK_DEFAULTS.min_area
-    max_mask_area: float = _MASK_DEFAULTS.max_area
-    mask_dilation: float = _MASK_DEFAULTS.dilation
-    mask_feather: float = _MASK_DEFAULTS.feather
+    mask_labels: list[str] = field(default_factory=lambda: list(APPEARANCE_LABELS), metadata={"help": "Label names forming the mask (plural = left+right), space-separated."})
+    include_clothing: bool = field(default=False, metadata={"help": "Repaint clothing too (otherwise attire stays)."})
+    min_mask_area: float = field(default=_MASK_DEFAULTS.min_area, metadata={"help": "Smallest mask, as a share of the image; a smaller one skips the base image."})
+    max_mask_area: float = field(default=_MASK_DEFAULTS.max_area, metadata={"help": "Largest mask, as a share of the image; a larger one skips the base image."})
+    mask_dilation: float = field(default=_MASK_DEFAULTS.dilation, metadata={"help": "Mask dilation, as a share of the image size."})
+    mask_feather: float = field(default=_MASK_DEFAULTS.feather, metadata={"help": "Mask edge blur, as a share of the image size."})
     inpainting_model: str = field(default=DEFAULT_INPAINTING_MODEL, metadata={"help": "AutoPipelineForInpainting model id or folder."})
     fast_inpainting: bool = field(default=False, metadata={"help": "Inpaint with the text-to-image weights (from_pipe), few steps."})
-    inpainting_steps: int | None = field(default=None, metadata={"help": f"Default {DEFAULT_INPAINTING_STEPS} ({FAST_INPAINTING_STEPS} when fast)."})
-    inpainting_strength: float | None = field(default=None, metadata={"help": f"Default {DEFAULT_INPAINTING_STRENGTH} ({FAST_INPAINTING_STRENGTH} when fast)."})
-    inpainting_guidance: float | None = field(default=None, metadata={"help": f"Default {DEFAULT_INPAINTING_GUIDANCE} ({FAST_INPAINTING_GUIDANCE} when fast)."})
+    inpainting_steps: int | None = field(default=None, metadata={"help": f"Inpainting denoising steps; unset: {DEFAULT_INPAINTING_STEPS} ({FAST_INPAINTING_STEPS} with --fast_inpainting)."})
+    inpainting_strength: float | None = field(default=None, metadata={"help": f"Inpainting strength; unset: {DEFAULT_INPAINTING_STRENGTH} ({FAST_INPAINTING_STRENGTH} with --fast_inpainting)."})
+    inpainting_guidance: float | None = field(default=None, metadata={"help": f"Inpainting guidance scale; unset: {DEFAULT_INPAINTING_GUIDANCE} ({FAST_INPAINTING_GUIDANCE} with --fast_inpainting)."})
     # Hardware
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, mps; with accelerate, cuda means each process's GPU."})
     dtype: str = field(default="float32", metadata={"help": "float32, float16 or bfloat16."})
-    text_to_image_batch_size: int = 4
-    segmentation_batch_size: int = 8
-    inpainting_batch_size: int = 4
+    text_to_image_batch_size: int = field(default=4, metadata={"help": "Base images per text-to-image call."})
+    segmentation_batch_size: int = field(default=8, metadata={"help": "Images per segmentation call."})
+    inpainting_batch_size: int = field(default=4, metadata={"help": "Counterfactuals per inpainting call."})
     # Dataset export
-    export_dir: str | None = field(default=None, metadata={"help": "Dataset folder (default: <output_dir>/dataset)."})
+    export_dir: str | None = field(default=None, metadata={"help": "Dataset folder; unset: <output_dir>/dataset."})
     no_export: bool = field(default=False, metadata={"help": "Do not export the finished run as a dataset folder."})
     test_size: float = field(default=0.1, metadata={"help": "Share of groups in the test split."})
     repo_id: str = field(default="org/they-are-all-doctors", metadata={"help": "Hub id written in the card's example."})
-    no_progress: bool = field(default=False, metadata={"help": "Hide the progress bars."})
+    no_progress: bool = field(default=False, metadata={"help": "Hide every progress bar (the stages', diffusers', datasets', huggingface_hub's)."})
 
 
 def build_config(args: GenerateArguments):
@@ -96,8 +103,8 @@ def build_config(args: GenerateArguments):
     from cf_hf.generation.orchestration import GenerationConfig
 
     return GenerationConfig(
-        concepts=load_concepts(args.concepts_file, _names(args.concepts) or None),
-        attribute_grid=load_attribute_grid(args.attribute_grid_file, _names(args.optional_attributes)),
+        concepts=load_concepts(args.concepts_file, _names(args.concepts, "concepts") or None),
+        attribute_grid=load_attribute_grid(args.attribute_grid_file, _names(args.optional_attributes, "optional_attributes")),
         decorators=load_decorators(args.decorators_file),
         captions_per_concept=args.captions_per_concept,
         decorators_per_caption=args.decorators_per_caption,
@@ -141,7 +148,7 @@ def build_components(args: GenerateArguments, device: str | None = None) -> dict
         dtype=args.dtype,
     )
     segmenter = SegformerSegmenter(
-        args.segmentation_model, labels=_names(args.mask_labels), include_clothing=args.include_clothing,
+        args.segmentation_model, labels=_names(args.mask_labels, "mask_labels"), include_clothing=args.include_clothing,
         device=device, dtype=args.dtype,
     )  # fmt: skip
     fast = args.fast_inpainting
@@ -160,38 +167,43 @@ def build_components(args: GenerateArguments, device: str | None = None) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`cf-hf generate`: generate (or resume) a run, print its summary, export the dataset."""
-    from pathlib import Path
+    """`cf-hf generate`: generate (or resume) a run, print its summary, export the dataset.
 
+    Bad inputs (files, options, the output folder) are reported in one line that says what to change."""
     from transformers import HfArgumentParser
 
-    from cf_hf.generation.orchestration import distributed_state, generate
-    from cf_hf.generation.run_folder import RunFolderError
+    from cf_hf.cli import run_reporting_errors, silence_progress_bars
 
-    parser = HfArgumentParser(GenerateArguments)
-    parser.prog = "cf-hf generate"
+    parser = HfArgumentParser(GenerateArguments, prog="cf-hf generate",
+                              description="Synthesise a counterfactual dataset. List options take "
+                                          "space-separated values.")  # fmt: skip
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.no_progress:
+        silence_progress_bars(diffusers=True)
+    return run_reporting_errors("generate", lambda: _generate(args))
+
+
+def _generate(args: GenerateArguments) -> int:
+    from pathlib import Path
+
+    from cf_hf.generation.orchestration import distributed_state, generate
+
     state = distributed_state()
     device = args.device
     if device == "cuda" and state.num_processes > 1:
         device = f"cuda:{state.local_process_index}"
     start = time.perf_counter()
-    try:
-        config = build_config(args)
-        components = build_components(args, device)
-        report = generate(
-            config,
-            **components,
-            output_dir=args.output_dir,
-            resume=args.resume,
-            show_progress=not args.no_progress,
-            distributed=state,
-        )
-    except (RunFolderError, ValueError, FileNotFoundError) as error:
-        # Bad input (files, options, output folder): the message says what to change.
-        print(f"cf-hf generate: error: {error}", file=sys.stderr)
-        return 2
+    config = build_config(args)
+    components = build_components(args, device)
+    report = generate(
+        config,
+        **components,
+        output_dir=args.output_dir,
+        resume=args.resume,
+        show_progress=not args.no_progress,
+        distributed=state,
+    )
     if not state.is_main_process:
         return 0
     print(report.summary())
