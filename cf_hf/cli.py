@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     if command not in SUBCOMMANDS:
         print(f"cf-hf: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if {"-h", "--help"} & set(rest):
+        from cf_hf import cli_help
+
+        if cli_help.print_help(command):  # without importing the command's heavy libraries
+            return 0
     module_name, function_name, _ = SUBCOMMANDS[command]
     function = getattr(importlib.import_module(module_name), function_name)
     return int(function(rest) or 0)

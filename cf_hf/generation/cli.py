@@ -166,18 +166,24 @@ def build_components(args: GenerateArguments, device: str | None = None) -> dict
     return {"caption_writer": caption_writer, "text_to_image": text_to_image, "segmenter": segmenter, "inpainter": inpainter}
 
 
+def build_parser():
+    """The `cf-hf generate` parser: `HfArgumentParser` over `GenerateArguments`."""
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(
+        GenerateArguments,
+        prog="cf-hf generate",
+        description="Synthesise a counterfactual dataset. List options take space-separated values.",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`cf-hf generate`: generate (or resume) a run, print its summary, export the dataset.
 
     Bad inputs (files, options, the output folder) are reported in one line that says what to change."""
-    from transformers import HfArgumentParser
-
     from cf_hf.cli import run_reporting_errors, silence_progress_bars
 
-    parser = HfArgumentParser(GenerateArguments, prog="cf-hf generate",
-                              description="Synthesise a counterfactual dataset. List options take "
-                                          "space-separated values.")  # fmt: skip
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    (args,) = build_parser().parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.no_progress:
         silence_progress_bars(diffusers=True)
