@@ -350,6 +350,12 @@ def test_hf_gallery_missing_value_names_row_and_column(hf_dataset):
         load_hf_gallery(broken, ["skin"])
 
 
+def test_hf_gallery_nan_value_names_row_and_column(hf_dataset):
+    scored = hf_dataset.add_column("age", [20.0, 30.0, float("nan"), 40.0, 20.0, 30.0])
+    with pytest.raises(ValueError, match=r"column 'age': row 2 has no value \(nan\)"):
+        load_hf_gallery(scored, ["age"])
+
+
 def test_hf_retrieval_and_zero_shot(hf_dataset):
     retrieval = load_hf_retrieval(hf_dataset, caption_column="caption")
     assert retrieval.captions[1] == ["photo 1"]

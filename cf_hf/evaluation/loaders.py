@@ -595,8 +595,8 @@ def _label_column(dataset, column: str) -> list:
     values = list(dataset.select_columns([column])[column])
     feature = dataset.features[column]
     for row, value in enumerate(values):
-        if value is None:
-            raise ValueError(f"column {column!r}: row {row} has no value")
+        if value is None or value != value:  # None, or NaN (NaN != NaN)
+            raise ValueError(f"column {column!r}: row {row} has no value ({value!r})")
     if isinstance(feature, datasets.ClassLabel):
         return [feature.int2str(int(value)) for value in values]
     return values
