@@ -261,7 +261,7 @@ def test_cli_names_the_row_of_a_broken_image(tiny_clip_dir, dataset, tmp_path, c
     rows = dataset.cast_column("image", datasets.Image(decode=False)).to_dict()
     rows["image"][5] = {"bytes": b"not an image", "path": "broken.png"}
     datasets.Dataset.from_dict(rows, features=dataset.features).save_to_disk(tmp_path / "dataset")
-    argv = _cli_argv(tiny_clip_dir, tmp_path / "dataset", tmp_path / "out", "--max_steps", "4")  # an epoch
+    argv = _cli_argv(tiny_clip_dir, tmp_path / "dataset", tmp_path / "out", "--max_steps", "4", "--no_progress")  # an epoch
     line = _one_line_error(capsys, argv)
     assert "training dataset row 5 (image 'broken.png'): cannot be read" in line
 
