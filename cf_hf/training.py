@@ -551,7 +551,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         command_args, training_args = build_parser().parse_args_into_dataclasses(args=argv)
-        logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+        # cf_hf's own log lines (e.g. the sampler's group counts); the libraries keep their handlers,
+        # and a root handler would print their records twice.
+        package_logger = logging.getLogger("cf_hf")
+        if not package_logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            package_logger.addHandler(handler)
+        package_logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
         if command_args.no_progress:
             from cf_hf.cli import silence_progress_bars
 
