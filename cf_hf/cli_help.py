@@ -134,6 +134,7 @@ def print_help(command: str) -> bool:
 def build_help_file() -> dict:
     """The description of every command in `PARSERS`, from the real parsers."""
     return {
+        "generated_by": "python -m cf_hf.cli_help (do not edit by hand)",
         "transformers": _transformers_version(),
         "commands": {command: describe(real_parser(command)) for command in PARSERS},
     }
