@@ -235,13 +235,18 @@ def test_training_without_output_dir_is_refused(tiny_clip_dir, tmp_path, capsys,
     assert not (tmp_path / "trainer_output").exists()
 
 
-def test_cli_names_a_truncated_parquet_file(tiny_clip_dir, dataset, tmp_path, capsys):
-    shard = tmp_path / "dataset" / "data" / "train-00000-of-00001.parquet"
-    shard.parent.mkdir(parents=True)
-    dataset.to_parquet(str(shard))
+@pytest.mark.parametrize("file_format", ["parquet", "arrow"])
+def test_cli_names_a_truncated_dataset_file(tiny_clip_dir, dataset, tmp_path, capsys, file_format):
+    if file_format == "parquet":  # parquet shards, as load_dataset(folder) reads them
+        shard = tmp_path / "dataset" / "data" / "train-00000-of-00001.parquet"
+        shard.parent.mkdir(parents=True)
+        dataset.to_parquet(str(shard))
+    else:  # a save_to_disk folder
+        dataset.save_to_disk(tmp_path / "dataset")
+        shard = next((tmp_path / "dataset").glob("*.arrow"))
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     line = _one_line_error(capsys, _cli_argv(tiny_clip_dir, tmp_path / "dataset", tmp_path / "out"))
-    assert f"{shard} is not a readable parquet file" in line
+    assert f"{shard} is not a readable {file_format} file" in line
 
 
 def test_cli_names_a_truncated_safetensors_file(tiny_clip_dir, dataset, tmp_path, capsys):
