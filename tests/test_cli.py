@@ -120,3 +120,11 @@ def test_comma_separated_caption_suffix_columns_explain_the_convention(tiny_clip
 def test_version_prints_the_package_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"cf-hf {version('cf_hf')}"
+
+
+def test_push_datasets_take_space_separated_values_and_repeat():
+    from hub_scripts.cli import _parser
+
+    args = _parser().parse_args(["model", "sweep", "--repo_id", "org/m", "--dataset", "org/a", "org/b",
+                                 "--dataset", "org/c"])
+    assert args.datasets == ["org/a", "org/b", "org/c"]
