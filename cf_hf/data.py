@@ -25,6 +25,8 @@ GROUP_ID_COLUMN = "group_id"
 REQUIRED_COLUMNS = (IMAGE_COLUMN, CAPTION_COLUMN, GROUP_ID_COLUMN)
 # What to do with groups that have fewer than `group_size` members (but at least two).
 SMALL_GROUP_POLICIES = ("replace", "drop")
+# Rows listed in an error message; the count is always given.
+MAX_ROWS_NAMED = 10
 
 
 def check_columns(column_names: Sequence[str], caption_suffix_columns: Sequence[str] = ()) -> None:
@@ -38,9 +40,50 @@ def check_columns(column_names: Sequence[str], caption_suffix_columns: Sequence[
         )
     missing = [name for name in caption_suffix_columns if name not in column_names]
     if missing:
+        hint = (
+            " (--caption_suffix_columns takes space-separated names: --caption_suffix_columns a b)"
+            if any("," in name for name in missing)
+            else ""
+        )
         raise ValueError(
             f"caption_suffix_columns names column(s) {missing} that the training dataset lacks; it has "
-            f"{list(column_names)}"
+            f"{list(column_names)}{hint}"
+        )
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, str) and not value.strip()
+    )
+
+
+def _rows_text(rows: list[int]) -> str:
+    shown = ", ".join(str(row) for row in rows[:MAX_ROWS_NAMED])
+    return f"{len(rows)} row(s) ({shown}{', ...' if len(rows) > MAX_ROWS_NAMED else ''})"
+
+
+def check_group_ids(group_ids: Sequence[Hashable]) -> None:
+    """Raise a ValueError naming the rows without a group id (None, NaN or an empty string).
+
+    Such rows would all share the "missing" id: unrelated images pooled into one group, each
+    other's counterfactuals.
+    """
+    missing = [row for row, group_id in enumerate(group_ids) if _is_missing(group_id)]
+    if missing:
+        raise ValueError(
+            f"{GROUP_ID_COLUMN!r} is missing in {_rows_text(missing)}: rows without a group id would be "
+            "pooled into one group, as counterfactuals of each other. Give every row the group_id of "
+            f"its scene, or drop those rows (dataset.filter(lambda row: row[{GROUP_ID_COLUMN!r}] is not None))"
+        )
+
+
+def check_captions(captions: Sequence[Any]) -> None:
+    """Raise a ValueError naming the rows whose caption is missing (None, NaN, empty) or not a string."""
+    missing = [row for row, caption in enumerate(captions) if _is_missing(caption) or not isinstance(caption, str)]
+    if missing:
+        raise ValueError(
+            f"{CAPTION_COLUMN!r} is missing or not a string in {_rows_text(missing)} (first: "
+            f"{captions[missing[0]]!r}): every image needs the caption of its scene"
         )
 
 
@@ -48,6 +91,11 @@ def caption_with_suffixes(row: dict[str, Any], suffix_columns: Sequence[str] = (
     """The row's caption followed by the values of `suffix_columns` (empty/None values skipped),
     comma-separated: e.g. "a doctor in the hospital, close-up, dim light" from the decorator columns,
     so that the caption names what the image shows."""
+    if not isinstance(row[CAPTION_COLUMN], str):
+        raise ValueError(
+            f"the row of group_id {row.get(GROUP_ID_COLUMN)!r} has the caption {row[CAPTION_COLUMN]!r}; "
+            "captions must be strings"
+        )
     parts = [row[CAPTION_COLUMN]]
     for name in suffix_columns:
         value = row[name]
@@ -119,6 +167,8 @@ class GroupBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.rank = rank
         self.epoch = 0
 
+        group_ids = list(group_ids)
+        check_group_ids(group_ids)
         members: dict[Hashable, list[int]] = {}
         for row, group_id in enumerate(group_ids):
             members.setdefault(group_id, []).append(row)

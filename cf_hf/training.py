@@ -19,17 +19,22 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from cf_hf.data import (
+    CAPTION_COLUMN,
     GROUP_ID_COLUMN,
+    IMAGE_COLUMN,
     SMALL_GROUP_POLICIES,
     CounterfactualCollator,
     GroupBatchSampler,
+    check_captions,
     check_columns,
+    check_group_ids,
     group_index,
 )
 from cf_hf.losses import DEFAULT_BETA_CF, DEFAULT_BETA_CLIP, DEFAULT_CF_TEMPERATURE
@@ -44,6 +49,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 # The attention projections of both CLIP towers.
 DEFAULT_LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
+# `--resume_from_checkpoint` values meaning "the latest checkpoint in output_dir" (case-insensitive).
+LATEST_CHECKPOINT_WORDS = ("last", "True")
 VISION_TOWER = ("vision_model", "visual_projection")
 TEXT_TOWER = ("text_model", "text_projection")
 
@@ -56,6 +63,10 @@ class CounterfactualTrainingArguments(TrainingArguments):
     `per_device_train_batch_size / group_size` groups of `group_size` images.
     """
 
+    # Redeclared: training without an output folder is refused rather than writing to ./trainer_output.
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where the checkpoints and the final model are written (required)."}
+    )
     beta_clip: float = field(default=DEFAULT_BETA_CLIP, metadata={"help": "Weight of the CLIP loss (>= 0)."})
     beta_cf: float = field(
         default=DEFAULT_BETA_CF, metadata={"help": "Weight of the counterfactual loss (>= 0)."}
@@ -81,9 +92,9 @@ class CounterfactualTrainingArguments(TrainingArguments):
     caption_suffix_columns: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Columns whose values follow the caption in the text the model sees, comma-separated "
-            "(e.g. decorator_framing decorator_lighting decorator_camera: captions that name what the "
-            "image shows keep the text tower's words for it)."
+            "help": "Columns whose values follow the caption in the text the model sees, space-separated "
+            "(e.g. --caption_suffix_columns decorator_framing decorator_lighting decorator_camera: captions "
+            "that name what the image shows keep the text tower's words for it)."
         },
     )
     freeze_vision: bool = field(default=False, metadata={"help": "Freeze the vision tower."})
@@ -93,7 +104,17 @@ class CounterfactualTrainingArguments(TrainingArguments):
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA inputs."})
     lora_target_modules: list[str] = field(
         default_factory=lambda: list(DEFAULT_LORA_TARGET_MODULES),
-        metadata={"help": "Module names (suffixes) that get LoRA adapters, in both unfrozen towers."},
+        metadata={
+            "help": "Module names (suffixes) that get LoRA adapters, in both unfrozen towers; space-separated."
+        },
+    )
+    # Redeclared for its help: `train` resolves 'last' / 'True' to the latest checkpoint.
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Resume from this checkpoint folder, or from the latest checkpoint-* in output_dir with "
+            f"{' / '.join(repr(word) for word in LATEST_CHECKPOINT_WORDS)}."
+        },
     )
     # The collator needs the `image`, `caption` and `group_id` columns that `forward` does not name.
     remove_unused_columns: bool = field(
@@ -101,6 +122,9 @@ class CounterfactualTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.output_dir is None:
+            # TrainingArguments would write to ./trainer_output; a run's results must go where asked.
+            raise ValueError("output_dir is required (--output_dir): the folder the checkpoints and model go to")
         super().__post_init__()
         if self.beta_clip < 0 or self.beta_cf < 0:
             raise ValueError(
@@ -147,6 +171,41 @@ class _SamplerEpochCallback(TrainerCallback):
         # On resume `state.epoch` is fractional (e.g. 1.5 in the second epoch); the tolerance
         # absorbs the float sum of step fractions.
         self.sampler.set_epoch(math.floor(state.epoch + 1e-6))
+
+
+class _RowErrorsNamed(torch.utils.data.Dataset):
+    """The training dataset as the DataLoader reads it, with a row that cannot be read (a broken
+    image) named in the error, with its file when the image column records one."""
+
+    def __init__(self, dataset: datasets.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            return self.dataset[index]
+        except Exception as error:
+            raise ValueError(f"training dataset row {index}{self._image_file(index)}: cannot be read "
+                             f"({type(error).__name__}: {error})") from error  # fmt: skip
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        try:
+            return self.dataset.__getitems__(indices)
+        except Exception:
+            for index in indices:
+                self[index]  # raises, naming the row
+            raise
+
+    def _image_file(self, index: int) -> str:
+        import datasets
+
+        if not isinstance(self.dataset.features.get(IMAGE_COLUMN), datasets.Image):
+            return ""
+        raw = self.dataset.select_columns([IMAGE_COLUMN]).cast_column(IMAGE_COLUMN, datasets.Image(decode=False))
+        path = (raw[index][IMAGE_COLUMN] or {}).get("path")
+        return f" (image {path!r})" if path else ""
 
 
 class CounterfactualTrainer(Trainer):
@@ -202,7 +261,7 @@ class CounterfactualTrainer(Trainer):
         ]
         self.add_callback(_SamplerEpochCallback(sampler))
         dataloader = torch.utils.data.DataLoader(
-            self.train_dataset,
+            _RowErrorsNamed(self.train_dataset),
             batch_sampler=sampler,
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
@@ -296,6 +355,93 @@ def load_training_dataset(dataset: str | datasets.Dataset | datasets.DatasetDict
     return datasets.load_dataset(path, split=split)
 
 
+def _unreadable_data_file(folder: str) -> str | None:
+    """The first parquet or Arrow file under `folder` that pyarrow cannot read, with the reason."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    readers = {".parquet": lambda path: pq.read_metadata(path), ".arrow": lambda path: pa.ipc.open_stream(
+        pa.memory_map(str(path))).read_all()}  # fmt: skip
+    for path in sorted(Path(folder).rglob("*")):
+        reader = readers.get(path.suffix)
+        if reader is None or not path.is_file():
+            continue
+        try:
+            reader(path)
+        except (pa.ArrowException, OSError) as error:
+            return f"{path} is not a readable {path.suffix[1:]} file ({error}): it is truncated or corrupt"
+    return None
+
+
+def _load_dataset_or_name_the_file(dataset, split: str):
+    """`load_training_dataset`, with a failure to load a folder or Hub id named, and the corrupt file
+    named when a folder holds one."""
+    try:
+        return load_training_dataset(dataset, split)
+    except Exception as error:
+        if not isinstance(dataset, (str, os.PathLike)):
+            raise
+        path = os.fspath(dataset)
+        reason = _unreadable_data_file(path) if os.path.isdir(path) else None
+        if reason is None and isinstance(error, ValueError) and path in str(error):
+            raise  # already names the dataset (e.g. a missing split)
+        raise ValueError(
+            f"cannot load the training dataset {path}: {reason or f'{type(error).__name__}: {error}'}"
+        ) from error
+
+
+def _unreadable_weights_file(folder: str) -> str | None:
+    """The first `*.safetensors` file in `folder` whose header safetensors cannot read, with the reason."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as weights:
+                weights.keys()
+        except (SafetensorError, OSError) as error:
+            return f"{path} is not a readable safetensors file ({error}): it is truncated or corrupt"
+    return None
+
+
+def _from_pretrained(loader, model_name_or_path: str, what: str):
+    from safetensors import SafetensorError
+
+    try:
+        return loader.from_pretrained(model_name_or_path)
+    except (OSError, ValueError, SafetensorError) as error:
+        reason = _unreadable_weights_file(model_name_or_path) if os.path.isdir(model_name_or_path) else None
+        if reason is None and isinstance(error, (OSError, ValueError)):
+            raise  # a model that cannot be found: `cf_hf.loading.model_loading` names the cause
+        raise ValueError(
+            f"cannot load the {what} from {model_name_or_path}: {reason or f'{type(error).__name__}: {error}'}"
+        ) from error
+
+
+def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
+    """The checkpoint folder to resume from: a folder as given, or for 'last' / 'True' (any case,
+    or True) the latest `checkpoint-*` in `output_dir`; None for None, False or 'False'."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume_from_checkpoint in (None, False) or str(resume_from_checkpoint).lower() == "false":
+        return None
+    words = [word.lower() for word in LATEST_CHECKPOINT_WORDS]
+    if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() in words:
+        latest = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if latest is None:
+            raise ValueError(
+                f"resume_from_checkpoint={resume_from_checkpoint!r}: there is no checkpoint-* folder in "
+                f"output_dir {output_dir} to resume from (start without --resume_from_checkpoint, or name "
+                "a checkpoint folder)"
+            )
+        return latest
+    if not os.path.isdir(resume_from_checkpoint):
+        raise ValueError(
+            f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder; give one, or "
+            f"{' / '.join(LATEST_CHECKPOINT_WORDS)} for the latest checkpoint in output_dir"
+        )
+    return resume_from_checkpoint
+
+
 def train(
     model_name_or_path: str,
     dataset: str | datasets.Dataset | datasets.DatasetDict,
@@ -309,7 +455,8 @@ def train(
         model_name_or_path: a CLIP checkpoint (Hub id or folder) with its processor.
         dataset: the training data (see `load_training_dataset`), columns `image`, `caption`,
             `group_id`.
-        args: the training arguments; `args.resume_from_checkpoint` resumes from a checkpoint folder.
+        args: the training arguments; `args.resume_from_checkpoint` resumes from a checkpoint folder
+            (or the latest in `args.output_dir`: see `resolve_checkpoint`).
         eval_dataset: optional evaluation data, same columns.
         dataset_split: the split to use when `dataset` is a DatasetDict, folder or Hub id.
 
@@ -321,12 +468,15 @@ def train(
     from cf_hf.loading import model_loading
     from cf_hf.modeling import CounterfactualCLIPModel
 
-    train_dataset = load_training_dataset(dataset, dataset_split)
+    resume_from_checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    train_dataset = _load_dataset_or_name_the_file(dataset, dataset_split)
     check_columns(train_dataset.column_names, args.caption_suffix_columns)
+    check_group_ids(train_dataset[GROUP_ID_COLUMN])
+    check_captions(train_dataset[CAPTION_COLUMN])
     set_seed(args.seed)
     with model_loading(str(model_name_or_path), "CLIP model"):
-        processor = CLIPProcessor.from_pretrained(model_name_or_path)
-        model = CounterfactualCLIPModel.from_pretrained(model_name_or_path)
+        processor = _from_pretrained(CLIPProcessor, model_name_or_path, "CLIP processor")
+        model = _from_pretrained(CounterfactualCLIPModel, model_name_or_path, "CLIP model")
     for name in ("beta_clip", "beta_cf", "cf_temperature", "clip_group_positives"):
         setattr(model.config, name, getattr(args, name))
     if args.lora_r > 0:
@@ -341,7 +491,7 @@ def train(
         eval_dataset=eval_dataset,
         processing_class=processor,
     )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
 
     final_model = trainer.accelerator.unwrap_model(trainer.model)
     if args.lora_r > 0:
@@ -364,21 +514,67 @@ class TrainCommandArguments:
     )
     model_name_or_path: str = field(default=DEFAULT_MODEL, metadata={"help": "CLIP checkpoint to fine-tune."})
     dataset_split: str = field(default="train", metadata={"help": "Split of the dataset to train on."})
+    no_progress: bool = field(
+        default=False,
+        metadata={"help": "Hide every progress bar (the Trainer's, datasets', huggingface_hub's)."},
+    )
+
+
+def build_parser():
+    """The `cf-hf train` parser: `HfArgumentParser` over `TrainCommandArguments` and
+    `CounterfactualTrainingArguments`, with the cf_hf options listed first."""
+    import dataclasses
+
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        (TrainCommandArguments, CounterfactualTrainingArguments),
+        prog="cf-hf train",
+        description="Fine-tune CLIP with the counterfactual loss. List options take space-separated values.",
+    )
+    # The fields declared here (new or redeclared), not those inherited from TrainingArguments.
+    ours = {field.name for field in dataclasses.fields(TrainCommandArguments)}
+    ours |= set(CounterfactualTrainingArguments.__annotations__)
+    groups = {
+        True: parser.add_argument_group("cf-hf train options"),
+        False: parser.add_argument_group("transformers TrainingArguments"),
+    }
+    for action in list(parser._optionals._group_actions):
+        if action.dest != "help":
+            parser._optionals._group_actions.remove(action)
+            groups[action.dest in ours]._group_actions.append(action)
+    parser._actions.sort(key=lambda action: (action.dest != "help", action.dest not in ours))
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`cf-hf train`: parse the options with `HfArgumentParser`, train, print the output folder."""
-    from transformers import HfArgumentParser
+    """`cf-hf train`: parse the options with `HfArgumentParser`, train, print the output folder.
 
-    parser = HfArgumentParser((TrainCommandArguments, CounterfactualTrainingArguments))
-    parser.prog = "cf-hf train"
-    command_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
-    output_dir = train(
-        command_args.model_name_or_path,
-        command_args.dataset,
-        training_args,
-        dataset_split=command_args.dataset_split,
-    )
-    print(output_dir)
-    return 0
+    Bad options and bad inputs are reported in one line naming the option, file or row."""
+    from cf_hf.cli import run_reporting_errors
+
+    def work() -> int:
+        command_args, training_args = build_parser().parse_args_into_dataclasses(args=argv)
+        # cf_hf's own log lines (e.g. the sampler's group counts); the libraries keep their handlers,
+        # and a root handler would print their records twice.
+        package_logger = logging.getLogger("cf_hf")
+        if not package_logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            package_logger.addHandler(handler)
+        package_logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+        if command_args.no_progress:
+            from cf_hf.cli import silence_progress_bars
+
+            silence_progress_bars()
+            training_args.disable_tqdm = True
+        output_dir = train(
+            command_args.model_name_or_path,
+            command_args.dataset,
+            training_args,
+            dataset_split=command_args.dataset_split,
+        )
+        print(output_dir)
+        return 0
+
+    return run_reporting_errors("train", work)

@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--results", help="results.json of `cf-hf evaluate --sweep` or `cf-hf demo` "
                        "(each card shows the numbers of the model with its α)")
     model.add_argument("--base_model", help="Hub id of the original CLIP (default: the sweep's original, if a Hub id)")
-    model.add_argument("--dataset", action="append", dest="datasets", help="Hub id of a fine-tuning dataset (repeatable)")
+    model.add_argument("--dataset", action="extend", nargs="+", dest="datasets",
+                       help="Hub ids of the fine-tuning datasets, space-separated (the option may be repeated)")
     model.add_argument("--default_alpha", type=float, help="alpha published on main (default: the largest)")
     model.add_argument("--sweep_plot", help="image of the alpha sweep, shown on every card")
     model.add_argument("--license", help="license id for the card metadata")

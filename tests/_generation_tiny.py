@@ -283,7 +283,7 @@ def read_run_rows(run_dir: Path) -> list[dict]:
 def tiny_cli_args(root: Path, output_dir: Path, grid_file: Path, *extra: str) -> list[str]:
     """`cf-hf generate` arguments that run the default component classes on the tiny models."""
     return [
-        "generate", "--output_dir", str(output_dir), "--concepts", "doctor,nurse",
+        "generate", "--output_dir", str(output_dir), "--concepts", "doctor", "nurse",
         "--captions_per_concept", "2", "--decorators_per_caption", "2", "--appearances_per_base", "2",
         "--attribute_grid_file", str(grid_file), "--caption_model", str(root / "causal_lm"),
         "--text_to_image_model", str(root / "text_to_image"), "--image_size", str(IMAGE_SIZE),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -27,3 +28,23 @@ def tiny_clip_dir(tmp_path_factory):
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def progress_bars_restored():
+    """Re-enable the libraries' progress bars after a test that ran a command with --no_progress."""
+    yield
+    import datasets
+    import diffusers.utils.logging
+    import huggingface_hub.utils
+    import transformers
+
+    datasets.enable_progress_bars()
+    diffusers.utils.logging.enable_progress_bar()
+    transformers.utils.logging.enable_progress_bar()
+    huggingface_hub.utils.enable_progress_bars()
+
+
+def assert_no_progress_bar(stderr: str) -> None:
+    """No tqdm bar (of any library) in a command's stderr: no "[00:01<00:02, ..." or "[00:01, ..."."""
+    assert re.search(r"\[\d+:\d\d[<,]", stderr) is None, stderr

@@ -152,3 +152,9 @@ def test_collator_tokenises_captions_with_their_suffixes(tiny_clip_dir):
     expected = processor.tokenizer(["a doctor, close-up"], return_tensors="pt")["input_ids"]
     assert torch.equal(suffixed["input_ids"], expected)
     assert suffixed["input_ids"].shape[1] > plain["input_ids"].shape[1]
+
+
+def test_rows_without_group_id_are_refused_by_name():
+    group_ids = ["a", None, "a", "b", float("nan"), "b", ""]
+    with pytest.raises(ValueError, match=r"'group_id' is missing in 3 row\(s\) \(1, 4, 6\)"):
+        GroupBatchSampler(group_ids, groups_per_batch=1, group_size=2)

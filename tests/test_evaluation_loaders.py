@@ -81,6 +81,32 @@ def test_fairface_missing_image_names_line_unless_skipped(tmp_path):
     assert len(gallery) == 23 and "1 rows skipped" in gallery.source
 
 
+def _relabel(csv, old, new, line):
+    lines = csv.read_text().splitlines()
+    lines[line - 1] = lines[line - 1].replace(old, new)
+    csv.write_text("\n".join(lines) + "\n")
+
+
+def test_fairface_unknown_label_is_refused_naming_line_and_option(tmp_path):
+    make_fairface(tmp_path)
+    _relabel(tmp_path / "fairface_label_val.csv", ",White,", ",Martian,", 2)
+    with pytest.raises(ValueError, match=r"line 2: column 'race' holds 'Martian'.*--fairface_labels"):
+        load_fairface(tmp_path)
+
+
+def test_fairface_own_label_set_is_accepted_and_checked(tmp_path):
+    make_fairface(tmp_path)
+    csv = tmp_path / "fairface_label_val.csv"
+    csv.write_text(csv.read_text().replace(",East Asian,", ",Asian,"))
+    labels = tmp_path.parent / "labels.yaml"
+    labels.write_text("race: [White, Black, Asian, Indian]\n")
+    gallery = load_fairface(tmp_path, label_values=labels)
+    assert set(gallery.attributes["race"]) == {"White", "Black", "Asian", "Indian"}
+    _relabel(csv, ",Asian,", ",Martian,", 6)
+    with pytest.raises(ValueError, match=r"line 6: .*'Martian'.*the given label set"):
+        load_fairface(tmp_path, label_values={"race": ["White", "Black", "Asian", "Indian"]})
+
+
 def test_fairface_missing_csv_says_which_option(tmp_path):
     tmp_path.joinpath("val").mkdir()
     with pytest.raises(FileNotFoundError, match="--fairface_csv"):
@@ -101,13 +127,25 @@ def test_utkface_parses_file_names_and_bins_ages(tmp_path):
     assert set(gallery.attributes["race"]) == {"White", "Black", "Asian", "Indian", "Others"}
 
 
-@pytest.mark.parametrize("bad_name", ["61_1_20170109142408075.jpg", "x_0_1_2017.jpg", "30_5_1_2017.jpg"])
-def test_utkface_malformed_name_is_named(tmp_path, bad_name):
+@pytest.mark.parametrize("bad_name", ["x_0_1_2017.jpg", "30_5_1_2017.jpg", "30_0_1_2_2017.jpg"])
+def test_utkface_malformed_name_is_named_with_the_existing_flag(tmp_path, bad_name):
     make_utkface(tmp_path)
     write_image(tmp_path / bad_name, (0, 0, 0), 0)
-    with pytest.raises(ValueError, match=bad_name.replace(".", r"\.")):
+    with pytest.raises(ValueError, match=bad_name.replace(".", r"\.")) as raised:
         load_utkface(tmp_path)
-    assert len(load_utkface(tmp_path, skip_malformed=True)) == 20
+    assert "--skip_missing" in str(raised.value) and "--skip_malformed" not in str(raised.value)
+    gallery = load_utkface(tmp_path, skip_malformed=True)
+    assert len(gallery) == 20 and "1 malformed file names skipped" in gallery.source
+
+
+def test_utkface_names_with_a_missing_field_are_skipped_and_counted(tmp_path):
+    make_utkface(tmp_path)
+    # As in the public archive: three numeric fields, one missing.
+    for name in ("39_1_20170116174525125.jpg.chip.jpg", "61_3_20170109150557335.jpg.chip.jpg"):
+        write_image(tmp_path / name, (0, 0, 0), 0)
+    gallery = load_utkface(tmp_path)
+    assert len(gallery) == 20
+    assert "2 file names with a missing field skipped" in gallery.source
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,6 +251,28 @@ def test_imagenet_folder_with_default_and_given_names(tmp_path):
     assert zero_shot.templates == ["a photo of a {}.", "art of the {concept}."]
 
 
+def _wordnet_folders(root):
+    for wnid in ("n01440764", "n01443537"):
+        for index in range(2):
+            write_image(root / wnid / f"ILSVRC2012_val_{wnid}_{index}.JPEG", (10, 20, 30), index)
+    return root
+
+
+def test_imagenet_wordnet_id_folders_require_class_names(tmp_path):
+    _wordnet_folders(tmp_path / "val")
+    with pytest.raises(ValueError, match=r"WordNet ids \(n01440764, n01443537\).*--imagenet_classes"):
+        load_imagenet_folder(tmp_path / "val")
+
+
+def test_imagenet_reads_loc_synset_mapping(tmp_path):
+    _wordnet_folders(tmp_path / "val")
+    mapping = tmp_path / "LOC_synset_mapping.txt"
+    mapping.write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
+                       "n01484850 great white shark, white shark\n")
+    zero_shot = load_imagenet_folder(tmp_path / "val", mapping)
+    assert zero_shot.class_names == ["tench", "goldfish"]
+
+
 def test_imagenet_wrong_class_count_is_explained(tmp_path):
     make_imagenet(tmp_path)
     with pytest.raises(ValueError, match="2 class names for 3 class folders"):
@@ -290,6 +350,12 @@ def test_hf_gallery_missing_value_names_row_and_column(hf_dataset):
         load_hf_gallery(broken, ["skin"])
 
 
+def test_hf_gallery_nan_value_names_row_and_column(hf_dataset):
+    scored = hf_dataset.add_column("age", [20.0, 30.0, float("nan"), 40.0, 20.0, 30.0])
+    with pytest.raises(ValueError, match=r"column 'age': row 2 has no value \(nan\)"):
+        load_hf_gallery(scored, ["age"])
+
+
 def test_hf_retrieval_and_zero_shot(hf_dataset):
     retrieval = load_hf_retrieval(hf_dataset, caption_column="caption")
     assert retrieval.captions[1] == ["photo 1"]
@@ -304,6 +370,11 @@ def test_hf_retrieval_and_zero_shot(hf_dataset):
 def test_gallery_with_a_single_group_is_rejected():
     with pytest.raises(ValueError, match="attribute 'gender' has a single value"):
         AttributeGallery(images=["a", "b"], attributes={"gender": ["f", "f"]})
+
+
+def test_gallery_nan_label_is_named():
+    with pytest.raises(ValueError, match="attribute 'gender' has no value for image 1"):
+        AttributeGallery(images=["a.png", "b.png", "c.png"], attributes={"gender": ["F", float("nan"), "M"]})
 
 
 def test_gallery_label_count_mismatch_is_named():

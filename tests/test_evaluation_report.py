@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from _evaluation_fixtures import make_fairface, make_imagenet, make_karpathy
+from conftest import assert_no_progress_bar
 
 from cf_hf.evaluation.cli import main
 from cf_hf.evaluation.results import load_results
@@ -125,7 +126,7 @@ def test_evaluate_reports_a_broken_dataset_by_name(tmp_path, tiny_clip_dir, caps
     assert "line 3: image 'val/2.jpg' not found" in capsys.readouterr().err
 
 
-def test_evaluate_a_datasets_gallery_from_disk(tmp_path, tiny_clip_dir):
+def test_evaluate_a_datasets_gallery_from_disk(tmp_path, tiny_clip_dir, capfd, progress_bars_restored):
     import datasets
     from _evaluation_fixtures import GENDER_COLOURS, write_image
 
@@ -140,10 +141,12 @@ def test_evaluate_a_datasets_gallery_from_disk(tmp_path, tiny_clip_dir):
     concepts = tmp_path / "concepts.txt"
     concepts.write_text("doctor\nnurse\n")
     output = tmp_path / "out"
+    capfd.readouterr()
     code = main(["--model", str(tiny_clip_dir), "--hf_gallery", str(tmp_path / "gallery"), "--attribute_columns",
                  "gender", "--concept_column", "profession", "--concepts", str(concepts), "--k", "4",
                  "--no_progress", "--no_plots", "--output_dir", str(output)])
     assert code == 0
+    assert_no_progress_bar(capfd.readouterr().err)  # --no_progress: the model loading's bar too
     results = json.loads((output / "results.json").read_text())
     gallery = next(iter(results["models"][tiny_clip_dir.name]["fairness"].values()))
     assert set(gallery["query_concepts"]) == {"doctor", "nurse"}

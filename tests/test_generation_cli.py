@@ -5,6 +5,7 @@ from __future__ import annotations
 import datasets
 import pytest
 from _generation_tiny import one_torch_thread, tiny_cli_args, tiny_components_dir, write_tiny_grid  # noqa: F401
+from conftest import assert_no_progress_bar
 
 from cf_hf.cli import main
 
@@ -17,10 +18,11 @@ def tiny_root():
     return tiny_components_dir()
 
 
-def test_generate_produces_a_loadable_dataset(tiny_root, tmp_path, capsys):
+def test_generate_produces_a_loadable_dataset(tiny_root, tmp_path, capfd, progress_bars_restored):
     grid = write_tiny_grid(tmp_path / "grid.yaml")
     assert main(tiny_cli_args(tiny_root, tmp_path / "run", grid, "--fast_inpainting", "--test_size", "0.25")) == 0
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()
+    assert_no_progress_bar(err)  # --no_progress: no bar of any library
     for line in ("base images", "counterfactuals", "skipped", "base_images", "masks", "writing", "dataset"):
         assert line in out
     dataset = datasets.load_dataset(str(tmp_path / "run" / "dataset"))
@@ -49,3 +51,9 @@ def test_output_folder_of_another_run(tiny_root, tmp_path, capsys):
     assert main(args) == 0
     assert main([*args, "--seed", "1", "--resume"]) == 2
     assert "holds another run" in capsys.readouterr().err
+
+
+def test_list_options_take_space_separated_values(tiny_root, tmp_path, capsys):
+    grid = write_tiny_grid(tmp_path / "grid.yaml")
+    assert main(tiny_cli_args(tiny_root, tmp_path / "run", grid, "--concepts", "doctor,nurse")) == 2
+    assert "--concepts takes space-separated values (--concepts doctor nurse)" in capsys.readouterr().err

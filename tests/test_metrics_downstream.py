@@ -68,6 +68,18 @@ def test_group_accuracies_worst_and_balanced():
     assert balanced_accuracy(predictions, labels, attributes) == pytest.approx(2 / 3)
 
 
+@pytest.mark.parametrize("missing", [None, np.nan])
+def test_group_accuracies_refuse_a_missing_attribute(missing):
+    attributes = np.array(["a", "a", missing, "b"], dtype=object)
+    with pytest.raises(ValueError, match=r"attributes has 1 missing value\(s\).*position\(s\) 2"):
+        group_accuracies([0, 1, 0, 1], [0, 1, 1, 1], attributes)
+
+
+def test_worst_group_recall_refuses_a_missing_attribute():
+    with pytest.raises(ValueError, match=r"missing value\(s\).*position\(s\) 1"):
+        worst_group_recall(np.ones((1, 4)), ["doctor"], ["doctor"] * 4, ["a", None, "b", "b"], k=2)
+
+
 def test_worst_group_recall_finds_the_under_retrieved_value():
     image_concepts = np.array(["doctor"] * 4 + ["chef"] * 4)
     image_attributes = np.array(["a", "a", "b", "b"] * 2)

@@ -194,3 +194,17 @@ def test_bad_input_raises_a_clear_value_error(kwargs, message):
 def test_summary_names_the_attribute_in_errors():
     with pytest.raises(ValueError, match="attribute 'age'"):
         fairness_summary(KNOWN_SCORES, {"age": [1] * 6}, [3])
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        [0.0, 0.0, np.nan, 1.0, 1.0, 1.0],
+        ["a", "a", None, "b", "b", "b"],
+        [0, 0, None, 1, 1, 1],
+        ["a", "a", float("nan"), "b", "b", "b"],
+    ],
+)
+def test_missing_labels_are_refused_naming_their_positions(labels):
+    with pytest.raises(ValueError, match=r"1 missing value\(s\) \(None or NaN\) at position\(s\) 2"):
+        fairness_metrics(KNOWN_SCORES, labels, 3)

@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 from _training_helpers import make_counterfactual_dataset
+from conftest import assert_no_progress_bar
 from safetensors.torch import load_file
 from transformers import CLIPModel, CLIPProcessor
 
 from cf_hf.data import CounterfactualCollator, group_index
 from cf_hf.modeling import CounterfactualCLIPModel
-from cf_hf.training import CounterfactualTrainingArguments, apply_lora, main, train
+from cf_hf.training import CounterfactualTrainingArguments, apply_lora, main, resolve_checkpoint, train
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -204,3 +205,121 @@ def test_lora_target_matching_no_module_is_an_error(tiny_clip_dir, tmp_path):
     model = CounterfactualCLIPModel.from_pretrained(tiny_clip_dir)
     with pytest.raises(ValueError, match="'query' matches no linear module"):
         apply_lora(model, _args(tmp_path, lora_r=4, lora_target_modules=["q_proj", "query"]))
+
+
+def _one_line_error(capsys, argv) -> str:
+    """Run `cf-hf train argv`; the error must be one line on stderr, with no traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("cf-hf train: error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def _cli_argv(model_dir, dataset_dir, output_dir, *extra):
+    return ["--model_name_or_path", str(model_dir), "--dataset", str(dataset_dir), "--output_dir",
+            str(output_dir), "--per_device_train_batch_size", "8", "--group_size", "4", "--max_steps", "1",
+            "--use_cpu", "--report_to", "none", "--save_strategy", "no", *extra]
+
+
+def test_cli_reports_a_bad_option_in_one_line(tiny_clip_dir, tmp_path, capsys):
+    line = _one_line_error(capsys, _cli_argv(tiny_clip_dir, tmp_path, tmp_path / "out", "--beta_cf", "-1"))
+    assert "beta_clip and beta_cf must be >= 0" in line
+
+
+def test_training_without_output_dir_is_refused(tiny_clip_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = _cli_argv(tiny_clip_dir, tmp_path, tmp_path / "out")
+    argv = argv[:4] + argv[6:]  # no --output_dir
+    assert "output_dir is required (--output_dir)" in _one_line_error(capsys, argv)
+    assert not (tmp_path / "trainer_output").exists()
+
+
+@pytest.mark.parametrize("file_format", ["parquet", "arrow"])
+def test_cli_names_a_truncated_dataset_file(tiny_clip_dir, dataset, tmp_path, capsys, file_format):
+    if file_format == "parquet":  # parquet shards, as load_dataset(folder) reads them
+        shard = tmp_path / "dataset" / "data" / "train-00000-of-00001.parquet"
+        shard.parent.mkdir(parents=True)
+        dataset.to_parquet(str(shard))
+    else:  # a save_to_disk folder
+        dataset.save_to_disk(tmp_path / "dataset")
+        shard = next((tmp_path / "dataset").glob("*.arrow"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    line = _one_line_error(capsys, _cli_argv(tiny_clip_dir, tmp_path / "dataset", tmp_path / "out"))
+    assert f"{shard} is not a readable {file_format} file" in line
+
+
+def test_cli_names_a_truncated_safetensors_file(tiny_clip_dir, dataset, tmp_path, capsys):
+    import shutil
+
+    model_dir = shutil.copytree(tiny_clip_dir, tmp_path / "model")
+    weights = next(model_dir.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    dataset.save_to_disk(tmp_path / "dataset")
+    line = _one_line_error(capsys, _cli_argv(model_dir, tmp_path / "dataset", tmp_path / "out"))
+    assert f"{weights} is not a readable safetensors file" in line
+
+
+def test_cli_names_the_row_of_a_broken_image(tiny_clip_dir, dataset, tmp_path, capsys):
+    import datasets
+
+    rows = dataset.cast_column("image", datasets.Image(decode=False)).to_dict()
+    rows["image"][5] = {"bytes": b"not an image", "path": "broken.png"}
+    datasets.Dataset.from_dict(rows, features=dataset.features).save_to_disk(tmp_path / "dataset")
+    argv = _cli_argv(tiny_clip_dir, tmp_path / "dataset", tmp_path / "out", "--max_steps", "4", "--no_progress")  # an epoch
+    line = _one_line_error(capsys, argv)
+    assert "training dataset row 5 (image 'broken.png'): cannot be read" in line
+
+
+def test_cli_names_the_row_of_a_missing_caption(tiny_clip_dir, dataset, tmp_path, capsys):
+    captions = list(dataset["caption"])
+    captions[3] = None
+    dataset.remove_columns("caption").add_column("caption", captions).save_to_disk(tmp_path / "dataset")
+    line = _one_line_error(capsys, _cli_argv(tiny_clip_dir, tmp_path / "dataset", tmp_path / "out"))
+    assert "'caption' is missing or not a string in 1 row(s) (3)" in line
+
+
+def test_rows_without_group_id_are_refused_before_training(tiny_clip_dir, dataset, tmp_path):
+    group_ids = list(dataset["group_id"])
+    group_ids[2] = group_ids[9] = None
+    pooled = dataset.remove_columns("group_id").add_column("group_id", group_ids)
+    with pytest.raises(ValueError, match=r"'group_id' is missing in 2 row\(s\) \(2, 9\)"):
+        train(str(tiny_clip_dir), pooled, _args(tmp_path))
+
+
+@pytest.mark.parametrize("word", ["last", "True", "true", True])
+def test_resume_from_last_finds_the_latest_checkpoint(tmp_path, word):
+    for step in (5, 10, 9):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert resolve_checkpoint(word, str(tmp_path)) == str(tmp_path / "checkpoint-10")
+
+
+def test_resume_from_last_without_a_checkpoint_is_one_line(tiny_clip_dir, dataset, tmp_path, capsys):
+    dataset.save_to_disk(tmp_path / "dataset")
+    argv = _cli_argv(tiny_clip_dir, tmp_path / "dataset", tmp_path / "out", "--resume_from_checkpoint", "True")
+    assert "no checkpoint-* folder in output_dir" in _one_line_error(capsys, argv)
+
+
+def test_cli_resumes_from_last(tiny_clip_dir, dataset, tmp_path):
+    dataset.save_to_disk(tmp_path / "dataset")
+    assert _cli(tiny_clip_dir, tmp_path / "dataset", tmp_path / "full") == 0
+    for checkpoint in (tmp_path / "full").glob("checkpoint-*"):
+        if checkpoint.name != "checkpoint-5":
+            import shutil
+
+            shutil.rmtree(checkpoint)
+    full = _weights(tmp_path / "full")
+    assert _cli(tiny_clip_dir, tmp_path / "dataset", tmp_path / "full", "--resume_from_checkpoint", "last") == 0
+    again = _weights(tmp_path / "full")
+    assert all(torch.allclose(full[name], again[name], atol=1e-6) for name in full)
+
+
+def test_no_progress_silences_every_bar(tiny_clip_dir, dataset, tmp_path, capfd, progress_bars_restored):
+    shard = tmp_path / "dataset" / "data" / "train-00000-of-00001.parquet"
+    shard.parent.mkdir(parents=True)
+    dataset.to_parquet(str(shard))
+    capfd.readouterr()
+    # A parquet folder: datasets builds its cache (a bar), the model loads (a bar), the Trainer trains.
+    argv = _cli_argv(tiny_clip_dir, tmp_path / "dataset", tmp_path / "out", "--max_steps", "2", "--no_progress")
+    assert main(argv) == 0
+    assert_no_progress_bar(capfd.readouterr().err)

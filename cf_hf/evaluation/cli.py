@@ -18,22 +18,29 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `cf-hf evaluate` parser (argparse alone: `--help` imports nothing heavy)."""
     parser = argparse.ArgumentParser(
         prog="cf-hf evaluate",
         description="Fairness (MaxSkew/MinSkew/NDKL, worst-group recall) and downstream (Recall@K, zero-shot) "
-                    "evaluation of CLIP checkpoints; writes results.json, report.md and plots.",
+                    "evaluation of CLIP checkpoints; writes results.json, report.md and plots. List options take "
+                    "space-separated values.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     models = parser.add_argument_group("models")
-    models.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH",
-                        help="a CLIP checkpoint folder or Hub id (repeatable); NAME defaults to the folder name")
+    models.add_argument("--model", action="extend", nargs="+", default=[], metavar="[NAME=]PATH",
+                        help="CLIP checkpoint folders or Hub ids, space-separated (the option may be repeated); "
+                             "without NAME= a model is named after its folder")
     models.add_argument("--sweep", metavar="DIR", help="an α-sweep folder written by `cf-hf interpolate`; "
                         "its checkpoints are named alpha=<α>")
     models.add_argument("--revision", help="Hub revision for --model ids")
 
     data = parser.add_argument_group("evaluation sets (at least one)")
     data.add_argument("--fairface", metavar="DIR", help="FairFace image folder (with train/ and val/, or a padding variant folder)")
-    data.add_argument("--fairface_csv", metavar="CSV", help="FairFace labels CSV (default DIR/fairface_label_val.csv)")
+    data.add_argument("--fairface_csv", metavar="CSV", help="FairFace labels CSV; unset: DIR/fairface_label_val.csv")
     data.add_argument("--fairface_padding", choices=["0.25", "1.25"], help="which FairFace crop when both are present")
+    data.add_argument("--fairface_labels", metavar="FILE",
+                      help="YAML/JSON 'attribute: [values]' naming the label values of a CSV that does not use "
+                           "FairFace's own (any other value is an error)")
     data.add_argument("--utkface", metavar="DIR", help="folder of UTKFace age_gender_race_date.jpg files")
     data.add_argument("--pata", metavar="FILE", help="PATA list of scene_race_gender_age|path lines")
     data.add_argument("--pata_captions", metavar="JSON", help="PATA captions JSON (queries per scene)")
@@ -41,43 +48,50 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--hf_gallery", metavar="NAME_OR_DIR", help="any `datasets` dataset as a fairness gallery")
     data.add_argument("--hf_split", help="split of --hf_gallery")
     data.add_argument("--image_column", default="image", help="image column of --hf_gallery")
-    data.add_argument("--attribute_columns", nargs="+", default=[], help="sensitive-attribute columns of --hf_gallery")
+    data.add_argument("--attribute_columns", nargs="+", default=[], help="sensitive-attribute columns of --hf_gallery, space-separated")
     data.add_argument("--concept_column", help="concept column of --hf_gallery (enables worst-group recall)")
     data.add_argument("--flickr", metavar="JSON", help="Flickr30k Karpathy-split JSON (dataset_flickr30k.json)")
-    data.add_argument("--flickr_images", metavar="DIR", help="Flickr30k image folder (default: the JSON's folder)")
+    data.add_argument("--flickr_images", metavar="DIR", help="Flickr30k image folder; unset: the JSON's folder")
     data.add_argument("--coco", metavar="JSON", help="COCO Karpathy-split JSON (dataset_coco.json)")
-    data.add_argument("--coco_images", metavar="DIR", help="COCO image folder holding val2014/ (default: the JSON's folder)")
-    data.add_argument("--retrieval_split", default="test", help="Karpathy split to evaluate (default test)")
+    data.add_argument("--coco_images", metavar="DIR", help="COCO image folder holding val2014/; unset: the JSON's folder")
+    data.add_argument("--retrieval_split", default="test", help="Karpathy split to evaluate")
     data.add_argument("--imagenet", metavar="DIR", help="ImageNet-style folder per class")
     data.add_argument("--imagenet_classes", metavar="FILE", help="class names (text, one per sorted folder, or JSON)")
     data.add_argument("--imagenet_templates", metavar="FILE", help="zero-shot templates, one per line with {}")
     data.add_argument("--skip_missing", action="store_true",
-                      help="skip rows whose image is missing / UTKFace files with malformed names")
+                      help="skip (and count) rows whose image is missing and UTKFace files with malformed names")
 
     protocol = parser.add_argument_group("protocol")
-    protocol.add_argument("--templates", metavar="FILE", help="fairness prompt templates, one per line ({concept}, {article})")
+    protocol.add_argument("--templates", metavar="FILE", help="fairness prompt templates, one per line ({concept}, {article}); unset: the shipped ones")
     protocol.add_argument("--concepts", nargs="+", metavar="CONCEPT",
-                          help="fairness concepts (or one file: a concepts YAML/JSON, or text with one per line)")
-    protocol.add_argument("--k", type=int, nargs="+", dest="ks", help="fairness cut-offs (default 1000). The first is the main k and must be below "
-                          "every gallery's size; a later k that is not is left out for that gallery, with a warning")
+                          help="fairness concepts, space-separated (or one file: a concepts YAML/JSON, or text with one per "
+                               "line); unset: the shipped professions")
+    protocol.add_argument("--k", type=int, nargs="+", dest="ks",
+                          help="fairness cut-offs, space-separated; unset: 1000. The first is the main k and must be "
+                               "below every gallery's size; a later k that is not is left out for that gallery, with a warning")
     protocol.add_argument("--desired", nargs="+", choices=["equal_opportunity", "demographic_parity"],
-                          help="desired distributions (the first is the headline)")
-    protocol.add_argument("--convention", choices=["berg", "exact"], default="berg")
-    protocol.add_argument("--attributes", nargs="+", help="evaluate only these sensitive attributes")
+                          help="desired distributions, space-separated (the first is the headline); unset: both")
+    protocol.add_argument("--convention", choices=["berg", "exact"], default="berg",
+                          help="berg: a value absent from the top-k counts as 1/k and MaxSkew >= 0 (published numbers); "
+                               "exact: the plain definitions")
+    protocol.add_argument("--attributes", nargs="+", help="evaluate only these sensitive attributes, space-separated; unset: all")
     protocol.add_argument("--random_floor_queries", type=int, default=16,
                           help="random rankings scored for the fairness floor (0: off)")
 
     engine = parser.add_argument_group("embedding")
-    engine.add_argument("--device", default="cpu")
-    engine.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    engine.add_argument("--batch_size", type=int, default=64)
-    engine.add_argument("--storage_dtype", default="float32", choices=["float32", "float16"])
-    engine.add_argument("--cache_dir", help="embedding cache (default OUTPUT_DIR/embeddings; 'none' disables)")
+    engine.add_argument("--device", default="cpu", help="torch device the models run on (cpu, cuda, cuda:1, mps)")
+    engine.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                        help="dtype the models run in")
+    engine.add_argument("--batch_size", type=int, default=64, help="images or texts per forward pass")
+    engine.add_argument("--storage_dtype", default="float32", choices=["float32", "float16"],
+                        help="dtype of the stored gallery embeddings")
+    engine.add_argument("--cache_dir", help="embedding cache; unset: OUTPUT_DIR/embeddings; 'none' disables it")
     engine.add_argument("--num_workers", type=int, default=0, help="threads decoding the next image batch (0: none)")
-    engine.add_argument("--no_progress", action="store_true")
+    engine.add_argument("--no_progress", action="store_true",
+                        help="hide every progress bar (embedding, datasets', transformers', huggingface_hub's)")
 
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--no_plots", action="store_true")
+    parser.add_argument("--output_dir", required=True, help="where results.json, report.md and plots/ are written")
+    parser.add_argument("--no_plots", action="store_true", help="write no plots")
     return parser
 
 
@@ -122,7 +136,7 @@ def _sets(args, parser):
     fairness, retrieval, zero_shot = [], [], []
     if args.fairface:
         fairness.append(loaders.load_fairface(args.fairface, args.fairface_csv, args.fairface_padding,
-                                              skip_missing=args.skip_missing))
+                                              skip_missing=args.skip_missing, label_values=args.fairface_labels))
     if args.utkface:
         fairness.append(loaders.load_utkface(args.utkface, skip_malformed=args.skip_missing))
     if args.pata:
@@ -142,33 +156,38 @@ def _sets(args, parser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`cf-hf evaluate`: load the models and sets, evaluate, write the report; bad inputs in one line."""
+    from cf_hf.cli import run_reporting_errors, silence_progress_bars
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.no_progress:
+        silence_progress_bars()
+    models, alphas = _models(args, parser)
+    return run_reporting_errors("evaluate", lambda: _evaluate(args, parser, models, alphas))
+
+
+def _evaluate(args, parser, models: dict, alphas: dict) -> int:
     from .embedding import EmbeddingConfig
     from .protocol import EvaluationConfig, FairnessConfig, evaluate_models
     from .report import write_report
 
-    models, alphas = _models(args, parser)
-    try:
-        fairness, retrieval, zero_shot = _sets(args, parser)
-        templates = None
-        if args.templates:
-            templates = [line.strip() for line in Path(args.templates).read_text(encoding="utf-8").splitlines()
-                         if line.strip() and not line.startswith("#")]
-        cache_dir = args.cache_dir or str(Path(args.output_dir) / "embeddings")
-        config = EvaluationConfig(
-            fairness=FairnessConfig(templates=templates, concepts=_concepts(args.concepts), ks=args.ks,
-                                    desired=args.desired, convention=args.convention, attributes=args.attributes,
-                                    random_floor_queries=args.random_floor_queries),
-            embedding=EmbeddingConfig(device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                                      storage_dtype=args.storage_dtype,
-                                      cache_dir=None if cache_dir.lower() == "none" else cache_dir,
-                                      progress=not args.no_progress, num_workers=args.num_workers),
-        )
-        results = evaluate_models(models, fairness, retrieval, zero_shot, config, alphas=alphas)
-    except (ValueError, FileNotFoundError, NotADirectoryError, OSError, TypeError) as error:
-        print(f"cf-hf evaluate: error: {error}", file=sys.stderr)
-        return 2
+    fairness, retrieval, zero_shot = _sets(args, parser)
+    templates = None
+    if args.templates:
+        templates = [line.strip() for line in Path(args.templates).read_text(encoding="utf-8").splitlines()
+                     if line.strip() and not line.startswith("#")]
+    cache_dir = args.cache_dir or str(Path(args.output_dir) / "embeddings")
+    config = EvaluationConfig(
+        fairness=FairnessConfig(templates=templates, concepts=_concepts(args.concepts), ks=args.ks,
+                                desired=args.desired, convention=args.convention, attributes=args.attributes,
+                                random_floor_queries=args.random_floor_queries),
+        embedding=EmbeddingConfig(device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                                  storage_dtype=args.storage_dtype,
+                                  cache_dir=None if cache_dir.lower() == "none" else cache_dir,
+                                  progress=not args.no_progress, num_workers=args.num_workers),
+    )
+    results = evaluate_models(models, fairness, retrieval, zero_shot, config, alphas=alphas)
     written = write_report(results, args.output_dir, plots=not args.no_plots)
     _print_summary(results)
     print(f"wrote {', '.join(str(path) for path in written.values())}")

@@ -119,7 +119,7 @@ def _check_labels(name: str, labels, n_images: int, owner: str) -> list:
     if len(labels) != n_images:
         raise ValueError(f"{owner}: attribute {name!r} has {len(labels)} labels for {n_images} images")
     for index, label in enumerate(labels):
-        if label is None or (isinstance(label, str) and not label.strip()):
+        if label is None or label != label or (isinstance(label, str) and not label.strip()):  # NaN != NaN
             raise ValueError(f"{owner}: attribute {name!r} has no value for image {index}")
     return labels
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+import logging
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -32,10 +34,17 @@ from .data import (
     protocol_defaults,
 )
 
+logger = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 FAIRFACE_ATTRIBUTES = ("gender", "race", "age")
 FAIRFACE_DEFAULT_CSV = "fairface_label_val.csv"
+# age_gender_race_date
+UTKFACE_FIELDS = 4
 PATA_ATTRIBUTES = ("race", "gender", "age")
+# ImageNet class folders named by WordNet id, and the lines of LOC_synset_mapping.txt.
+WORDNET_ID = re.compile(r"n\d{8}")
+WORDNET_MAPPING_LINE = re.compile(r"(?P<wnid>n\d{8})\s+(?P<names>\S.*)")
 # PATA's captions JSON calls the race attribute "races".
 PATA_CAPTION_KEYS = {"races": "race", "race": "race", "gender": "gender", "age": "age"}
 
@@ -94,6 +103,56 @@ def _fairface_image_base(root: Path, first_file: str, padding: str | None) -> Pa
     )
 
 
+def fairface_label_values() -> dict[str, list[str]]:
+    """FairFace's label values per attribute: gender, race (`defaults.yaml`) and the age bins."""
+    defaults = protocol_defaults()
+    labels = {attribute: [str(value) for value in values] for attribute, values in defaults["fairface_labels"].items()}
+    labels["age"] = [str(label) for label, _, _ in defaults["age_bins"]]
+    return labels
+
+
+def read_label_values(path: str | Path) -> dict[str, list[str]]:
+    """A label set from a YAML/JSON file mapping each attribute to its list of values.
+
+    e.g. ``race: [White, Black, Asian]``: the values a labels file may hold for that attribute.
+    """
+    import yaml
+
+    path = _require_file(Path(path), "label set file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML/JSON ({error})") from None
+    if not isinstance(data, dict) or not data or not all(
+        isinstance(values, list) and values and all(isinstance(value, (str, int)) for value in values)
+        for values in data.values()
+    ):
+        raise ValueError(f"{path}: expected a mapping attribute -> list of label values, e.g. 'race: [White, Black]'")
+    return {str(attribute): [str(value) for value in values] for attribute, values in data.items()}
+
+
+def _check_label_values(
+    csv_path: Path, rows: list[dict], attributes: Sequence[str], known: Mapping[str, Sequence[str]], custom: Sequence[str]
+) -> None:
+    for attribute in attributes:
+        if attribute not in known:
+            continue
+        allowed = set(known[attribute])
+        unknown = [(index + 2, row[attribute].strip()) for index, row in enumerate(rows)
+                   if row[attribute].strip() not in allowed]
+        if unknown:
+            line, value = unknown[0]
+            distinct = sorted({value for _, value in unknown})
+            where = "the given label set" if attribute in custom else "FairFace"
+            raise ValueError(
+                f"{csv_path}: line {line}: column {attribute!r} holds {value!r}, which is not a {attribute} "
+                f"label of {where} ({list(known[attribute])}); {len(unknown)} row(s) hold unknown values "
+                f"{distinct[:10]}{' ...' if len(distinct) > 10 else ''}. If the CSV uses its own labels, name "
+                "them: label_values={attribute: [values]} / --fairface_labels FILE (YAML/JSON 'attribute: "
+                "[values]')"
+            )
+
+
 def load_fairface(
     root: str | Path,
     csv_path: str | Path | None = None,
@@ -101,6 +160,7 @@ def load_fairface(
     attributes: Sequence[str] = FAIRFACE_ATTRIBUTES,
     skip_missing: bool = False,
     name: str = "fairface",
+    label_values: Mapping[str, Sequence[str]] | str | Path | None = None,
 ) -> AttributeGallery:
     """FairFace: a labels CSV + the image folder.
 
@@ -111,6 +171,10 @@ def load_fairface(
         padding: "0.25" or "1.25": which variant folder to use when both are present.
         attributes: label columns to keep as sensitive attributes.
         skip_missing: skip rows whose image file is missing instead of raising.
+        label_values: the allowed values of some attributes (a mapping attribute -> values, or a
+            YAML/JSON file of one), replacing FairFace's own sets (`fairface_label_values`) for
+            those attributes. A value outside the allowed set is an error naming its line, so that a
+            typo or a foreign label never becomes a group of its own.
     """
     root = _require_dir(Path(root), "FairFace")
     csv_path = Path(csv_path) if csv_path is not None else root / FAIRFACE_DEFAULT_CSV
@@ -134,6 +198,10 @@ def load_fairface(
         for column in ("file", *attributes):
             if row.get(column) is None or not row[column].strip():
                 raise ValueError(f"{csv_path}: line {line}: column {column!r} is empty")
+    if isinstance(label_values, (str, Path)):
+        label_values = read_label_values(label_values)
+    _check_label_values(csv_path, rows, attributes, {**fairface_label_values(), **(label_values or {})},
+                        custom=list(label_values or ()))
     base = _fairface_image_base(root, rows[0]["file"].strip(), padding)
     images, labels, skipped = [], {attribute: [] for attribute in attributes}, []
     for index, row in enumerate(rows):
@@ -161,11 +229,17 @@ def load_fairface(
 # UTKFace
 
 
+class _MissingUTKFaceField(ValueError):
+    """A file name of the public archive with a field missing (`age_gender_date`)."""
+
+
 def _parse_utkface_name(path: Path, gender_codes: dict, race_codes: dict, age_bins) -> dict:
     stem = path.name.split(".")[0]
     parts = stem.split("_")
     expected = "expected age_gender_race_date.jpg with integer codes"
-    if len(parts) != 4:
+    if len(parts) == UTKFACE_FIELDS - 1 and all(part.isdigit() for part in parts):
+        raise _MissingUTKFaceField(f"{path.name}: a field is missing ({stem!r})")
+    if len(parts) != UTKFACE_FIELDS:
         raise ValueError(f"{path.name}: {expected} (found {len(parts)} fields in {stem!r})")
     try:
         age, gender, race = int(parts[0]), int(parts[1]), int(parts[2])
@@ -189,7 +263,9 @@ def load_utkface(
 
     Gender 0/1 -> Male/Female, race 0-4 -> White/Black/Asian/Indian/Others, ages binned into
     FairFace's bins (or `age_bins`: [label, first, last] triples) so that galleries compare.
-    The public archive holds a few files with a missing field: `skip_malformed=True` skips them.
+    The public archive holds a few files with three numeric fields (one is missing, which one is
+    unknown): they are always skipped, and counted in the gallery's `source`. Any other malformed
+    name is an error unless `skip_malformed=True` (`--skip_missing`), which skips and counts it.
     """
     root = _require_dir(Path(root), "UTKFace")
     defaults = protocol_defaults()
@@ -201,23 +277,29 @@ def load_utkface(
     files = sorted(path for path in root.rglob("*") if _is_image(path))
     if not files:
         raise ValueError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    images, labels, skipped = [], {attribute: [] for attribute in attributes}, []
+    images, labels, missing_field, skipped = [], {attribute: [] for attribute in attributes}, [], []
     for path in files:
         try:
             parsed = _parse_utkface_name(path, gender_codes, race_codes, age_bins)
+        except _MissingUTKFaceField:
+            missing_field.append(path.name)
+            continue
         except ValueError as error:
             if skip_malformed:
                 skipped.append(path.name)
                 continue
-            raise ValueError(f"{root}: {error} (skip_malformed=True / --skip_malformed skips such files)") from None
+            raise ValueError(f"{root}: {error} (skip_malformed=True / --skip_missing skips such files)") from None
         images.append(str(path))
         for attribute in attributes:
             labels[attribute].append(parsed[attribute])
     if not images:
         raise ValueError(f"{root}: none of the {len(files)} file names parse as age_gender_race_date.jpg")
     source = f"UTKFace {root}"
-    if skipped:
-        source += f" ({len(skipped)} malformed file names skipped)"
+    notes = [f"{len(missing_field)} file names with a missing field skipped"] if missing_field else []
+    notes += [f"{len(skipped)} malformed file names skipped"] if skipped else []
+    if notes:
+        logger.warning("UTKFace %s: %s (e.g. %s)", root, "; ".join(notes), (missing_field + skipped)[0])
+        source += f" ({'; '.join(notes)})"
     return AttributeGallery(images=images, attributes=labels, name=name, source=source)
 
 
@@ -393,8 +475,25 @@ def _read_lines(path: Path, what: str) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def _class_names(class_names, folders: list[str]) -> list[str]:
+def _synset_mapping(lines: list[str]) -> dict[str, str] | None:
+    """`LOC_synset_mapping.txt` lines ("n01440764 tench, Tinca tinca") as WordNet id -> first name;
+    None when the lines are not in that format."""
+    matches = [WORDNET_MAPPING_LINE.fullmatch(line) for line in lines]
+    if not lines or not all(matches):
+        return None
+    return {match["wnid"]: match["names"].split(",")[0].strip() for match in matches}
+
+
+def _class_names(class_names, folders: list[str], root: Path) -> list[str]:
     if class_names is None:
+        wordnet = [folder for folder in folders if WORDNET_ID.fullmatch(folder)]
+        if wordnet:
+            raise ValueError(
+                f"{root}: the class folders are named by WordNet ids ({', '.join(wordnet[:3])}"
+                f"{', ...' if len(wordnet) > 3 else ''}); prompts need class names. Pass class_names "
+                "(--imagenet_classes): LOC_synset_mapping.txt ('n01440764 tench, Tinca tinca' lines), a JSON "
+                "object id -> name, or one name per line in sorted folder order"
+            )
         return [folder.replace("_", " ") for folder in folders]
     if isinstance(class_names, (str, Path)):
         path = Path(class_names)
@@ -404,7 +503,8 @@ def _class_names(class_names, folders: list[str]) -> list[str]:
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}: not valid JSON ({error})") from None
         else:
-            class_names = _read_lines(path, "class names file")
+            lines = _read_lines(path, "class names file")
+            class_names = _synset_mapping(lines) or lines
         source = str(path)
     else:
         source = "class_names"
@@ -432,7 +532,9 @@ def load_imagenet_folder(
 
     Args:
         class_names: names in sorted-folder order (a list, a text file with one per line, or a JSON
-            list), or a JSON object / dict folder -> name; default: the folder names.
+            list), or a JSON object / dict folder -> name, or ImageNet's `LOC_synset_mapping.txt`
+            (WordNet id and names per line; the first name is used); default: the folder names,
+            except WordNet ids (`n01440764`), which are not names: such folders require class_names.
         templates: prompt templates (a list or a text file, one per line, with `{}` or
             `{concept}`); default: the shipped 7-template ensemble.
     """
@@ -447,7 +549,7 @@ def load_imagenet_folder(
             raise ValueError(f"{folder}: class folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
         images += [str(path) for path in files]
         labels += [label] * len(files)
-    names = _class_names(class_names, [folder.name for folder in folders])
+    names = _class_names(class_names, [folder.name for folder in folders], root)
     if isinstance(templates, (str, Path)):
         templates = check_templates(_read_lines(Path(templates), "templates file"), str(templates))
     return ZeroShotSet(
@@ -493,8 +595,8 @@ def _label_column(dataset, column: str) -> list:
     values = list(dataset.select_columns([column])[column])
     feature = dataset.features[column]
     for row, value in enumerate(values):
-        if value is None:
-            raise ValueError(f"column {column!r}: row {row} has no value")
+        if value is None or value != value:  # None, or NaN (NaN != NaN)
+            raise ValueError(f"column {column!r}: row {row} has no value ({value!r})")
     if isinstance(feature, datasets.ClassLabel):
         return [feature.int2str(int(value)) for value in values]
     return values

@@ -1,7 +1,7 @@
 """`cf-hf generate`: synthesise a counterfactual dataset with the default (or given) models.
 
 ```bash
-cf-hf generate --output_dir outputs/run --concepts doctor,nurse --captions_per_concept 8 \
+cf-hf generate --output_dir outputs/run --concepts doctor nurse --captions_per_concept 8 \
     --device cuda --variant fp16          # float16 on CUDA by default (--dtype auto)
 accelerate launch --num_processes 4 -m cf_hf.cli generate ...   # shards split across GPUs
 ```
@@ -13,7 +13,6 @@ Prints the planned peak GPU memory before loading (`cf_hf.generation.memory`), t
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,24 +38,32 @@ from cf_hf.generation.masks import APPEARANCE_LABELS, DEFAULT_SEGMENTATION_MODEL
 _MASK_DEFAULTS = MaskPostprocessing()
 
 
-def _names(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
+def _names(values: list[str], option: str) -> list[str]:
+    """A list option's values; a comma inside one is the other convention, explained."""
+    for value in values:
+        if "," in value:
+            raise ValueError(
+                f"--{option} takes space-separated values (--{option} {' '.join(value.split(','))}), got {value!r}"
+            )
+    return list(values)
 
 
 @dataclass
 class GenerateArguments:
+    """The `cf-hf generate` options. List options take space-separated values (`--concepts doctor nurse`)."""
+
     output_dir: str = field(metadata={"help": "Run folder: captions, shards and manifest go here."})
     resume: bool = field(default=False, metadata={"help": "Continue the run already in output_dir."})
     # What to generate
-    concepts_file: str | None = field(default=None, metadata={"help": "Concepts YAML/JSON (default: the shipped professions)."})
-    concepts: str | None = field(default=None, metadata={"help": "Comma-separated subset of concept names (default: all)."})
+    concepts_file: str | None = field(default=None, metadata={"help": "Concepts YAML/JSON; unset: the shipped professions."})
+    concepts: list[str] = field(default_factory=list, metadata={"help": "Subset of concept names, space-separated; empty: all."})
     captions_per_concept: int = field(default=4, metadata={"help": "Neutral captions per concept."})
     decorators_per_caption: int = field(default=2, metadata={"help": "Base images per caption, each with its own decorator draw."})
-    appearances_per_base: int | None = field(default=None, metadata={"help": "Grid cells painted per base image (default: the whole grid)."})
-    decorators_file: str | None = field(default=None, metadata={"help": "Decorators YAML/JSON (default: shipped)."})
-    attribute_grid_file: str | None = field(default=None, metadata={"help": "Attribute grid YAML/JSON (default: gender x FairFace race x age)."})
-    optional_attributes: str | None = field(default=None, metadata={"help": "Comma-separated optional grid attributes to add (body_type, skin_tone)."})
-    appearance_words_file: str | None = field(default=None, metadata={"help": "Caption validator word list (default: shipped)."})
+    appearances_per_base: int | None = field(default=None, metadata={"help": "Grid cells painted per base image; unset: the whole grid."})
+    decorators_file: str | None = field(default=None, metadata={"help": "Decorators YAML/JSON; unset: the shipped ones."})
+    attribute_grid_file: str | None = field(default=None, metadata={"help": "Attribute grid YAML/JSON; unset: gender x FairFace race x age."})
+    optional_attributes: list[str] = field(default_factory=list, metadata={"help": "Optional grid attributes to add (body_type, skin_tone), space-separated."})
+    appearance_words_file: str | None = field(default=None, metadata={"help": "Caption validator word list; unset: the shipped one."})
     seed: int = field(default=0, metadata={"help": "Run seed; every sample's seed derives from it."})
     shard_size: int = field(default=8, metadata={"help": "Base images per shard (the unit of resumption)."})
     # Models
@@ -64,38 +71,38 @@ class GenerateArguments:
     caption_model: str = field(default=DEFAULT_CAPTION_MODEL, metadata={"help": "Chat model for captions."})
     caption_batch_size: int = field(default=DEFAULT_CAPTION_BATCH_SIZE, metadata={"help": "Captions sampled per language-model call (memory grows with it; the captions depend on it)."})
     text_to_image_model: str = field(default=DEFAULT_TEXT_TO_IMAGE_MODEL, metadata={"help": "AutoPipelineForText2Image model id or folder."})
-    text_to_image_steps: int = DEFAULT_TEXT_TO_IMAGE_STEPS
-    text_to_image_guidance: float = DEFAULT_TEXT_TO_IMAGE_GUIDANCE
-    image_size: int = DEFAULT_IMAGE_SIZE
+    text_to_image_steps: int = field(default=DEFAULT_TEXT_TO_IMAGE_STEPS, metadata={"help": "Denoising steps of the base images."})
+    text_to_image_guidance: float = field(default=DEFAULT_TEXT_TO_IMAGE_GUIDANCE, metadata={"help": "Guidance scale of the base images."})
+    image_size: int = field(default=DEFAULT_IMAGE_SIZE, metadata={"help": "Height and width of the images, in pixels."})
     segmentation_model: str = field(default=DEFAULT_SEGMENTATION_MODEL, metadata={"help": "SegFormer (human parsing) model id or folder."})
-    mask_labels: str = field(default=",".join(APPEARANCE_LABELS), metadata={"help": "Comma-separated label names forming the mask (plural = left+right)."})
-    include_clothing: bool = field(default=False, metadata={"help": "Repaint clothing too (default: attire stays)."})
-    min_mask_area: float = _MASK_DEFAULTS.min_area
-    max_mask_area: float = _MASK_DEFAULTS.max_area
-    mask_dilation: float = _MASK_DEFAULTS.dilation
-    mask_feather: float = _MASK_DEFAULTS.feather
+    mask_labels: list[str] = field(default_factory=lambda: list(APPEARANCE_LABELS), metadata={"help": "Label names forming the mask (plural = left+right), space-separated."})
+    include_clothing: bool = field(default=False, metadata={"help": "Repaint clothing too (otherwise attire stays)."})
+    min_mask_area: float = field(default=_MASK_DEFAULTS.min_area, metadata={"help": "Smallest mask, as a share of the image; a smaller one skips the base image."})
+    max_mask_area: float = field(default=_MASK_DEFAULTS.max_area, metadata={"help": "Largest mask, as a share of the image; a larger one skips the base image."})
+    mask_dilation: float = field(default=_MASK_DEFAULTS.dilation, metadata={"help": "Mask dilation, as a share of the image size."})
+    mask_feather: float = field(default=_MASK_DEFAULTS.feather, metadata={"help": "Mask edge blur, as a share of the image size."})
     inpainting_model: str = field(default=DEFAULT_INPAINTING_MODEL, metadata={"help": "AutoPipelineForInpainting model id or folder."})
     fast_inpainting: bool = field(default=False, metadata={"help": "Inpaint with the text-to-image weights (from_pipe), few steps."})
-    inpainting_steps: int | None = field(default=None, metadata={"help": f"Default {DEFAULT_INPAINTING_STEPS} ({FAST_INPAINTING_STEPS} when fast)."})
-    inpainting_strength: float | None = field(default=None, metadata={"help": f"Default {DEFAULT_INPAINTING_STRENGTH} ({FAST_INPAINTING_STRENGTH} when fast)."})
-    inpainting_guidance: float | None = field(default=None, metadata={"help": f"Default {DEFAULT_INPAINTING_GUIDANCE} ({FAST_INPAINTING_GUIDANCE} when fast)."})
-    inpainting_size: int | None = field(default=None, metadata={"help": "Side in px the inpainting model paints at (default: its native size, 1024 for SDXL; with --fast_inpainting the image size). Images are resized to it and back."})
+    inpainting_steps: int | None = field(default=None, metadata={"help": f"Inpainting denoising steps; unset: {DEFAULT_INPAINTING_STEPS} ({FAST_INPAINTING_STEPS} with --fast_inpainting)."})
+    inpainting_strength: float | None = field(default=None, metadata={"help": f"Inpainting strength; unset: {DEFAULT_INPAINTING_STRENGTH} ({FAST_INPAINTING_STRENGTH} with --fast_inpainting)."})
+    inpainting_guidance: float | None = field(default=None, metadata={"help": f"Inpainting guidance scale; unset: {DEFAULT_INPAINTING_GUIDANCE} ({FAST_INPAINTING_GUIDANCE} with --fast_inpainting)."})
+    inpainting_size: int | None = field(default=None, metadata={"help": "Side in px the inpainting model paints at; unset: its native size (1024 for SDXL; with --fast_inpainting the image size). Images are resized to it and back."})
     share_components: bool = field(default=True, metadata={"help": "Reuse the text-to-image pipeline's text encoders, tokenizers and VAE for inpainting where the two checkpoints' configs match (--no_share_components loads the inpainting checkpoint's own)."})
     # Hardware
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, mps. Under accelerate launch, cuda:N means GPU N + the process's local index (cuda = cuda:0)."})
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = field(default="auto", metadata={"help": "auto: float16 on CUDA, float32 elsewhere."})
-    variant: str | None = field(default=None, metadata={"help": "Weight variant of the diffusion checkpoints, e.g. fp16 (half the download)."})
+    variant: str | None = field(default=None, metadata={"help": "Weight variant of the diffusion checkpoints, e.g. fp16 (half the download); unset: the full-precision files."})
     cpu_offload: bool = field(default=False, metadata={"help": "Keep the diffusion models in CPU memory and move one at a time to the GPU (small cards; slower)."})
-    text_to_image_batch_size: int = 4
-    segmentation_batch_size: int = 8
-    inpainting_batch_size: int = 4
+    text_to_image_batch_size: int = field(default=4, metadata={"help": "Base images per text-to-image call."})
+    segmentation_batch_size: int = field(default=8, metadata={"help": "Images per segmentation call."})
+    inpainting_batch_size: int = field(default=4, metadata={"help": "Counterfactuals per inpainting call."})
     # Dataset export
-    export_dir: str | None = field(default=None, metadata={"help": "Dataset folder (default: <output_dir>/dataset)."})
+    export_dir: str | None = field(default=None, metadata={"help": "Dataset folder; unset: <output_dir>/dataset."})
     no_export: bool = field(default=False, metadata={"help": "Do not export the finished run as a dataset folder."})
     overwrite: bool = field(default=False, metadata={"help": "Export into a non-empty folder; replaces only files an earlier cf_hf export wrote."})
     test_size: float = field(default=0.1, metadata={"help": "Share of groups in the test split."})
     repo_id: str = field(default="org/they-are-all-doctors", metadata={"help": "Hub id written in the card's example."})
-    no_progress: bool = field(default=False, metadata={"help": "Hide the progress bars."})
+    no_progress: bool = field(default=False, metadata={"help": "Hide every progress bar (the stages', diffusers', datasets', huggingface_hub's)."})
 
 
 def build_config(args: GenerateArguments):
@@ -104,8 +111,8 @@ def build_config(args: GenerateArguments):
     from cf_hf.generation.orchestration import GenerationConfig
 
     return GenerationConfig(
-        concepts=load_concepts(args.concepts_file, _names(args.concepts) or None),
-        attribute_grid=load_attribute_grid(args.attribute_grid_file, _names(args.optional_attributes)),
+        concepts=load_concepts(args.concepts_file, _names(args.concepts, "concepts") or None),
+        attribute_grid=load_attribute_grid(args.attribute_grid_file, _names(args.optional_attributes, "optional_attributes")),
         decorators=load_decorators(args.decorators_file),
         captions_per_concept=args.captions_per_concept,
         decorators_per_caption=args.decorators_per_caption,
@@ -154,7 +161,7 @@ def build_components(args: GenerateArguments, device: str | None = None) -> dict
         cpu_offload=args.cpu_offload,
     )
     segmenter = SegformerSegmenter(
-        args.segmentation_model, labels=_names(args.mask_labels), include_clothing=args.include_clothing,
+        args.segmentation_model, labels=_names(args.mask_labels, "mask_labels"), include_clothing=args.include_clothing,
         device=device, dtype=dtype,
     )  # fmt: skip
     fast = args.fast_inpainting
@@ -191,21 +198,37 @@ def memory_plan(args: GenerateArguments, components: dict):
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`cf-hf generate`: generate (or resume) a run, print its summary, export the dataset."""
-    from pathlib import Path
-
+def build_parser():
+    """The `cf-hf generate` parser: `HfArgumentParser` over `GenerateArguments`."""
     from transformers import HfArgumentParser
 
+    return HfArgumentParser(
+        GenerateArguments,
+        prog="cf-hf generate",
+        description="Synthesise a counterfactual dataset. List options take space-separated values.",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`cf-hf generate`: generate (or resume) a run, print its summary, export the dataset.
+
+    Bad inputs (files, options, the output folder) are reported in one line that says what to change."""
+    from cf_hf.cli import run_reporting_errors, silence_progress_bars
+
+    (args,) = build_parser().parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.no_progress:
+        silence_progress_bars(diffusers=True)
+    return run_reporting_errors("generate", lambda: _generate(args))
+
+
+def _generate(args: GenerateArguments) -> int:
+    from pathlib import Path
+
     from cf_hf.generation.orchestration import ProcessFailedError, distributed_state, generate
-    from cf_hf.generation.run_folder import RunFolderError
     from cf_hf.generation.runtime import cuda_device_count, process_device
     from cf_hf.loading import ModelLoadError
 
-    parser = HfArgumentParser(GenerateArguments)
-    parser.prog = "cf-hf generate"
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     state = distributed_state()
     start = time.perf_counter()
     try:
@@ -226,12 +249,10 @@ def main(argv: list[str] | None = None) -> int:
             distributed=state,
         )
     except ModelLoadError as error:
-        print(f"cf-hf generate: error: {error}{_model_flag_hint(args, error.model_id)}", file=sys.stderr)
-        return 2
-    except (RunFolderError, ValueError, FileNotFoundError, ProcessFailedError) as error:
-        # Bad input (files, options, output folder), or another process's error: the message says what to change.
-        print(f"cf-hf generate: error: {error}", file=sys.stderr)
-        return 2
+        raise ModelLoadError(error.model_id, f"{error}{_model_flag_hint(args, error.model_id)}") from None
+    except ProcessFailedError as error:
+        # Another process's error: its message says what to change.
+        raise ValueError(str(error)) from None
     if not state.is_main_process:
         return 0
     print(report.summary())
@@ -246,9 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             export_dataset(args.output_dir, export_dir, test_size=args.test_size, repo_id=args.repo_id, overwrite=args.overwrite)
         except ExportFolderError as error:
-            print(f"cf-hf generate: error: {error} The run itself is finished: rerun with --resume to export it.",
-                  file=sys.stderr)  # fmt: skip
-            return 2
+            raise ExportFolderError(f"{error} The run itself is finished: rerun with --resume to export it.") from None
         print(f"dataset           {export_dir}  (datasets.load_dataset({str(export_dir)!r}))")
     return 0 if report.complete else 1
 

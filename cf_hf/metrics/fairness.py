@@ -72,8 +72,42 @@ def _check_finite(array: np.ndarray, first_query: int = 0) -> None:
         )
 
 
+def check_labels_present(labels, name: str = "labels") -> None:
+    """Raise a ValueError naming the positions of missing labels (None or NaN) in 1-D labels.
+
+    A missing label is not an attribute value: counted as one it would form a group of its own, and
+    mixed with strings it breaks the sort. Sequences are checked before numpy converts them, which
+    would turn a NaN among strings into the string "nan".
+    """
+    values = labels if isinstance(labels, np.ndarray) else np.asarray(labels, dtype=object)
+    if values.ndim != 1:
+        return
+    if values.dtype.kind == "f":
+        missing = np.isnan(values)
+    elif values.dtype == object:
+        missing = np.fromiter(
+            (value is None or (isinstance(value, (float, np.floating)) and value != value) for value in values),
+            dtype=bool,
+            count=values.shape[0],
+        )
+    else:
+        return
+    if missing.any():
+        positions = np.flatnonzero(missing)
+        shown = ", ".join(str(position) for position in positions[:10])
+        raise ValueError(
+            f"{name} has {positions.shape[0]} missing value(s) (None or NaN) at position(s) {shown}"
+            f"{' ...' if positions.shape[0] > 10 else ''}: give every image a label, or leave the "
+            "unlabelled images out of the gallery"
+        )
+
+
 def encode_labels(labels, n_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """Attribute labels as integer codes (n_images,) and the sorted distinct values (n_values,)."""
+    """Attribute labels as integer codes (n_images,) and the sorted distinct values (n_values,).
+
+    None and NaN are refused (`check_labels_present`).
+    """
+    check_labels_present(labels)
     values = np.asarray(labels)
     if values.ndim != 1:
         raise ValueError(f"labels must be 1-D (one attribute value per image), got shape {values.shape}")

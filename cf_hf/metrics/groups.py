@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fairness import _check_k, _top_k, encode_labels
+from .fairness import _check_k, _top_k, check_labels_present, encode_labels
 
 
 def _same_length(**arrays) -> list[np.ndarray]:
+    """The arrays as numpy, checked: 1-D, one length, not empty, no missing (None/NaN) value."""
+    for name, array in arrays.items():
+        check_labels_present(array, name)
     values = [np.asarray(array) for array in arrays.values()]
     lengths = {name: value.shape for name, value in zip(arrays, values)}
     if len({shape for shape in lengths.values()}) != 1 or values[0].ndim != 1:
@@ -68,6 +71,7 @@ def worst_group_recall(scores, query_concepts, image_concepts, image_attributes,
     image_concepts, image_attributes = _same_length(
         image_concepts=image_concepts, image_attributes=image_attributes
     )
+    check_labels_present(np.atleast_1d(np.asarray(query_concepts, dtype=object)), "query_concepts")
     query_concepts = np.atleast_1d(np.asarray(query_concepts))
     if query_concepts.shape != (array.shape[0],) or image_concepts.shape != (array.shape[1],):
         raise ValueError(

@@ -915,25 +915,29 @@ def write_model_cards(results: dict, config: DemoConfig, original_dir: Path, swe
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `cf-hf demo` parser (argparse alone: `--help` prints without importing torch)."""
     parser = argparse.ArgumentParser(
         prog="cf-hf demo",
-        description="Run the whole method on the embedded professions world and report the measured numbers.",
+        description="Run the whole method on the embedded professions world and report the measured numbers. "
+        "Options left unset take the preset's value (the full demo, or --quick).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--output_dir", default="outputs/demo", help="where every artefact is written")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (the tests' mode, <= 60 s)")
-    parser.add_argument(
-        "--seeds", type=int, default=None, help="fine-tuning seeds to average (default 3; quick 1)"
-    )
-    parser.add_argument("--alphas", default=None, help="comma-separated α's of the WiSE-FT sweep")
+    parser.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds to average; unset: 3 (--quick: 1)")
+    parser.add_argument("--alphas", type=float, nargs="+", default=None,
+                        help="the α's of the WiSE-FT sweep, space-separated; unset: the preset's")  # fmt: skip
     parser.add_argument("--no_ablations", action="store_true", help="skip the three ablations")
-    parser.add_argument("--finetune_steps", type=int, default=None)
-    parser.add_argument("--pretrain_steps", type=int, default=None)
-    parser.add_argument("--corpus_size", type=int, default=None)
+    parser.add_argument("--finetune_steps", type=int, default=None,
+                        help="fine-tuning steps per seed; unset: the preset's")  # fmt: skip
+    parser.add_argument("--pretrain_steps", type=int, default=None,
+                        help="pretraining steps of the original CLIP; unset: the preset's")  # fmt: skip
+    parser.add_argument("--corpus_size", type=int, default=None,
+                        help="image-caption pairs of the biased web corpus; unset: the preset's")  # fmt: skip
     parser.add_argument("--stereotype_probability", type=float, default=None,
-                        help="the corpus's stereotype probability for every attribute (default 0.85)")  # fmt: skip
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
+                        help="the corpus's stereotype probability for every attribute; unset: "
+                             f"{corpus_module.DEFAULT_STEREOTYPE_PROBABILITY}")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; unset: torch's choice")
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
     return parser
 
@@ -945,7 +949,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         config.seeds = args.seeds
     if args.alphas is not None:
-        config.alphas = tuple(float(value) for value in args.alphas.split(",") if value.strip())
+        config.alphas = tuple(args.alphas)
     if args.no_ablations:
         config.ablations = False
     if args.finetune_steps is not None:
