@@ -222,3 +222,45 @@ def test_compare_scores_every_method_in_one_results_file_table_and_frontier(tiny
     # Biased prompts change only the text side: the image tower is the original's (embeddings reused).
     fingerprints = {name: entry["model"]["image_fingerprint"] for name, entry in results["models"].items()}
     assert fingerprints["biased_prompts-lambda=1000"] == fingerprints["original"] != fingerprints["clip_clip-keep=6"]
+
+
+def test_cf_hf_compare_fits_the_methods_and_scores_them_beside_a_real_sweep(tiny_clip, tmp_path, capsys):
+    from _evaluation_fixtures import make_fairface, make_imagenet
+
+    from cf_hf.cli import main
+    from cf_hf.interpolation import interpolate_sweep
+
+    model, processor = tiny_clip
+    original, finetuned = tmp_path / "original", tmp_path / "finetuned"
+    model.save_pretrained(original)
+    processor.save_pretrained(original)
+    changed = type(model)(model.config)
+    changed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        changed.visual_projection.weight.mul_(0.5).add_(0.1)
+    changed.save_pretrained(finetuned)
+    processor.save_pretrained(finetuned)
+    interpolate_sweep(original, finetuned, [0.0, 1.0], tmp_path / "sweep")
+    fairface = make_fairface(tmp_path / "fairface", n=40)
+    common = ["--original", str(original), "--fairface", str(fairface), "--k", "10", "--concepts", "nurse", "chef",
+              "--imagenet", str(make_imagenet(tmp_path / "imagenet")), "--no_progress", "--no_plots"]
+    assert main(["compare", *common, "--sweep", str(tmp_path / "sweep"), "--methods", "clip_clip", "biased_prompts",
+                 "--clip_clip_fairface", str(fairface), "--clip_clip_fairface_csv",
+                 str(fairface / "fairface_label_val.csv"), "--clip_clip_keep", "8",
+                 "--output_dir", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(results["models"]) == ["original", "alpha=0", "alpha=1", "clip_clip-keep=8", "biased_prompts-lambda=1000"]
+    assert results["methods"]["alpha=1"] | {"path": None} == {
+        "name": "alpha=1", "method": "counterfactual", "path": None, "settings": {"alpha": 1.0}, "swept": "alpha",
+        "fit_seconds": 0.0}
+    assert results["models"]["alpha=0"]["gender"] == results["models"]["original"]["gender"]
+    assert (tmp_path / "out" / "methods" / "clip_clip-keep=8" / "config.json").is_file()
+    assert (tmp_path / "out" / "report.md").read_text().startswith("# cf_hf method comparison")
+    capsys.readouterr()
+
+    assert main(["compare", *common, "--methods", "clip_clip", "--output_dir", str(tmp_path / "bad")]) == 2
+    assert "needs --clip_clip_fairface" in capsys.readouterr().err
+    assert main(["compare", *common, "--methods", "biased_prompts", "--attribute", "religion",
+                 "--output_dir", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "no attribute 'religion'" in error[0]

@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _models(args, parser) -> tuple[dict, dict]:
+def models_from_args(args, parser, required: bool = True) -> tuple[dict, dict]:
+    """name -> checkpoint of --model and --sweep, and name -> α of the sweep's members."""
     from .protocol import load_sweep
 
     models, alphas = {}, {}
@@ -112,7 +113,7 @@ def _models(args, parser) -> tuple[dict, dict]:
         if clash:
             parser.error(f"model names {clash} clash with the sweep's")
         models.update(swept)
-    if not models:
+    if not models and required:
         parser.error("give at least one --model or --sweep")
     return models, alphas
 
@@ -130,7 +131,8 @@ def _concepts(values):
     return values
 
 
-def _sets(args, parser):
+def sets_from_args(args, parser):
+    """The fairness, retrieval and zero-shot sets the data options name (at least one)."""
     from . import loaders
 
     fairness, retrieval, zero_shot = [], [], []
@@ -163,22 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.no_progress:
         silence_progress_bars()
-    models, alphas = _models(args, parser)
+    models, alphas = models_from_args(args, parser)
     return run_reporting_errors("evaluate", lambda: _evaluate(args, parser, models, alphas))
 
 
-def _evaluate(args, parser, models: dict, alphas: dict) -> int:
+def evaluation_config(args):
+    """The `EvaluationConfig` the protocol and embedding options describe (shared with `cf-hf compare`)."""
     from .embedding import EmbeddingConfig
-    from .protocol import EvaluationConfig, FairnessConfig, evaluate_models
-    from .report import write_report
+    from .protocol import EvaluationConfig, FairnessConfig
 
-    fairness, retrieval, zero_shot = _sets(args, parser)
     templates = None
     if args.templates:
         templates = [line.strip() for line in Path(args.templates).read_text(encoding="utf-8").splitlines()
                      if line.strip() and not line.startswith("#")]
     cache_dir = args.cache_dir or str(Path(args.output_dir) / "embeddings")
-    config = EvaluationConfig(
+    return EvaluationConfig(
         fairness=FairnessConfig(templates=templates, concepts=_concepts(args.concepts), ks=args.ks,
                                 desired=args.desired, convention=args.convention, attributes=args.attributes,
                                 random_floor_queries=args.random_floor_queries),
@@ -187,14 +188,23 @@ def _evaluate(args, parser, models: dict, alphas: dict) -> int:
                                   cache_dir=None if cache_dir.lower() == "none" else cache_dir,
                                   progress=not args.no_progress, num_workers=args.num_workers),
     )
+
+
+def _evaluate(args, parser, models: dict, alphas: dict) -> int:
+    from .protocol import evaluate_models
+    from .report import write_report
+
+    fairness, retrieval, zero_shot = sets_from_args(args, parser)
+    config = evaluation_config(args)
     results = evaluate_models(models, fairness, retrieval, zero_shot, config, alphas=alphas)
     written = write_report(results, args.output_dir, plots=not args.no_plots)
-    _print_summary(results)
+    print_summary(results)
     print(f"wrote {', '.join(str(path) for path in written.values())}")
     return 0
 
 
-def _print_summary(results: dict) -> None:
+def print_summary(results: dict) -> None:
+    """One line per gallery (the k's used) and per model (headline numbers)."""
     for name, gallery in results["protocol"]["fairness"]["galleries"].items():
         print(f"fairness on {name!r} ({gallery['n_images']} images) at k = {gallery['ks']}"
               + (f"; k = {gallery['left_out_ks']} left out (not below the gallery size)" if gallery["left_out_ks"] else ""))

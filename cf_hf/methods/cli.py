@@ -1,0 +1,122 @@
+"""`cf-hf compare`: fit debiasing methods and score them with any existing checkpoints under one protocol.
+
+    cf-hf compare --original openai/clip-vit-base-patch32 --sweep outputs/sweep \\
+        --methods clip_clip biased_prompts --attribute gender \\
+        --clip_clip_fairface ~/data/fairface --clip_clip_keep 256 384 448 \\
+        --fairface ~/data/fairface --imagenet ~/data/imagenet/val --imagenet_classes classnames.txt \\
+        --output_dir outputs/compare
+
+The evaluation sets, the protocol and the embedding options are those of `cf-hf evaluate`. Writes the
+fitted checkpoints under OUTPUT_DIR/methods/, and results.json (the `cf-hf evaluate` schema plus a
+`methods` section), report.md (the comparison table first) and plots/frontier.png under OUTPUT_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+FITTED_METHODS = ("clip_clip", "biased_prompts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`cf-hf evaluate`'s parser with the method options (argparse alone: `--help` is fast)."""
+    from cf_hf.evaluation.cli import build_parser as evaluation_parser
+
+    parser = evaluation_parser()
+    parser.prog = "cf-hf compare"
+    parser.description = (
+        "Fit debiasing methods (CLIP-clip, biased prompts) on an original CLIP and score them, the original "
+        "and any given checkpoints (--model, --sweep: the counterfactual CF_alpha sweep) on the same sets; "
+        "writes results.json, report.md with one comparison table, and a fairness-accuracy frontier plot. "
+        "List options take space-separated values."
+    )
+    methods = parser.add_argument_group("methods")
+    methods.add_argument("--original", required=True, metavar="PATH",
+                         help="the original CLIP (folder or Hub id) the methods are fitted on and compared with")
+    methods.add_argument("--methods", nargs="+", default=[], choices=FITTED_METHODS,
+                         help="training-free methods to fit, space-separated; unset: none (compare --model/--sweep only)")
+    methods.add_argument("--attribute", default="gender",
+                         help="the protected attribute the fitted methods remove")
+    methods.add_argument("--clip_clip_keep", type=int, nargs="+",
+                         help="CLIP-clip: numbers of embedding dimensions kept, space-separated (one checkpoint "
+                              "each); unset: 50%%, 75%% and 90%% of the embedding size")
+    methods.add_argument("--clip_clip_fairface", metavar="DIR",
+                         help="CLIP-clip: FairFace folder whose labelled images rank the dimensions (the train split)")
+    methods.add_argument("--clip_clip_fairface_csv", metavar="CSV",
+                         help="CLIP-clip: labels CSV of --clip_clip_fairface; unset: DIR/fairface_label_train.csv")
+    methods.add_argument("--biased_prompts_lambda", type=float, nargs="+",
+                         help="biased prompts: calibration strengths λ, space-separated; unset: 1000")
+    methods.add_argument("--biased_prompts_file", metavar="YAML",
+                         help="biased prompts: the prompts file; unset: the shipped cf_hf/methods/biased_prompts.yaml")
+    return parser
+
+
+def _default_keep(original: str, embedding_config) -> list[int]:
+    from transformers import CLIPConfig
+
+    dimension = CLIPConfig.from_pretrained(original).projection_dim
+    return sorted({max(1, round(dimension * share)) for share in (0.5, 0.75, 0.9)})
+
+
+def _concept_names(config) -> list[str]:
+    from cf_hf.concepts import load_concepts
+
+    concepts = config.fairness.concepts
+    if concepts is None:
+        return [concept.name for concept in load_concepts()]
+    return [getattr(concept, "name", concept) for concept in concepts]
+
+
+def _compare(args, parser) -> int:
+    from cf_hf.evaluation.cli import evaluation_config, models_from_args, print_summary, sets_from_args
+    from cf_hf.evaluation.loaders import load_fairface
+    from cf_hf.methods.base import METHODS, MethodCheckpoint
+    from cf_hf.methods.compare import compare
+    from cf_hf.methods.linear import MethodError
+
+    models, alphas = models_from_args(args, parser, required=not args.methods)
+    fairness, retrieval, zero_shot = sets_from_args(args, parser)
+    config = evaluation_config(args)
+    output_dir = Path(args.output_dir)
+    checkpoints = [
+        MethodCheckpoint(name=name, method="counterfactual" if name in alphas else "checkpoint", path=Path(path),
+                         settings={"alpha": alphas[name]} if name in alphas else {},
+                         swept="alpha" if name in alphas else None)
+        for name, path in models.items()
+    ]
+    if "clip_clip" in args.methods:
+        if not args.clip_clip_fairface:
+            raise MethodError("--methods clip_clip needs --clip_clip_fairface DIR: labelled images to rank the "
+                              "embedding dimensions by (FairFace's train split)")
+        csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
+        gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
+                                label_values=args.fairface_labels, name="fairface-train")
+        keep = args.clip_clip_keep or _default_keep(args.original, config.embedding)
+        checkpoints += METHODS["clip_clip"](args.original, output_dir / "methods", gallery, args.attribute, keep,
+                                            embedding_config=config.embedding)
+    if "biased_prompts" in args.methods:
+        checkpoints += METHODS["biased_prompts"](args.original, output_dir / "methods", args.attribute,
+                                                 _concept_names(config), args.biased_prompts_lambda,
+                                                 args.biased_prompts_file, embedding_config=config.embedding)
+    results = compare(args.original, checkpoints, output_dir, fairness, retrieval, zero_shot, config,
+                      plots=not args.no_plots)
+    print_summary(results)
+    print(f"wrote {output_dir / 'results.json'}, {output_dir / 'report.md'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`cf-hf compare`: fit, evaluate, write the comparison; bad inputs in one line."""
+    from cf_hf.cli import run_reporting_errors, silence_progress_bars
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.no_progress:
+        silence_progress_bars()
+    return run_reporting_errors("compare", lambda: _compare(args, parser))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
