@@ -55,6 +55,16 @@ def test_clip_clip_drops_the_dimensions_that_carry_a_planted_attribute_signal():
     assert fit.name == "clip_clip-keep=10"
 
 
+def test_clip_clip_with_several_attributes_drops_the_dimensions_of_each():
+    embeddings, gender = _planted(signal=(3,), seed=0)
+    skin_tone = np.random.default_rng(5).integers(0, 3, size=len(gender))
+    embeddings[:, 9] += 2.0 * skin_tone
+    (fit,) = fit_clip_clip(embeddings, {"gender": gender, "skin_tone": skin_tone}, keep=[10])
+    assert sorted(set(range(12)) - set(np.flatnonzero(np.diag(fit.image_map)))) == [3, 9]
+    assert fit.settings["attribute"] == "gender+skin_tone"
+    assert set(fit.fitted_on["mutual_information"]) == {"gender", "skin_tone"}
+
+
 def test_clip_clip_mutual_information_ranks_informative_dimensions_highest():
     embeddings, labels = _planted()
     information = mutual_information(embeddings, labels)

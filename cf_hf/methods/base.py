@@ -60,25 +60,28 @@ def _engine(original: str | Path, embedding_config=None):
     return EmbeddingEngine.from_pretrained(original, embedding_config, name=Path(str(original)).name)
 
 
-def fit_clip_clip(original: str | Path, output_dir: str | Path, gallery, attribute: str,
+def fit_clip_clip(original: str | Path, output_dir: str | Path, gallery, attribute: str | Sequence[str],
                   keep: Sequence[int], seed: int = 0, embedding_config=None) -> list[MethodCheckpoint]:
     """CLIP-clip fitted on an attribute-labelled gallery (`cf_hf.evaluation.AttributeGallery`,
-    e.g. FairFace train): one checkpoint per number of kept dimensions."""
+    e.g. FairFace train): one checkpoint per number of kept dimensions. Several attributes: the
+    dimensions are ranked by their information summed over them."""
     from cf_hf.methods import clip_clip
 
-    if attribute not in gallery.attributes:
-        raise MethodError(f"clip_clip: the gallery {gallery.name!r} has no attribute {attribute!r}; "
+    attributes = [attribute] if isinstance(attribute, str) else list(attribute)
+    missing = [name for name in attributes if name not in gallery.attributes]
+    if missing or not attributes:
+        raise MethodError(f"clip_clip: the gallery {gallery.name!r} has no attribute {', '.join(map(repr, missing))}; "
                           f"it has {sorted(gallery.attributes)}")
     start = time.perf_counter()
     engine = _engine(original, embedding_config)
     embeddings = engine.embed_images(gallery.images, gallery.fingerprint)
-    fits = clip_clip.fit_clip_clip(embeddings, gallery.attributes[attribute], keep, attribute, seed=seed,
-                                   fitted_on={"gallery": gallery.name, "source": gallery.source,
-                                              "model": str(original)})
+    fits = clip_clip.fit_clip_clip(embeddings, {name: gallery.attributes[name] for name in attributes}, keep,
+                                   seed=seed, fitted_on={"gallery": gallery.name, "source": gallery.source,
+                                                         "model": str(original)})
     return save_linear_fits(original, fits, output_dir, time.perf_counter() - start)
 
 
-def fit_biased_prompts(original: str | Path, output_dir: str | Path, attribute: str, concepts: Sequence[str],
+def fit_biased_prompts(original: str | Path, output_dir: str | Path, attribute: str | Sequence[str], concepts: Sequence[str],
                        lambdas: Sequence[float] | None = None, prompts_file: str | Path | None = None,
                        values: Sequence[str] | None = None, embedding_config=None) -> list[MethodCheckpoint]:
     """Biased prompts for `attribute`, calibrated on pairs naming `concepts`: one checkpoint per λ."""

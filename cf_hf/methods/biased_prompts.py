@@ -39,7 +39,7 @@ class BiasedPrompts:
 
 
 def load_biased_prompts(
-    attribute: str,
+    attribute: str | Sequence[str],
     concepts: Sequence[str],
     path: str | Path | None = None,
     values: Sequence[str] | None = None,
@@ -47,36 +47,42 @@ def load_biased_prompts(
     """Prompts for `attribute` from the prompts file (default: the shipped `biased_prompts.yaml`).
 
     Args:
-        attribute: an attribute of the file (`gender`, `race`, `age` in the shipped one).
+        attribute: an attribute of the file (`gender`, `race`, `age` in the shipped one), or several:
+            their spurious prompts and calibration pairs are pooled.
         concepts: the concepts the calibration pairs name ("nurse", "doctor", ...).
         values: the attribute values to use (default: all of the file's); each must be in the file.
+            Only with a single attribute.
     """
     from cf_hf.concepts import read_data_file
 
     path = Path(path) if path is not None else PROMPTS_FILE
     data = read_data_file(path, PROMPTS_FORMAT)
-    attributes = data.get("attributes") or {}
-    if attribute not in attributes:
-        raise MethodError(f"{path}: no attribute {attribute!r}; the file has {sorted(attributes)}")
-    words = {str(key): str(value) for key, value in attributes[attribute].items()}
-    if values is not None:
-        unknown = [value for value in values if value not in words]
-        if unknown:
-            raise MethodError(f"{path}: attribute {attribute!r} has no value(s) {unknown}; it has {sorted(words)}")
-        words = {value: words[value] for value in values}
-    if len(words) < 2:
-        raise MethodError(f"{path}: attribute {attribute!r} needs at least two values, has {sorted(words)}")
+    attributes = [attribute] if isinstance(attribute, str) else list(attribute)
+    if values is not None and len(attributes) != 1:
+        raise MethodError("values= selects the values of one attribute; give a single attribute")
+    known = data.get("attributes") or {}
+    unknown = [name for name in attributes if name not in known]
+    if unknown or not attributes:
+        raise MethodError(f"{path}: no attribute {', '.join(map(repr, unknown))}; the file has {sorted(known)}")
     concepts = [str(concept) for concept in concepts]
     if not concepts:
         raise MethodError("biased prompts need at least one concept for the calibration pairs")
-    spurious = tuple(template.format(value=word) for template in data["spurious_templates"] for word in words.values())
-    pairs = tuple(
-        (template.format(value=first, concept=concept), template.format(value=second, concept=concept))
-        for template in data["pair_templates"]
-        for concept in concepts
-        for first, second in itertools.combinations(words.values(), 2)
-    )
-    return BiasedPrompts(attribute=attribute, spurious=spurious, pairs=pairs)
+    spurious, pairs = [], []
+    for name in attributes:
+        words = {str(key): str(value) for key, value in known[name].items()}
+        if values is not None:
+            missing = [value for value in values if value not in words]
+            if missing:
+                raise MethodError(f"{path}: attribute {name!r} has no value(s) {missing}; it has {sorted(words)}")
+            words = {value: words[value] for value in values}
+        if len(words) < 2:
+            raise MethodError(f"{path}: attribute {name!r} needs at least two values, has {sorted(words)}")
+        spurious += [template.format(value=word) for template in data["spurious_templates"] for word in words.values()]
+        pairs += [(template.format(value=first, concept=concept), template.format(value=second, concept=concept))
+                  for template in data["pair_templates"]
+                  for concept in concepts
+                  for first, second in itertools.combinations(words.values(), 2)]
+    return BiasedPrompts(attribute="+".join(attributes), spurious=tuple(spurious), pairs=tuple(pairs))
 
 
 def orthogonal_complement_projection(spurious_embeddings: np.ndarray) -> np.ndarray:

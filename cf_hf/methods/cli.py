@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the original CLIP (folder or Hub id) the methods are fitted on and compared with")
     methods.add_argument("--methods", nargs="+", default=[], choices=FITTED_METHODS,
                          help="training-free methods to fit, space-separated; unset: none (compare --model/--sweep only)")
-    methods.add_argument("--attribute", default="gender",
-                         help="the protected attribute the fitted methods remove")
+    methods.add_argument("--attribute", nargs="+", default=["gender"],
+                         help="the protected attribute(s) the fitted methods remove, space-separated")
     methods.add_argument("--clip_clip_keep", type=int, nargs="+",
                          help="CLIP-clip: numbers of embedding dimensions kept, space-separated (one checkpoint "
                               "each); unset: 50%%, 75%% and 90%% of the embedding size")

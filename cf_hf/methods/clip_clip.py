@@ -12,7 +12,7 @@ neighbours, the k-nearest-neighbour estimator for a continuous variable and a di
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -65,9 +65,9 @@ def kept_dimensions(information: np.ndarray, keep: int) -> np.ndarray:
 
 def fit_clip_clip(
     image_embeddings: np.ndarray,
-    labels: Sequence,
+    labels: Sequence | Mapping[str, Sequence],
     keep: Sequence[int],
-    attribute: str,
+    attribute: str | None = None,
     n_neighbors: int = DEFAULT_NEIGHBOURS,
     seed: int = 0,
     fitted_on: dict | None = None,
@@ -76,20 +76,30 @@ def fit_clip_clip(
 
     Args:
         image_embeddings: (n, d) image embeddings of the original model on an attribute-labelled set.
-        labels: (n,) the images' values of `attribute`.
+        labels: (n,) the images' values of `attribute`; or attribute -> (n,) labels to remove several
+            attributes at once (a dimension's information is then the sum over the attributes).
         keep: the numbers of dimensions to keep (a sweep), each in 1..d.
     """
     keep = [int(value) for value in keep]
     if not keep:
         raise MethodError("CLIP-clip needs at least one value of keep")
-    information = mutual_information(image_embeddings, labels, attribute, n_neighbors, seed)
+    if not isinstance(labels, Mapping):
+        if attribute is None:
+            raise MethodError("name the attribute the labels belong to (attribute=...)")
+        labels = {attribute: labels}
+    if not labels:
+        raise MethodError("CLIP-clip needs the labels of at least one attribute")
+    per_attribute = {name: mutual_information(image_embeddings, values, name, n_neighbors, seed)
+                     for name, values in labels.items()}
+    information = np.sum(list(per_attribute.values()), axis=0)
     for value in keep:
         kept_dimensions(information, value)  # validates every value before any fit is returned
     record = {"images": len(image_embeddings), "estimator": f"sklearn mutual_info_classif (k={n_neighbors})",
-              "mutual_information": [round(float(value), 6) for value in information], **(fitted_on or {})}
+              "mutual_information": {name: [round(float(value), 6) for value in values]
+                                     for name, values in per_attribute.items()}, **(fitted_on or {})}
     fits = []
     for value in keep:
         mask = np.diag(kept_dimensions(information, value).astype(np.float64))
-        fits.append(LinearMethod(method="clip_clip", settings={"attribute": attribute, "keep": value},
+        fits.append(LinearMethod(method="clip_clip", settings={"attribute": "+".join(labels), "keep": value},
                                  fitted_on=record, image_map=mask, text_map=mask, swept=("keep",)))
     return fits
