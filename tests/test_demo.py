@@ -102,7 +102,8 @@ def test_unbalanced_ablation_keeps_scenes_and_draws_stereotyped_appearances(quic
     import datasets
 
     from cf_hf.world.corpus import STEREOTYPES
-    from cf_hf.world.demo import _decorator_columns, unbalanced_dataset
+    from cf_hf.world.demo.ablations import unbalanced_dataset
+    from cf_hf.world.demo.stages import decorator_columns
 
     output_dir, _ = quick_demo
     dataset = datasets.load_dataset(
@@ -111,7 +112,7 @@ def test_unbalanced_ablation_keeps_scenes_and_draws_stereotyped_appearances(quic
     probability = {attribute: 0.85 for attribute in ATTRIBUTES}
     unbalanced = unbalanced_dataset(dataset, seed=0, stereotype_probability=probability)
     assert len(unbalanced) == len(dataset)
-    for column in ("caption", "group_id", *_decorator_columns()):
+    for column in ("caption", "group_id", *decorator_columns()):
         assert unbalanced[column] == dataset[column]
     concept_names = dataset.features["concept"].names
     rows = [row for row in unbalanced.select_columns(["gender", "skin_tone", "age"]).to_list()]
@@ -137,7 +138,7 @@ def _numbers(skew: float, zero_shot: float, recall: float) -> dict:
 
 
 def test_alpha_is_the_fairest_within_the_downstream_tolerance():
-    from cf_hf.world.demo import choose_alpha
+    from cf_hf.world.demo.selection import choose_alpha
 
     original = _numbers(1.0, 0.70, 0.40)
     sweep = {"alpha=0.5": _numbers(0.6, 0.70, 0.40), "alpha=0.9": _numbers(0.3, 0.695, 0.392),
@@ -148,7 +149,8 @@ def test_alpha_is_the_fairest_within_the_downstream_tolerance():
 
 
 def test_summary_chooses_alpha_on_the_validation_sets_and_reports_the_test_sets():
-    from cf_hf.world.demo import DemoConfig, summarise
+    from cf_hf.world.demo import DemoConfig
+    from cf_hf.world.demo.summary import summarise
 
     config = DemoConfig(alphas=(0.0, 0.5, 1.0), seeds=1, ablations=False)
     original = _numbers(1.0, 0.70, 0.40)

@@ -1,0 +1,181 @@
+"""report.md of the demo and the tables it prints: the headline, the targets, the α sweep, the
+ablations and what ran."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cf_hf.evaluation.results import FAIRNESS_METRICS, ORIGINAL, alpha_key
+
+from .. import galleries, render
+from ..corpus import ATTRIBUTES
+from .ablations import ABLATION_NAMES
+from .config import GALLERY_SEEDS, TARGET_REDUCTION
+from .stages import SHIPPED
+
+
+def _pm(mean: float, std: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summary_rows(results: dict) -> list[list[str]]:
+    """The headline table: original, chosen CF_α, floor; MaxSkew / NDKL per attribute, accuracy, R@5."""
+    chosen = alpha_key(results["chosen_alpha"])
+    rows = []
+    for label, key in ((ORIGINAL, ORIGINAL), (f"CF_α (α = {results['chosen_alpha']:g})", chosen)):
+        entry, std = results["models"][key], results["std"].get(key, {})
+        row = [label]
+        for name in ATTRIBUTES:
+            for metric in ("max_skew", "ndkl"):
+                row.append(_pm(entry[name][metric], std.get(name, {}).get(metric, 0.0)))
+        for metric in ("zero_shot_accuracy", "recall_at_5"):
+            row.append(_pm(100 * entry[metric], 100 * std.get(metric, 0.0), 1))
+        rows.append(row)
+    change = results["reduction"][chosen]["mean"]
+    change_std = results["reduction"][chosen]["std"]
+    row = ["reduction / change"]
+    for name in ATTRIBUTES:
+        for metric in ("max_skew", "ndkl"):
+            row.append(f"{100 * change[name][metric]:.0f}% ± {100 * change_std[name][metric]:.0f}")
+    row += [
+        f"{100 * change['zero_shot_accuracy_change']:+.1f} pt",
+        f"{100 * change['recall_at_5_change']:+.1f} pt",
+    ]
+    rows.append(row)
+    floor = results["random_floor"]
+    rows.append(
+        ["random ranking (floor)"]
+        + [f"{floor[name][metric]:.3f}" for name in ATTRIBUTES for metric in ("max_skew", "ndkl")]
+        + ["", ""]
+    )
+    return rows
+
+
+def summary_header() -> list[str]:
+    """The columns of `summary_rows`."""
+    header = ["model"]
+    for name in ATTRIBUTES:
+        header += [f"MaxSkew {name}", f"NDKL {name}"]
+    return header + ["zero-shot acc. (%)", "R@5 (%)"]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table of `rows` under `header`."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _model_rows(results: dict, names: list[str]) -> list[list[str]]:
+    rows = []
+    for name in names:
+        entry = results["models"][name]
+        std = results["std"].get(name, {})
+        row = [name]
+        for attribute in ATTRIBUTES:
+            for metric in FAIRNESS_METRICS:
+                row.append(_pm(entry[attribute][metric], std.get(attribute, {}).get(metric, 0.0)))
+        row += [_pm(100 * entry[m], 100 * std.get(m, 0.0), 1) for m in ("zero_shot_accuracy", "recall_at_5")]
+        groups = entry["zero_shot_groups"]
+        row += [f"{100 * groups.get(key, float('nan')):.1f}" for key in
+                ("stereotype=stereotypical", "stereotype=anti-stereotypical", "prop=hidden")]  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _model_header() -> list[str]:
+    header = ["model"]
+    for attribute in ATTRIBUTES:
+        header += [f"{metric} {attribute}" for metric in ("MaxSkew", "MinSkew", "NDKL")]
+    return header + [
+        "zero-shot (%)",
+        "R@5 (%)",
+        "acc. stereo. (%)",
+        "acc. anti-stereo. (%)",
+        "acc. prop hidden (%)",
+    ]
+
+
+def _original_text(config: dict) -> str:
+    """How the run got its original CLIP, for "What ran"."""
+    schedule = f"{config['pretrain']['steps']} steps at batch {config['pretrain']['batch_size']}"
+    if config.get("original", {}).get("source") == SHIPPED:
+        return f"the shipped one, loaded (pretrained from scratch once, with these settings: {schedule})."
+    return f"pretrained from scratch in this run for {schedule}."
+
+
+def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
+    """report.md: the headline table, the targets, the sweep, the ablations, the protocol."""
+    config = results["config"]
+    targets = results["targets"]
+    lines = [
+        "# cf-hf demo: counterfactual fine-tuning on the professions world",
+        "",
+        f"Measured by `cf-hf demo` ({results['seeds']} seed{'s' if results['seeds'] != 1 else ''}; "
+        f"mean ± std over seeds). Wall time {results['wall_time_seconds']:.0f} s, "
+        f"peak memory {results['peak_memory_mb']:.0f} MB.",
+        "",
+        "## Headline",
+        "",
+        markdown_table(summary_header(), summary_rows(results)),
+        "",
+        f"Fairness at k = {results['models'][ORIGINAL]['fairness_k']} on the world's FairFace (mean over "
+        f"{len(galleries.FAIRNESS_TEMPLATES)} templates x {len(render.PROFESSIONS)} professions; lower is fairer); "
+        "zero-shot accuracy on the world's ImageNet; text-to-image R@5 on the world's Flickr.",
+        "",
+        "## Targets",
+        "",
+    ]
+    for name in ATTRIBUTES:
+        for metric in ("max_skew", "ndkl"):
+            value = results["reduction"][alpha_key(results["chosen_alpha"])]["mean"][name][metric]
+            status = "met" if targets[name][metric] else "NOT met"
+            lines.append(f"- {metric} {name} reduced by ≥ {TARGET_REDUCTION:.0%}: {status} ({value:.0%})")
+    lines.append(
+        f"- zero-shot accuracy within 1 point: {'met' if targets['zero_shot_accuracy_within_1_point'] else 'NOT met'}"
+    )
+    lines.append(f"- R@5 within 1 point: {'met' if targets['recall_at_5_within_1_point'] else 'NOT met'}")
+    sweep_names = [alpha_key(alpha) for alpha in config["alphas"]]
+    lines += [
+        "",
+        "## The α sweep (WiSE-FT) and the ablations",
+        "",
+        f"The chosen α is the one with the largest mean MaxSkew and NDKL reduction whose zero-shot "
+        f"accuracy and R@5 stay within {config['downstream_tolerance'] * 100:g} point of the original, "
+        + (
+            "measured on validation galleries (other draws of the same world, seeds "
+            f"{', '.join(map(str, GALLERY_SEEDS['validation']))}; R@5 the mean over "
+            f"{config['validation_flickr_draws']} Flickr draws); the tables report the test galleries."
+            if results.get("alpha_selection", {}).get("sets") == "validation"
+            else "measured on the reported galleries themselves."
+        ),
+        "",
+        markdown_table(
+            _model_header(), _model_rows(results, [ORIGINAL] + sweep_names + list(results["ablations"]))
+        ),
+        "",
+    ]
+    for name, text in ABLATION_NAMES.items():
+        if name in results["ablations"]:
+            lines.append(f"- `{name}`: {text}.")
+    lines += ["", "## Plots", ""]
+    lines += [f"![{path.stem}]({path.relative_to(output_dir).as_posix()})" for path in plots]
+    lines += [
+        "",
+        "## What ran",
+        "",
+        f"- Biased web corpus: {config['corpus']['size']} captioned scenes; each attribute of a profession's person "
+        f"takes the profession's stereotyped value with probability {config['corpus']['stereotype_probability']}; "
+        f"{config['corpus']['portrait_fraction']:.0%} portraits on the plain backdrop.",
+        f"- Original CLIP: {_original_text(config)}",
+        f"- Counterfactual data: {config['captions_per_concept']} captions x {config['decorators_per_caption']} "
+        f"decorator draws per profession, {config['appearances_per_base'] or 16} grid cells per base image "
+        "(cf_hf.generation.generate with the world's components; dataset exported by dataset_builder).",
+        f"- Fine-tuning: {config['finetune_steps']} steps, batch {config['batch_size']} "
+        f"({config['group_size']} images per group), learning rate {config['learning_rate']}, β_cf = {config['beta_cf']}.",
+        "- Per-stage wall time (s): "
+        + ", ".join(f"{name}: {seconds:.0f}" for name, seconds in results["stage_seconds"].items()),
+        "- Full evaluation report of the first seed: `evaluation/report.md`.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""The demo's stages, each through the public API a real run uses: the world's evaluation sets, the
+original CLIP (shipped or pretrained), the counterfactual dataset, fine-tuning, and the numbers on
+the validation sets."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .. import galleries
+from ..corpus import SceneSet
+from .config import GALLERY_SEEDS, DemoConfig
+from .statistics import headline
+
+WORLD_DIR = Path(__file__).resolve().parents[1]
+# How the run got its original CLIP (results.json: config.original.source).
+SHIPPED, PRETRAINED = "shipped", "pretrained"
+
+
+def world_sets(config: DemoConfig, split: str = "test"):
+    """The evaluation sets of the harness, drawn from the world's galleries: the `test` sets that
+    the demo reports, or the `validation` sets (same sizes, other draws) that choose α.
+
+    Returns:
+        (fairness gallery, retrieval set (test) or list of retrieval sets (validation), zero-shot set)
+    """
+    size = config.corpus.image_size
+    fairface_seed, imagenet_seed, flickr_seed = GALLERY_SEEDS[split]
+    suffix = "" if split == "test" else f"_{split}"
+    fairface = galleries.fairface(config.fairface_per_cell, seed=fairface_seed, image_size=size)
+    imagenet = galleries.imagenet(config.imagenet_per_class, seed=imagenet_seed, image_size=size)
+    if split == "test":
+        retrieval = galleries.retrieval_set(galleries.flickr(config.flickr_images, seed=flickr_seed, image_size=size))
+    else:  # several draws, each the test set's size: R@5 is their mean (see DemoConfig)
+        retrieval = [
+            galleries.retrieval_set(
+                galleries.flickr(config.flickr_images, seed=flickr_seed + 10 * draw, image_size=size),
+                name=f"world_flickr{suffix}_{draw}",
+            )
+            for draw in range(config.validation_flickr_draws)
+        ]
+    return (
+        galleries.attribute_gallery(fairface, name=f"world_fairface{suffix}"),
+        retrieval,
+        galleries.zero_shot_set(imagenet, name=f"world_imagenet{suffix}"),
+    )
+
+
+def evaluation_config(config: DemoConfig, quiet: bool):
+    """The `cf_hf.evaluation.EvaluationConfig` of every evaluation in the run."""
+    from cf_hf.concepts import load_concepts
+    from cf_hf.evaluation import EvaluationConfig, FairnessConfig
+    from cf_hf.evaluation.embedding import EmbeddingConfig
+
+    fairness = FairnessConfig(
+        templates=list(galleries.FAIRNESS_TEMPLATES),
+        concepts=load_concepts(WORLD_DIR / "professions.yaml"),
+        ks=[config.fairness_k],
+        random_floor_queries=config.random_floor_queries,
+    )
+    return EvaluationConfig(fairness=fairness, embedding=EmbeddingConfig(batch_size=256, progress=not quiet))
+
+
+def validation_numbers(models: dict, sets, evaluation_config) -> dict:
+    """`headline` numbers of `models` on the validation sets (`world_sets(..., "validation")`), R@5
+    the mean over the Flickr draws."""
+    from cf_hf.evaluation import evaluate_models
+
+    fairface, flickr, imagenet = sets
+    results = evaluate_models(models, fairness=fairface, retrieval=flickr, zero_shot=imagenet, config=evaluation_config)
+    numbers = {}
+    for name, entry in results["models"].items():
+        numbers[name] = headline(entry)
+        recalls = [float(draw["text_to_image"]["5"]) for draw in entry["retrieval"].values()]
+        numbers[name]["recall_at_5"] = float(np.mean(recalls))
+    return numbers
+
+
+def find_shipped_original(config: DemoConfig, corpus: SceneSet, shipped_dir: str | Path | None = None):
+    """(the shipped original's folder, why) when the run may load it instead of pretraining: it was
+    pretrained with the run's corpus and pretraining settings on this very corpus, and the run does
+    not ask for pretraining (`pretrain_original`); (None, why not) otherwise.
+
+    `shipped_dir` is where the shipped original lives (unset: the one in the package).
+    """
+    from ..original import ORIGINAL_DIR, shipped_original
+
+    if config.pretrain_original:
+        return None, "pretraining asked for (--pretrain_original)"
+    return shipped_original(corpus, config.corpus, config.pretrain, path=shipped_dir or ORIGINAL_DIR)
+
+
+def copy_shipped_original(shipped_dir: Path, original_dir: Path) -> Path:
+    """Copy the shipped original into the run's `original_dir` (the outputs stay self-contained)."""
+    shutil.rmtree(original_dir, ignore_errors=True)
+    shutil.copytree(shipped_dir, original_dir)
+    return original_dir
+
+
+def pretrain_original(config: DemoConfig, corpus: SceneSet, original_dir: Path, log=None) -> Path:
+    """Pretrain the original CLIP from scratch on `corpus` and save it to `original_dir`."""
+    import torch
+
+    from ..pretrain import pretrain_original_clip
+
+    shutil.rmtree(original_dir, ignore_errors=True)  # no file of an earlier original may remain
+    torch.manual_seed(config.pretrain.seed)
+    pretrain_original_clip(corpus, config.pretrain, output_dir=original_dir, log=log)
+    return original_dir
+
+
+def generation_config(config: DemoConfig, seed: int):
+    """The `cf_hf.generation.GenerationConfig` of the world's counterfactual dataset for `seed`."""
+    from cf_hf.concepts import load_attribute_grid, load_concepts, load_decorators
+    from cf_hf.generation import GenerationConfig
+
+    return GenerationConfig(
+        concepts=load_concepts(WORLD_DIR / "professions.yaml"),
+        attribute_grid=load_attribute_grid(WORLD_DIR / "attribute_grid.yaml"),
+        decorators=load_decorators(WORLD_DIR / "decorators.yaml"),
+        captions_per_concept=config.captions_per_concept,
+        decorators_per_caption=config.decorators_per_caption,
+        appearances_per_base=config.appearances_per_base,
+        seed=seed,
+        shard_size=16,
+        text_to_image_batch_size=16,
+        segmentation_batch_size=16,
+        inpainting_batch_size=64,
+    )
+
+
+def make_counterfactual_dataset(config: DemoConfig, seed: int, run_dir: Path, dataset_dir: Path, quiet: bool):
+    """`cf_hf.generation.generate` with the world's components, exported as a dataset folder."""
+    from cf_hf.generation import generate
+    from dataset_builder import export_dataset
+
+    from ..components import WorldCaptionWriter, WorldInpainter, WorldSegmenter, WorldTextToImage
+
+    report = generate(
+        generation_config(config, seed),
+        caption_writer=WorldCaptionWriter(),
+        text_to_image=WorldTextToImage(image_size=config.corpus.image_size),
+        segmenter=WorldSegmenter(),
+        inpainter=WorldInpainter(),
+        output_dir=run_dir,
+        show_progress=not quiet,
+    )
+    if not report.complete:
+        raise RuntimeError(
+            f"the counterfactual generation in {run_dir} did not complete:\n{report.summary()}"
+        )
+    export_dataset(run_dir, dataset_dir, test_size=0.0, overwrite=True)
+    return report
+
+
+def decorator_columns() -> tuple[str, ...]:
+    """The counterfactual dataset's decorator columns, in the order of the world's decorators file."""
+    from cf_hf.concepts import load_decorators
+    from cf_hf.generation.orchestration import DECORATOR_PREFIX
+
+    return tuple(DECORATOR_PREFIX + name for name in load_decorators(WORLD_DIR / "decorators.yaml"))
+
+
+def training_arguments(config: DemoConfig, output_dir: Path, seed: int, quiet: bool, **overrides):
+    """`CounterfactualTrainingArguments` of the demo's fine-tuning; `overrides` replace any field."""
+    from cf_hf.training import CounterfactualTrainingArguments
+
+    values = dict(
+        output_dir=str(output_dir),
+        max_steps=config.finetune_steps,
+        per_device_train_batch_size=config.batch_size,
+        group_size=config.group_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=max(1, config.finetune_steps // 10),
+        lr_scheduler_type="cosine",
+        beta_cf=config.beta_cf,
+        logging_steps=max(1, config.finetune_steps // 5),
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=seed,
+        data_seed=seed,
+        # One worker decodes and collates the next batch while the step runs.
+        dataloader_num_workers=1,
+        dataloader_persistent_workers=True,
+        disable_tqdm=quiet,
+        caption_suffix_columns=list(decorator_columns()) if config.caption_decorators else [],
+        freeze_text=config.freeze_text,
+    )
+    values.update(overrides)
+    return CounterfactualTrainingArguments(**values)
+
+
+def fine_tune(
+    config: DemoConfig, original_dir: Path, dataset, output_dir: Path, seed: int, quiet: bool, **overrides
+) -> Path:
+    """`cf_hf.training.train` from the original checkpoint; returns the fine-tuned checkpoint folder."""
+    from cf_hf.training import train
+
+    args = training_arguments(config, output_dir, seed, quiet, **overrides)
+    return Path(train(str(original_dir), dataset, args))

@@ -1,0 +1,64 @@
+"""results.json of the demo: every model's numbers over seeds, their reductions, the chosen α and
+the targets, in the schema of `cf_hf.evaluation.results`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from cf_hf.evaluation.results import ORIGINAL, alpha_key
+
+from ..corpus import ATTRIBUTES
+from .ablations import ABLATION_NAMES
+from .config import DOWNSTREAM_TOLERANCE, TARGET_REDUCTION, DemoConfig
+from .selection import choose_alpha, selection_numbers, selection_rule
+from .statistics import mean_and_std, reductions
+
+
+def targets(change: dict) -> dict:
+    """Which targets the reductions of the chosen model (`reductions`, means over seeds) meet."""
+    met = {
+        name: {metric: bool(change[name][metric] >= TARGET_REDUCTION) for metric in ("max_skew", "ndkl")}
+        for name in ATTRIBUTES
+    }
+    met["zero_shot_accuracy_within_1_point"] = bool(change["zero_shot_accuracy_change"] >= -DOWNSTREAM_TOLERANCE)
+    met["recall_at_5_within_1_point"] = bool(change["recall_at_5_change"] >= -DOWNSTREAM_TOLERANCE)
+    return met
+
+
+def summarise(
+    config: DemoConfig, original: dict, floor: dict, per_seed: list[dict], validation: dict | None = None
+) -> dict:
+    """results.json (the schema of `cf_hf.evaluation.results`): `models` (the original; the sweep,
+    each with its `alpha`; the ablations: means over seeds), their std, reductions, chosen α, targets.
+
+    α is chosen on `validation` ({"original": numbers, "per_seed": [{alpha=<α>: numbers}]}, the
+    validation sets' numbers) when given, otherwise on the reported numbers themselves.
+    """
+    names = list(per_seed[0])
+    means, stds, changes = {}, {}, {}
+    for name in names:
+        means[name], stds[name] = mean_and_std([run[name] for run in per_seed])
+        change_means, change_stds = mean_and_std([reductions(original, run[name]) for run in per_seed])
+        changes[name] = {"mean": change_means, "std": change_stds}
+    candidates = list(validation["per_seed"][0]) if validation is not None else [alpha_key(a) for a in config.alphas]
+    selection_original, selection_sweep, sets = selection_numbers(candidates, original, means, validation)
+    chosen = choose_alpha(config.alphas, selection_original, selection_sweep, config.downstream_tolerance)
+    models = {ORIGINAL: original}
+    models.update({alpha_key(alpha): {**means[alpha_key(alpha)], "alpha": float(alpha)} for alpha in config.alphas})
+    models.update({name: means[name] for name in names if name in ABLATION_NAMES})
+    results = {"models": models, "chosen_alpha": chosen}
+    results["alpha_selection"] = {
+        "sets": sets,
+        "rule": selection_rule(config.downstream_tolerance),
+        "reductions": {name: reductions(selection_original, numbers) for name, numbers in selection_sweep.items()},
+    }
+    results["ablations"] = {name: text for name, text in ABLATION_NAMES.items() if name in names}
+    results["std"] = {name: stds[name] for name in names}
+    results["reduction"] = changes
+    results["random_floor"] = {name: floor[name]["equal_opportunity"] for name in ATTRIBUTES if name in floor}
+    results["targets"] = targets(changes[alpha_key(chosen)]["mean"])
+    results["seeds"] = config.seeds
+    results["per_seed"] = per_seed
+    results["config"] = json.loads(json.dumps(asdict(config), default=str))
+    return results
