@@ -18,6 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 setup: $(STAMP)
 
+# One seed from the shipped original CLIP; README's tables: cf-hf demo --seeds 3 --ablations
 demo: $(STAMP)
 	$(BIN)/cf-hf demo --output_dir outputs/demo
 

@@ -165,3 +165,12 @@ def test_summary_chooses_alpha_on_the_validation_sets_and_reports_the_test_sets(
     assert chosen["reduction"]["alpha=0.5"]["mean"]["gender"]["max_skew"] == pytest.approx(0.5)
     assert not chosen["targets"]["gender"]["max_skew"]  # 50% < 60%, on the reported (test) numbers
     assert summarise(config, original, floor, test)["chosen_alpha"] == 1.0  # without validation sets
+
+
+def test_quick_demo_says_it_pretrained_its_original_and_why(quick_demo):
+    """--quick differs from the shipped original's settings: the run pretrains and records why."""
+    output_dir, _ = quick_demo
+    results = json.loads((output_dir / "results.json").read_text())
+    assert results["config"]["original"] == {"source": "pretrained",
+                                             "reason": "the shipped original was pretrained with other settings"}
+    assert "pretrained from scratch in this run" in (output_dir / "report.md").read_text()
