@@ -174,3 +174,44 @@ def test_quick_demo_says_it_pretrained_its_original_and_why(quick_demo):
     assert results["config"]["original"] == {"source": "pretrained",
                                              "reason": "the shipped original was pretrained with other settings"}
     assert "pretrained from scratch in this run" in (output_dir / "report.md").read_text()
+
+
+def test_quick_demo_compares_clip_clip_and_biased_prompts_under_the_same_protocol(quick_demo):
+    from cf_hf.methods import METHOD_CONFIG_FIELD
+
+    output_dir, stdout = quick_demo
+    results = json.loads((output_dir / "results.json").read_text())
+    selection = results["method_selection"]
+    assert selection["clip_clip"]["candidates"] == [f"clip_clip-keep={m}" for m in (8, 16, 24, 28)]
+    assert selection["biased_prompts"]["candidates"] == [f"biased_prompts-lambda={lam}" for lam in (10, 100, 1000)]
+    for method in selection.values():
+        assert method["sets"] == "validation"
+        assert method["chosen"] is None or method["chosen"] in method["candidates"]
+        for name in method["candidates"]:
+            assert set(results["models"][name]["gender"]) == {"max_skew", "min_skew", "ndkl"}
+            assert results["methods"][name]["fit_seconds"] > 0
+    config = json.loads((output_dir / "seed-0" / "methods" / "clip_clip-keep=8" / "config.json").read_text())
+    assert config[METHOD_CONFIG_FIELD]["settings"] == {"attribute": "gender+skin_tone+age", "keep": 8}
+    assert "## Against other debiasing methods" in (output_dir / "report.md").read_text()
+    assert "| CLIP-clip (m = " in stdout and "| biased prompts (λ = " in stdout
+
+
+def test_summary_chooses_each_methods_setting_on_the_validation_sets():
+    from cf_hf.world.demo import DemoConfig
+    from cf_hf.world.demo.summary import summarise
+
+    config = DemoConfig(alphas=(0.0, 1.0), seeds=1, ablations=False)
+    original = _numbers(1.0, 0.70, 0.40)
+    sweep = {"alpha=0": original, "alpha=1": _numbers(0.5, 0.70, 0.40)}
+    # On the test sets m = 8 is fairest and keeps accuracy; on validation it loses 5 points: m = 16.
+    test = [{**sweep, "clip_clip-keep=8": _numbers(0.3, 0.70, 0.40), "clip_clip-keep=16": _numbers(0.6, 0.70, 0.40)}]
+    validation = {"original": original, "per_seed": [{**sweep, "clip_clip-keep=8": _numbers(0.3, 0.65, 0.40),
+                                                      "clip_clip-keep=16": _numbers(0.6, 0.70, 0.40)}]}  # fmt: skip
+    runs = [{name: {"name": name, "method": "clip_clip", "path": "x", "settings": {}, "swept": "keep",
+                    "fit_seconds": 2.0} for name in ("clip_clip-keep=8", "clip_clip-keep=16")}]  # fmt: skip
+    floor = {attribute: {"equal_opportunity": {"max_skew": 0.1}} for attribute in ATTRIBUTES}
+    results = summarise(config, original, floor, test, validation, runs)
+    assert results["method_selection"]["clip_clip"]["chosen"] == "clip_clip-keep=16"
+    assert results["chosen_alpha"] == 1.0  # the methods' names never enter the α choice
+    assert "clip_clip-keep=8" not in results["alpha_selection"]["reductions"]
+    assert results["methods"]["clip_clip-keep=8"]["fit_seconds"] == 2.0

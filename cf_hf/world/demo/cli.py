@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stereotype_probability", type=float, default=None,
                         help="the corpus's stereotype probability for every attribute; unset: "
                              f"{corpus_module.DEFAULT_STEREOTYPE_PROBABILITY}")  # fmt: skip
+    parser.add_argument("--no_methods", action="store_true",
+                        help="do not compare CLIP-clip and biased prompts (cf_hf.methods) with CF_α")
     parser.add_argument("--pretrain_original", action="store_true",
                         help="pretrain the original CLIP in this run even when the shipped one matches its settings")  # fmt: skip
     parser.add_argument("--pretrain", action="store_true",
@@ -65,6 +67,8 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         config.ablations = True
     if args.pretrain_original:
         config.pretrain_original = True
+    if args.no_methods:
+        config.compare_methods = False
     if args.finetune_steps is not None:
         config.finetune_steps = args.finetune_steps
     if args.pretrain_steps is not None:
@@ -104,13 +108,16 @@ def main(argv: list[str] | None = None) -> int:
         path = write_original(config, args.original_dir, args.quiet)
         print(f"shipped original written to {path}")
         return 0
-    from .report import markdown_table, summary_header, summary_rows
+    from .report import comparison_header, comparison_rows, markdown_table, summary_header, summary_rows
     from .run import run_demo
 
     results = run_demo(config, args.output_dir, quiet=args.quiet, shipped_dir=args.original_dir)
     print()
     print(markdown_table(summary_header(), summary_rows(results)))
     print()
+    if results.get("method_selection"):
+        print(markdown_table(comparison_header(), comparison_rows(results)))
+        print()
     print(f"chosen α = {results['chosen_alpha']:g}; wall time {results['wall_time_seconds']:.0f} s; "
           f"peak memory {results['peak_memory_mb']:.0f} MB; original CLIP "
           f"{results['config']['original']['source']}")  # fmt: skip

@@ -15,6 +15,8 @@ TARGET_REDUCTION = 0.60
 DOWNSTREAM_TOLERANCE = 0.01
 # Seeds of the galleries: the reported (test) sets, and the validation sets on which α is chosen.
 GALLERY_SEEDS = {"test": (101, 102, 103), "validation": (201, 202, 203)}
+# Seed of the labelled people (the world's FairFace "train" draw) that CLIP-clip ranks dimensions on.
+METHOD_FIT_SEED = 301
 
 
 @dataclass
@@ -56,6 +58,12 @@ class DemoConfig:
     validation_flickr_draws: int = 4
     fairness_k: int = 100
     random_floor_queries: int = 64
+    # Other debiasing methods (cf_hf.methods) compared under the same protocol; each method's swept
+    # setting is chosen on the validation galleries by the rule that chooses α.
+    compare_methods: bool = True
+    clip_clip_keep: tuple[int, ...] = (16, 32, 48, 56)  # of the 64 embedding dimensions
+    biased_prompts_lambdas: tuple[float, ...] = (10.0, 100.0, 1000.0)
+    method_fit_per_cell: int = 64  # people per grid cell in CLIP-clip's labelled images
     # Repetitions and ablations: one seed without ablations is the quick look; README's tables
     # come from `cf-hf demo --seeds 3 --ablations`.
     seeds: int = 1
@@ -88,6 +96,8 @@ class DemoConfig:
             validation_flickr_draws=2,
             fairness_k=50,
             random_floor_queries=16,
+            clip_clip_keep=(8, 16, 24, 28),
+            method_fit_per_cell=16,
             seeds=1,
             ablations=False,
         )

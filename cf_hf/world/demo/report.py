@@ -51,6 +51,56 @@ def summary_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def comparison_models(results: dict) -> list[tuple[str, str]]:
+    """(label, model name) of the comparison: the original, the chosen CF_α and each compared
+    method's setting chosen on the validation sets (methods whose every setting lost too much
+    downstream accuracy are listed with the fairest setting, marked)."""
+    rows = [(ORIGINAL, ORIGINAL), (f"CF_α (α = {results['chosen_alpha']:g})", alpha_key(results["chosen_alpha"]))]
+    for selection in results.get("method_selection", {}).values():
+        chosen = selection["chosen"]
+        if chosen is None:
+            fairest = max(selection["candidates"], key=lambda name: sum(
+                selection["reductions"][name][attribute][metric] for attribute in ATTRIBUTES for metric in ("max_skew", "ndkl")))
+            rows.append((f"{selection['label']} ({_setting(fairest)}; none within tolerance)", fairest))
+        else:
+            rows.append((f"{selection['label']} ({_setting(chosen)})", chosen))
+    return rows
+
+
+def _setting(name: str) -> str:
+    """"clip_clip-keep=32" -> "keep = 32"."""
+    key, _, value = name.split("-", 1)[1].partition("=")
+    return {"keep": "m", "lambda": "λ"}.get(key, key) + f" = {value}"
+
+
+def comparison_rows(results: dict) -> list[list[str]]:
+    """One row per compared model: MaxSkew / NDKL per attribute, accuracies (mean ± std over seeds),
+    the mean MaxSkew and NDKL cut, and the fit time; then the random floor."""
+    rows = []
+    for label, name in comparison_models(results):
+        entry, std = results["models"][name], results["std"].get(name, {})
+        row = [label]
+        for attribute in ATTRIBUTES:
+            for metric in ("max_skew", "ndkl"):
+                row.append(_pm(entry[attribute][metric], std.get(attribute, {}).get(metric, 0.0)))
+        row += [_pm(100 * entry[m], 100 * std.get(m, 0.0), 1) for m in ("zero_shot_accuracy", "recall_at_5")]
+        change = results["reduction"][name]["mean"] if name != ORIGINAL else None
+        row.append("" if change is None else f"{100 * sum(change[a][m] for a in ATTRIBUTES for m in ('max_skew', 'ndkl')) / (2 * len(ATTRIBUTES)):.0f}%")
+        fit = results.get("methods", {}).get(name, {}).get("fit_seconds")
+        row.append(f"{fit:.1f}" if fit is not None else "")
+        rows.append(row)
+    floor = results["random_floor"]
+    rows.append(["random ranking (floor)"]
+                + [f"{floor[name][metric]:.3f}" for name in ATTRIBUTES for metric in ("max_skew", "ndkl")]
+                + ["", "", "", ""])  # fmt: skip
+    return rows
+
+
+def comparison_header() -> list[str]:
+    """The columns of `comparison_rows`."""
+    return summary_header() + ["mean cut", "fit (s)"]
+
+
 def summary_header() -> list[str]:
     """The columns of `summary_rows`."""
     header = ["model"]
@@ -126,6 +176,7 @@ def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
         "## Targets",
         "",
     ]
+    comparison = comparison_rows(results) if results.get("method_selection") else None
     for name in ATTRIBUTES:
         for metric in ("max_skew", "ndkl"):
             value = results["reduction"][alpha_key(results["chosen_alpha"])]["mean"][name][metric]
@@ -135,10 +186,23 @@ def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
         f"- zero-shot accuracy within 1 point: {'met' if targets['zero_shot_accuracy_within_1_point'] else 'NOT met'}"
     )
     lines.append(f"- R@5 within 1 point: {'met' if targets['recall_at_5_within_1_point'] else 'NOT met'}")
+    if comparison:
+        lines += [
+            "",
+            "## Against other debiasing methods",
+            "",
+            "CLIP-clip and biased prompts (`cf_hf.methods`), fitted on the same original to remove gender, skin tone "
+            "and age at once; each method's setting is chosen on the validation galleries by the rule that chooses α. "
+            "Mean cut: the mean reduction of MaxSkew and NDKL over the attributes; fit: wall time of fitting the "
+            "method's whole sweep (for CF_α, see the stage times).",
+            "",
+            markdown_table(comparison_header(), comparison),
+        ]
     sweep_names = [alpha_key(alpha) for alpha in config["alphas"]]
+    method_names = [name for selection in results.get("method_selection", {}).values() for name in selection["candidates"]]
     lines += [
         "",
-        "## The α sweep (WiSE-FT) and the ablations",
+        "## The α sweep (WiSE-FT), the methods' settings and the ablations",
         "",
         f"The chosen α is the one with the largest mean MaxSkew and NDKL reduction whose zero-shot "
         f"accuracy and R@5 stay within {config['downstream_tolerance'] * 100:g} point of the original, "
@@ -151,7 +215,7 @@ def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
         ),
         "",
         markdown_table(
-            _model_header(), _model_rows(results, [ORIGINAL] + sweep_names + list(results["ablations"]))
+            _model_header(), _model_rows(results, [ORIGINAL] + sweep_names + method_names + list(results["ablations"]))
         ),
         "",
     ]

@@ -24,7 +24,9 @@ from .stages import (
     evaluation_config,
     find_shipped_original,
     fine_tune,
+    fit_methods,
     make_counterfactual_dataset,
+    method_fit_gallery,
     pretrain_original,
     validation_numbers,
     world_sets,
@@ -77,7 +79,7 @@ def peak_memory_mb() -> float:
 
 def seed_stages(config: DemoConfig) -> int:
     """Progress stages per seed: dataset, fine-tuning, sweep, and one per set of compared models."""
-    return 3 + (1 if config.ablations else 0)
+    return 3 + (1 if config.ablations else 0) + (1 if config.compare_methods else 0)
 
 
 def compared_models(config: DemoConfig, original_dir: Path, dataset, seed_dir: Path, seed: int,
@@ -125,6 +127,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
     corpus = corpus_module.make_corpus(config.corpus)
     fairface, flickr, imagenet = world_sets(config)
     validation_sets = world_sets(config, "validation")
+    fit_gallery = method_fit_gallery(config) if config.compare_methods else None
     evaluation = evaluation_config(config, quiet)
 
     original_dir = output_dir / "original"
@@ -140,6 +143,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
                   "per_seed": []}  # fmt: skip
 
     per_seed: list[dict] = []
+    method_runs: list[dict] = []  # per seed: fitted checkpoint name -> `MethodCheckpoint.record()`
     first_seed_results = None
     first_sweep_dir = None
     generation_summary = {}
@@ -162,7 +166,14 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
         shutil.rmtree(sweep_dir, ignore_errors=True)
         sweep = interpolate_sweep(original_dir, finetuned_dir, config.alphas, sweep_dir)
         models = {alpha_key(entry["alpha"]): sweep_dir / entry["path"] for entry in sweep["alphas"]}
-        progress.say(f"seed {seed}: evaluating the sweep on the validation sets (they choose α)")
+        if config.compare_methods:
+            progress.stage(f"seed {seed}: CLIP-clip (m = {', '.join(map(str, config.clip_clip_keep))}) and biased "
+                           f"prompts (λ = {', '.join(f'{lam:g}' for lam in config.biased_prompts_lambdas)}), "
+                           "fitted on the original (cf_hf.methods)")  # fmt: skip
+            fitted = fit_methods(config, original_dir, fit_gallery, seed_dir / "methods", seed, evaluation)
+            method_runs.append({checkpoint.name: checkpoint.record() for checkpoint in fitted})
+            models.update({checkpoint.name: checkpoint.path for checkpoint in fitted})
+        progress.say(f"seed {seed}: evaluating the sweep and the methods on the validation sets (they choose α, m, λ)")
         validation["per_seed"].append(validation_numbers(models, validation_sets, evaluation))
         models.update(compared_models(config, original_dir, dataset, seed_dir, seed, progress, quiet))
         progress.say(f"seed {seed}: evaluating {len(models)} models")
@@ -174,7 +185,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
             first_seed_results, first_sweep_dir = results, sweep_dir
 
     progress.stage("results, report, plots and model cards")
-    results = summarise(config, original, floor, per_seed, validation)
+    results = summarise(config, original, floor, per_seed, validation, method_runs)
     results["config"]["original"] = original_source
     # Every model was evaluated with the original's protocol (one config, the same galleries).
     results["protocol"] = original_results["protocol"]

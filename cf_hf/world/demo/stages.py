@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import galleries
+from .. import galleries, render
 from ..corpus import SceneSet
-from .config import GALLERY_SEEDS, DemoConfig
+from .config import GALLERY_SEEDS, METHOD_FIT_SEED, DemoConfig
 from .statistics import headline
 
 WORLD_DIR = Path(__file__).resolve().parents[1]
@@ -46,6 +46,28 @@ def world_sets(config: DemoConfig, split: str = "test"):
         retrieval,
         galleries.zero_shot_set(imagenet, name=f"world_imagenet{suffix}"),
     )
+
+
+def method_fit_gallery(config: DemoConfig):
+    """The labelled people CLIP-clip ranks the embedding dimensions on: another draw of the world's
+    FairFace, disjoint from the test and validation galleries (its "train" split)."""
+    fairface = galleries.fairface(config.method_fit_per_cell, seed=METHOD_FIT_SEED, image_size=config.corpus.image_size)
+    return galleries.attribute_gallery(fairface, name="world_fairface_train")
+
+
+def fit_methods(config: DemoConfig, original_dir: Path, gallery, output_dir: Path, seed: int, evaluation) -> list:
+    """CLIP-clip (every `clip_clip_keep`) and biased prompts (every `biased_prompts_lambdas`),
+    fitted on the original to remove the world's three attributes at once: `MethodCheckpoint`s."""
+    from cf_hf.methods.base import METHODS
+
+    from ..corpus import ATTRIBUTES
+
+    checkpoints = METHODS["clip_clip"](original_dir, output_dir, gallery, list(ATTRIBUTES), config.clip_clip_keep,
+                                       seed=seed, embedding_config=evaluation.embedding)
+    checkpoints += METHODS["biased_prompts"](original_dir, output_dir, list(ATTRIBUTES), list(render.PROFESSIONS),
+                                             config.biased_prompts_lambdas, WORLD_DIR / "biased_prompts.yaml",
+                                             embedding_config=evaluation.embedding)
+    return checkpoints
 
 
 def evaluation_config(config: DemoConfig, quiet: bool):
