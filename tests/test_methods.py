@@ -22,6 +22,25 @@ def tiny_clip():
     return model.eval(), processor
 
 
+@pytest.fixture(scope="module")
+def saved_original(tiny_clip, tmp_path_factory):
+    """The tiny CLIP saved as a checkpoint folder (weights, config, processor)."""
+    model, processor = tiny_clip
+    folder = tmp_path_factory.mktemp("original")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fairface_gallery(tmp_path_factory):
+    from _evaluation_fixtures import make_fairface
+
+    from cf_hf.evaluation.loaders import load_fairface
+
+    return load_fairface(make_fairface(tmp_path_factory.mktemp("fairface"), n=40))
+
+
 def _text_embeddings(model, processor, texts):
     tokens = processor.tokenizer(list(texts), padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -95,11 +114,9 @@ def test_biased_prompts_make_the_paired_prompts_embed_alike_when_lambda_is_large
     assert np.abs(spurious @ projection.T).max() < 1e-8
 
 
-def test_folded_checkpoints_load_without_cf_hf_and_give_the_methods_similarities(tiny_clip, tmp_path):
+def test_folded_checkpoints_load_without_cf_hf_and_give_the_methods_similarities(tiny_clip, saved_original, tmp_path):
     model, processor = tiny_clip
-    original = tmp_path / "original"
-    model.save_pretrained(original)
-    processor.save_pretrained(original)
+    original = saved_original
     texts = ["a photo of a nurse", "a male doctor in the hospital", "a female chef in the kitchen", "a person"]
     pixels = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     torch.save(pixels, tmp_path / "pixels.pt")
@@ -162,18 +179,11 @@ def test_bad_input_is_refused_with_a_clear_error(tiny_clip, tmp_path):
     assert (user_folder / "notes.txt").read_text() == "keep me"
 
 
-def test_methods_fit_from_a_fairface_folder_and_a_saved_original(tiny_clip, tmp_path):
-    from _evaluation_fixtures import make_fairface
-
+def test_methods_fit_from_a_fairface_folder_and_a_saved_original(saved_original, fairface_gallery, tmp_path):
     from cf_hf.evaluation.embedding import EmbeddingConfig
-    from cf_hf.evaluation.loaders import load_fairface
     from cf_hf.methods.base import METHODS
 
-    model, processor = tiny_clip
-    original = tmp_path / "original"
-    model.save_pretrained(original)
-    processor.save_pretrained(original)
-    gallery = load_fairface(make_fairface(tmp_path / "fairface", n=40))
+    original, gallery = saved_original, fairface_gallery
     embedding = EmbeddingConfig(cache_dir=str(tmp_path / "cache"), progress=False)
     clipped = METHODS["clip_clip"](original, tmp_path / "out", gallery, "gender", keep=[8, 12],
                                    embedding_config=embedding)
@@ -191,20 +201,17 @@ def test_methods_fit_from_a_fairface_folder_and_a_saved_original(tiny_clip, tmp_
     assert config[METHOD_CONFIG_FIELD]["settings"] == {"attribute": "gender", "lambda": 1000.0}
 
 
-def test_compare_scores_every_method_in_one_results_file_table_and_frontier(tiny_clip, tmp_path):
-    from _evaluation_fixtures import make_fairface, make_imagenet
+def test_compare_scores_every_method_in_one_results_file_table_and_frontier(saved_original, fairface_gallery,
+                                                                            tmp_path):
+    from _evaluation_fixtures import make_imagenet
 
     from cf_hf.evaluation.embedding import EmbeddingConfig
-    from cf_hf.evaluation.loaders import load_fairface, load_imagenet_folder
+    from cf_hf.evaluation.loaders import load_imagenet_folder
     from cf_hf.evaluation.protocol import EvaluationConfig, FairnessConfig
     from cf_hf.methods.base import METHODS
     from cf_hf.methods.compare import compare
 
-    model, processor = tiny_clip
-    original = tmp_path / "original"
-    model.save_pretrained(original)
-    processor.save_pretrained(original)
-    gallery = load_fairface(make_fairface(tmp_path / "fairface", n=40))
+    original, gallery = saved_original, fairface_gallery
     zero_shot = load_imagenet_folder(make_imagenet(tmp_path / "imagenet"))
     embedding = EmbeddingConfig(cache_dir=None, progress=False)
     checkpoints = METHODS["clip_clip"](original, tmp_path / "fits", gallery, "gender", keep=[6, 12],
