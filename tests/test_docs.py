@@ -47,6 +47,8 @@ def test_readme_describes_the_quick_demo_as_configured():
         f"{quick.finetune_steps} fine-tuning steps",
         f"at batch {quick.batch_size} (groups of {quick.group_size}, learning rate {quick.learning_rate:.0e})".replace("e-0", "e-"),
         f"α ∈ {{{alphas}}}",
+        "CLIP-clip keeping " + ", ".join(map(str, quick.clip_clip_keep[:-1])) + f" or {quick.clip_clip_keep[-1]}",
+        "biased prompts at λ = " + ", ".join(f"{lam:g}" for lam in quick.biased_prompts_lambdas),
         f"{quick.fairface_per_cell} people per grid cell",
         f"{quick.imagenet_per_class} scenes per class",
         f"{quick.flickr_images} Flickr images",
