@@ -23,6 +23,7 @@ PARSERS = {
     "train": "cf_hf.training:build_parser",
     "generate": "cf_hf.generation.cli:build_parser",
     "demo": "cf_hf.world.demo:build_parser",
+    "interpolate": "cf_hf.interpolation:build_parser",
 }
 FORMATTERS = {
     formatter.__name__: formatter

@@ -490,29 +490,37 @@ class InterpolationArguments:
     finetuned: str = field(metadata={"help": "fine-tuned (LoRA-merged) checkpoint folder or Hub repo id (alpha = 1)"})
     output_dir: str = field(metadata={"help": "sweep folder: alpha-<a>/ per alpha + sweep.json"})
     alphas: list[float] = field(
-        default_factory=lambda: list(DEFAULT_ALPHAS), metadata={"help": "alphas to write"}
+        default_factory=lambda: list(DEFAULT_ALPHAS), metadata={"help": "alphas to write, space-separated"}
     )
     allow_extrapolation: bool = field(default=False, metadata={"help": "accept alphas outside [0, 1]"})
-    processor_from: str | None = field(default=None, metadata={"help": "folder to copy the processor from"})
+    processor_from: str | None = field(default=None, metadata={"help": "folder to copy the processor from; unset: the fine-tuned checkpoint's, else the original's"})
     overwrite: bool = field(default=False, metadata={"help": "replace existing alpha-* folders"})
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`cf-hf interpolate --original A --finetuned B --alphas 0 0.25 0.5 0.75 1 --output_dir OUT`."""
+def build_parser():
+    """The `cf-hf interpolate` parser: `HfArgumentParser` over `InterpolationArguments`."""
     from transformers import HfArgumentParser
 
+    return HfArgumentParser(InterpolationArguments, prog="cf-hf interpolate", description=__doc__.split("\n\n")[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`cf-hf interpolate --original A --finetuned B --alphas 0 0.25 0.5 0.75 1 --output_dir OUT`;
+    bad inputs in one line."""
+    from cf_hf.cli import run_reporting_errors
+
+    (args,) = build_parser().parse_args_into_dataclasses(args=argv)
+    return run_reporting_errors("interpolate", lambda: _interpolate(args))
+
+
+def _interpolate(args) -> int:
     from cf_hf.evaluation.results import alpha_key
 
-    parser = HfArgumentParser(InterpolationArguments, prog="cf-hf interpolate", description=__doc__.split("\n\n")[0])
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
-    try:
-        sweep = interpolate_sweep(
-            args.original, args.finetuned, args.alphas, args.output_dir,
-            allow_extrapolation=args.allow_extrapolation, processor_from=args.processor_from,
-            overwrite=args.overwrite,
-        )
-    except (ValueError, FileExistsError) as error:
-        parser.error(str(error))
+    sweep = interpolate_sweep(
+        args.original, args.finetuned, args.alphas, args.output_dir,
+        allow_extrapolation=args.allow_extrapolation, processor_from=args.processor_from,
+        overwrite=args.overwrite,
+    )
     for entry in sweep["alphas"]:
         print(f"{alpha_key(entry['alpha'])}: {Path(args.output_dir) / entry['path']}")
     return 0

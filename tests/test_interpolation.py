@@ -176,13 +176,13 @@ def test_the_evaluation_harness_reads_the_sweep(endpoints, tmp_path):
     assert folders["alpha=0.5"] == tmp_path / "alpha-0.5"
 
 
-def test_cli_reports_bad_alphas_as_a_usage_error(endpoints, tmp_path):
+def test_cli_reports_bad_alphas_in_one_line(endpoints, tmp_path, capsys):
     original_dir, finetuned_dir, _, _ = endpoints
     argv = ["--original", str(original_dir), "--finetuned", str(finetuned_dir),
             "--alphas", "0.5", "0.5", "--output_dir", str(tmp_path)]
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("cf-hf interpolate: error: duplicate alphas")
 
 
 def _with_hub_position_ids(source, folder):
