@@ -281,3 +281,25 @@ def test_cf_hf_compare_fits_the_methods_and_scores_them_beside_a_real_sweep(tiny
                  "--output_dir", str(tmp_path / "bad")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "no attribute 'religion'" in error[0]
+
+
+def test_the_counterfactual_method_trains_and_writes_its_sweep_as_checkpoints(tiny_clip_dir, tmp_path):
+    from _training_helpers import make_counterfactual_dataset
+    from transformers import CLIPModel
+
+    from cf_hf.methods.base import METHODS
+    from cf_hf.training import CounterfactualTrainingArguments
+
+    arguments = CounterfactualTrainingArguments(
+        output_dir=str(tmp_path / "unused"), per_device_train_batch_size=8, group_size=4, max_steps=2,
+        save_strategy="no", logging_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
+    checkpoints = METHODS["counterfactual"](tiny_clip_dir, tmp_path / "cf", make_counterfactual_dataset(), arguments,
+                                            alphas=[0.0, 1.0])
+    assert [(checkpoint.name, checkpoint.settings, checkpoint.swept) for checkpoint in checkpoints] == [
+        ("alpha=0", {"alpha": 0.0}, "alpha"), ("alpha=1", {"alpha": 1.0}, "alpha")]
+    original = CLIPModel.from_pretrained(tiny_clip_dir).state_dict()
+    at_zero = CLIPModel.from_pretrained(checkpoints[0].path).state_dict()
+    at_one = CLIPModel.from_pretrained(checkpoints[1].path).state_dict()
+    assert all(torch.equal(at_zero[name], original[name]) for name in at_zero)
+    assert any(not torch.equal(at_one[name], original[name]) for name in at_one)
+    assert checkpoints[1].fit_seconds > 0 and arguments.output_dir == str(tmp_path / "cf" / "finetuned")

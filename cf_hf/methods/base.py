@@ -101,6 +101,7 @@ def fit_counterfactual(original: str | Path, output_dir: str | Path, dataset, tr
                        alphas: Sequence[float]) -> list[MethodCheckpoint]:
     """Counterfactual fine-tuning (`cf_hf.training.train`) and its WiSE-FT sweep
     (`cf_hf.interpolation.interpolate_sweep`): one checkpoint per α."""
+    from cf_hf.evaluation.results import alpha_key
     from cf_hf.interpolation import alpha_name, interpolate_sweep
     from cf_hf.training import train
 
@@ -110,7 +111,7 @@ def fit_counterfactual(original: str | Path, output_dir: str | Path, dataset, tr
     finetuned = train(str(original), dataset, training_arguments)
     interpolate_sweep(str(original), finetuned, alphas, output_dir / "sweep")
     seconds = time.perf_counter() - start
-    return [MethodCheckpoint(name=f"counterfactual-alpha={float(alpha):g}", method="counterfactual",
+    return [MethodCheckpoint(name=alpha_key(alpha), method="counterfactual",
                              path=output_dir / "sweep" / alpha_name(alpha), settings={"alpha": float(alpha)},
                              swept="alpha", fit_seconds=seconds)
             for alpha in alphas]
