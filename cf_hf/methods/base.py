@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cf_hf.methods.linear import LinearMethod, MethodError, save_folded
+from cf_hf.methods.linear import LinearMethod, MethodError, check_output_folder, load_clip, save_folded
 
 
 @dataclass
@@ -43,11 +43,15 @@ class MethodCheckpoint:
 
 def save_linear_fits(original: str | Path, fits: Sequence[LinearMethod], output_dir: str | Path,
                      fit_seconds: float) -> list[MethodCheckpoint]:
-    """Fold each fit into `original` and save it under `output_dir/<fit name>`."""
+    """Fold each fit into `original` (loaded once) and save it under `output_dir/<fit name>`; every
+    folder is checked before any is written."""
     output_dir = Path(output_dir)
+    for fit in fits:
+        check_output_folder(output_dir / fit.name)
+    loaded = load_clip(original)
     checkpoints = []
     for fit in fits:
-        path = save_folded(original, fit, output_dir / fit.name)
+        path = save_folded(original, fit, output_dir / fit.name, loaded)
         swept = fit.swept[0] if fit.swept else None
         checkpoints.append(MethodCheckpoint(name=fit.name, method=fit.method, path=path,
                                             settings=dict(fit.settings), swept=swept, fit_seconds=fit_seconds))

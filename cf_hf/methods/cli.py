@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _default_keep(original: str, embedding_config) -> list[int]:
+def _default_keep(original: str) -> list[int]:
     from transformers import CLIPConfig
 
     dimension = CLIPConfig.from_pretrained(original).projection_dim
@@ -93,7 +93,7 @@ def _compare(args, parser) -> int:
         csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
         gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
                                 label_values=args.fairface_labels, name="fairface-train")
-        keep = args.clip_clip_keep or _default_keep(args.original, config.embedding)
+        keep = args.clip_clip_keep or _default_keep(args.original)
         checkpoints += METHODS["clip_clip"](args.original, output_dir / "methods", gallery, args.attribute, keep,
                                             embedding_config=config.embedding)
     if "biased_prompts" in args.methods:

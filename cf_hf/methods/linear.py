@@ -127,18 +127,25 @@ def _is_folded_checkpoint(folder: Path) -> bool:
     return METHOD_CONFIG_FIELD in config
 
 
-def save_folded(original: str | Path, method: LinearMethod, output_dir: str | Path) -> Path:
+def check_output_folder(output_dir: str | Path) -> None:
+    """Refuse a non-empty folder that is not a checkpoint cf_hf folded (never overwrite a user's files)."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not _is_folded_checkpoint(output_dir):
+        raise MethodError(f"{output_dir} exists and is not a checkpoint cf_hf folded: choose another folder")
+
+
+def save_folded(original: str | Path, method: LinearMethod, output_dir: str | Path, loaded=None) -> Path:
     """Fold `method` into the checkpoint `original` and save a plain CLIP checkpoint in `output_dir`.
 
     Writes weights (safetensors), config (with the method's record) and processor; the folder is
-    written complete or not at all (a temporary sibling renamed at the end).
+    written complete or not at all (a temporary sibling renamed at the end). `loaded`: the
+    (model, processor) of `original` when the caller has them (a sweep loads them once).
     """
     import shutil
 
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not _is_folded_checkpoint(output_dir):
-        raise MethodError(f"{output_dir} exists and is not a checkpoint cf_hf folded: choose another folder")
-    model, processor = load_clip(original)
+    check_output_folder(output_dir)
+    model, processor = loaded or load_clip(original)
     folded = fold(model, method)
     temporary = output_dir.with_name(f".{output_dir.name}.partial")
     shutil.rmtree(temporary, ignore_errors=True)

@@ -11,6 +11,7 @@ from .. import galleries, render
 from ..corpus import ATTRIBUTES
 from .ablations import ABLATION_NAMES
 from .config import GALLERY_SEEDS, TARGET_REDUCTION
+from .selection import fairness_score
 from .stages import SHIPPED
 
 
@@ -59,8 +60,7 @@ def comparison_models(results: dict) -> list[tuple[str, str]]:
     for selection in results.get("method_selection", {}).values():
         chosen = selection["chosen"]
         if chosen is None:
-            fairest = max(selection["candidates"], key=lambda name: sum(
-                selection["reductions"][name][attribute][metric] for attribute in ATTRIBUTES for metric in ("max_skew", "ndkl")))
+            fairest = max(selection["candidates"], key=lambda name: fairness_score(selection["reductions"][name]))
             rows.append((f"{selection['label']} ({_setting(fairest)}; none within tolerance)", fairest))
         else:
             rows.append((f"{selection['label']} ({_setting(chosen)})", chosen))
@@ -85,7 +85,7 @@ def comparison_rows(results: dict) -> list[list[str]]:
                 row.append(_pm(entry[attribute][metric], std.get(attribute, {}).get(metric, 0.0)))
         row += [_pm(100 * entry[m], 100 * std.get(m, 0.0), 1) for m in ("zero_shot_accuracy", "recall_at_5")]
         change = results["reduction"][name]["mean"] if name != ORIGINAL else None
-        row.append("" if change is None else f"{100 * sum(change[a][m] for a in ATTRIBUTES for m in ('max_skew', 'ndkl')) / (2 * len(ATTRIBUTES)):.0f}%")
+        row.append("" if change is None else f"{100 * fairness_score(change):.0f}%")
         fit = results.get("methods", {}).get(name, {}).get("fit_seconds")
         row.append(f"{fit:.1f}" if fit is not None else "")
         rows.append(row)
