@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
@@ -124,4 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"report: {Path(args.output_dir) / 'report.md'}   results: {Path(args.output_dir) / 'results.json'}"
     )
+    print("\nThe same comparison from files (the test galleries as FairFace / ImageNet / Flickr files), as a user "
+          "would run it:")
+    print("  " + shlex.join(results["compare_command"]))
     return 0
