@@ -727,3 +727,88 @@ def apply_verification(splits: Mapping, scores: Mapping[str, list], grid, config
         thresholds={key: value for key, value in asdict(config).items() if key.startswith(("max_", "min_"))},
     )
     return datasets.DatasetDict(kept), summary
+
+
+@dataclass
+class Verifier:
+    """Everything `verify_dataset` needs, applied to every split of a `DatasetDict` at once:
+    `verifier(splits, cache_dir)` returns (the verified DatasetDict, its `VerificationSummary`)."""
+
+    grid: object
+    classifier: AttributeClassifier
+    embedder: ImageEmbedder | None = None
+    segmenter: object = None
+    config: VerificationConfig = field(default_factory=VerificationConfig)
+    show_progress: bool = True
+    reports: dict = field(default_factory=dict)
+
+    def __call__(self, splits: Mapping, cache_dir: str | Path | None = None, where: str = "the dataset"):
+        scores, skipped = {}, set()
+        for split, dataset in splits.items():
+            split_cache = None if cache_dir is None else Path(cache_dir) / str(split)
+            scores[split], report = verify_dataset(
+                dataset, grid=self.grid, config=self.config, classifier=self.classifier, embedder=self.embedder,
+                segmenter=self.segmenter, cache_dir=split_cache, show_progress=self.show_progress,
+                where=f"{where}, split {split!r}",
+            )  # fmt: skip
+            self.reports[str(split)] = report
+            skipped |= report.skipped
+        return apply_verification(splits, scores, self.grid, self.config, skipped)
+
+
+VERIFICATION_PLOT = "verification.png"
+
+
+def plot_pass_rates(summary: VerificationSummary, path: str | Path) -> Path:
+    """A bar chart of the pass rate per requested attribute value (one panel per attribute)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attributes = list(summary.by_value)
+    figure, axes = plt.subplots(1, len(attributes), figsize=(3.2 * len(attributes), 2.8), squeeze=False)
+    for axis, name in zip(axes[0], attributes):
+        values = list(summary.by_value[name])
+        rates = [100 * summary.pass_rate(name, value) for value in values]
+        axis.bar(range(len(values)), rates, color="#4c72b0")
+        axis.set_xticks(range(len(values)), [value.replace("_", " ") for value in values], rotation=30, ha="right", fontsize=8)
+        axis.set_ylim(0, 100)
+        axis.set_title(name, fontsize=9)
+        axis.set_ylabel("passed (%)", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def _percent(passed: int, total: int) -> str:
+    return f"{100 * passed / total:.1f}% ({passed}/{total})" if total else "—"
+
+
+def render_verification_section(summary: VerificationSummary | None, plot: str | None = VERIFICATION_PLOT) -> str:
+    """The card's "Verification" section (markdown): the generator's measured pass rates."""
+    if summary is None:
+        return ("Not verified: every generated row is included unchecked. `cf-hf verify` scores each "
+                "counterfactual and moves the failures to a `rejected` split.")  # fmt: skip
+    lines = [
+        f"Every counterfactual was scored (`verify_*` columns): {_percent(summary.passed, summary.counterfactuals)} "
+        f"passed; the others are in the `{REJECTED_SPLIT}` split, with `verify_failures` naming the checks they failed.",
+        "The pass rate per requested value is the generator's own bias, measured: how often each requested "
+        "appearance actually came out.",
+        "",
+        "| attribute | requested value | passed |",
+        "|---|---|---:|",
+    ]
+    for name, values in summary.by_value.items():
+        lines += [f"| {name} | {value} | {_percent(*pair)} |" for value, pair in values.items()]
+    lines += ["", "| concept | passed |", "|---|---:|"]
+    lines += [f"| {name} | {_percent(*pair)} |" for name, pair in summary.by_concept.items()]
+    lines += ["", "Failures by check: " + (", ".join(f"{name}: {count}" for name, count in summary.failures.items()) or "none") + "."]
+    lines.append("Checks skipped (inputs missing): " + (", ".join(summary.skipped) or "none") + ".")
+    lines.append(f"Groups left with fewer than 2 rows: {len(summary.small_groups)}"
+                 + (f" ({', '.join(summary.small_groups[:10])}{' …' if len(summary.small_groups) > 10 else ''})." if summary.small_groups else "."))  # fmt: skip
+    lines.append("Thresholds: " + ", ".join(f"{key} {value}" for key, value in summary.thresholds.items()) + ".")
+    if plot:
+        lines += ["", f"![pass rate per requested value]({plot})"]
+    return "\n".join(lines)
