@@ -286,3 +286,16 @@ def test_generate_with_verify_exports_verified_splits(tmp_path, tiny_clip_dir, c
     scored = [s for split in dataset.values() for s in split["verify_context_ssim"] if s is not None]
     assert rows == 8 + 16 and len(scored) == 16
     assert "## Verification" in (tmp_path / "run" / "dataset" / "README.md").read_text()
+
+
+def test_exporting_again_resumes_the_stored_scores(planted_run, tmp_path):
+    from dataset_builder import export_dataset
+
+    run_dir, _ = planted_run
+    first = _world_verifier(chunk_groups=8)
+    export_dataset(run_dir, tmp_path / "a", test_size=0.25, verifier=first)
+    again = _world_verifier(chunk_groups=8)
+    export_dataset(run_dir, tmp_path / "b", test_size=0.25, verifier=again)
+    assert {split: r.chunks_resumed for split, r in again.reports.items()} == {split: r.chunks_scored for split, r in first.reports.items()}
+    assert all(report.chunks_scored == 0 for report in again.reports.values())
+    assert (tmp_path / "a" / "README.md").read_text().split("## Verification")[1] == (tmp_path / "b" / "README.md").read_text().split("## Verification")[1]

@@ -161,6 +161,9 @@ def context_scores(base, image, person: np.ndarray | None) -> tuple[float, float
     if window < 3:  # too small for a window: SSIM is undefined, pixel identity stands in
         similarity = float(np.all(base[outside] == image[outside]))
     else:
+        # The person region is taken from the base in both, so that windows straddling its edge
+        # see only the context's changes.
+        image = np.where(outside[..., None], image, base)
         _, ssim_map = structural_similarity(base, image, channel_axis=-1, data_range=255, win_size=window, full=True)
         similarity = float(ssim_map.mean(axis=-1)[outside].mean())
     return float(difference[outside].mean() / 255.0), similarity
@@ -507,6 +510,22 @@ def plan_groups(dataset) -> tuple[list[tuple[int | None, list[int]]], set[str]]:
     return [(base, members) for base, members in order.values() if members], set()
 
 
+def content_key(dataset) -> str:
+    """A digest of a dataset's rows (image bytes and every other column): the same data gives the
+    same key in any process, whatever cache folder `datasets` used, so a rerun finds its scores."""
+    import datasets
+
+    digest = hashlib.sha256(json.dumps(dataset.features.to_dict(), sort_keys=True).encode())
+    raw = dataset.cast_column("image", datasets.Image(decode=False)) if "image" in dataset.column_names else dataset
+    for batch in raw.iter(batch_size=1024):
+        for name in sorted(batch):
+            for value in batch[name]:
+                if isinstance(value, dict) and "bytes" in value:
+                    value = value["bytes"] or value.get("path")
+                digest.update(value if isinstance(value, bytes) else json.dumps(value, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
 def _fingerprint(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -559,7 +578,7 @@ def verify_dataset(
     attributes = check_attribute_values(dataset, grid, where)
     plan, skipped = plan_groups(dataset)
     report = VerificationReport(skipped=set(skipped))
-    key = _fingerprint({"data": getattr(dataset, "_fingerprint", None), "scoring": config.scoring(),
+    key = _fingerprint({"data": content_key(dataset), "scoring": config.scoring(),
                         "attributes": attributes, "classifier": _provenance(classifier),
                         "embedder": _provenance(embedder), "segmenter": _provenance(segmenter)})  # fmt: skip
     cache = Path(cache_dir) if cache_dir is not None else None
