@@ -103,7 +103,7 @@ class GenerateArguments:
     test_size: float = field(default=0.1, metadata={"help": "Share of groups in the test split."})
     repo_id: str = field(default="org/they-are-all-doctors", metadata={"help": "Hub id written in the card's example."})
     no_progress: bool = field(default=False, metadata={"help": "Hide every progress bar (the stages', diffusers', datasets', huggingface_hub's)."})
-    verify: bool = field(default=False, metadata={"help": "Score every counterfactual before export (cf-hf verify's checks, default thresholds): failures go to a `rejected` split, pass rates to the card."})
+    verify: bool = field(default=False, metadata={"help": "Score every counterfactual before export (cf-hf verify's checks and thresholds): failures go to a `rejected` split, pass rates to the card."})
     verify_classifier_model: str = field(default="openai/clip-vit-base-patch32", metadata={"help": "With --verify: the CLIP checkpoint of the zero-shot attribute classifier."})
 
 
@@ -288,8 +288,8 @@ def _verifier(args: GenerateArguments):
     from dataset_builder.builder import finished_manifest
 
     manifest = finished_manifest(args.output_dir)
+    dtype = args.dtype if args.dtype != "auto" else ("float16" if args.device.startswith("cuda") else "float32")
     options = VerifyArguments(run_or_dataset=args.output_dir, classifier_model=args.verify_classifier_model,
-                              segmentation_model=args.segmentation_model, device=args.device,
-                              dtype="float32" if args.dtype == "auto" and args.device == "cpu" else
-                              ("float16" if args.dtype == "auto" else args.dtype), no_progress=args.no_progress)  # fmt: skip
+                              segmentation_model=args.segmentation_model, device=args.device, dtype=dtype,
+                              no_progress=args.no_progress)  # fmt: skip
     return build_verifier(options, grid_from_manifest(manifest), manifest["config"].get("mask_postprocessing"))
