@@ -751,7 +751,8 @@ def apply_verification(splits: Mapping, scores: Mapping[str, list], grid, config
 @dataclass
 class Verifier:
     """Everything `verify_dataset` needs, applied to every split of a `DatasetDict` at once:
-    `verifier(splits, cache_dir)` returns (the verified DatasetDict, its `VerificationSummary`)."""
+    `verifier(splits, cache_dir)` returns (the verified DatasetDict, its `VerificationSummary`);
+    the last call's per-split reports and summary stay in `reports` and `summary`."""
 
     grid: object
     classifier: AttributeClassifier
@@ -760,6 +761,7 @@ class Verifier:
     config: VerificationConfig = field(default_factory=VerificationConfig)
     show_progress: bool = True
     reports: dict = field(default_factory=dict)
+    summary: VerificationSummary | None = None
 
     def __call__(self, splits: Mapping, cache_dir: str | Path | None = None, where: str = "the dataset"):
         scores, skipped = {}, set()
@@ -772,7 +774,8 @@ class Verifier:
             )  # fmt: skip
             self.reports[str(split)] = report
             skipped |= report.skipped
-        return apply_verification(splits, scores, self.grid, self.config, skipped)
+        verified, self.summary = apply_verification(splits, scores, self.grid, self.config, skipped)
+        return verified, self.summary
 
 
 VERIFICATION_PLOT = "verification.png"

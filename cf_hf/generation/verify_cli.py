@@ -132,6 +132,9 @@ def _print_reports(verifier) -> None:
         print(f"{split:<10} {report.rows} counterfactuals scored in {report.seconds:.1f} s "
               f"({report.rows_per_second:.1f}/s), {report.chunks_resumed} chunks resumed; "
               f"skipped checks: {', '.join(sorted(report.skipped)) or 'none'}")  # fmt: skip
+    summary = verifier.summary
+    print(f"verified          {summary.passed}/{summary.counterfactuals} counterfactuals passed; "
+          f"{len(summary.small_groups)} groups left with < 2 rows")  # fmt: skip
 
 
 def _verify_run(args: VerifyArguments, run_dir: Path) -> Path:
@@ -215,8 +218,6 @@ def _verify_folder(args: VerifyArguments, source: Path) -> Path:
     files += [CARD_NAME, VERIFICATION_PLOT]
     (output / RECORD_NAME).write_text(json.dumps({"source": str(source), "files": files}, indent=1) + "\n", encoding="utf-8")
     _print_reports(verifier)
-    print(f"verified          {summary.passed}/{summary.counterfactuals} counterfactuals passed; "
-          f"{len(summary.small_groups)} groups left with < 2 rows")  # fmt: skip
     return output
 
 
