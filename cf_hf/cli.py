@@ -17,6 +17,7 @@ INPUT_ERRORS = (ValueError, OSError)
 # subcommand -> (module, function taking argv, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("cf_hf.generation.cli", "main", "synthesise a counterfactual dataset"),
+    "verify": ("cf_hf.generation.verify_cli", "main", "score counterfactuals, reject failures, report pass rates"),
     "train": ("cf_hf.training", "main", "fine-tune CLIP with the counterfactual loss"),
     "interpolate": ("cf_hf.interpolation", "main", "write WiSE-FT checkpoints CF_alpha"),
     "evaluate": ("cf_hf.evaluation.cli", "main", "fairness and downstream evaluation"),
