@@ -47,7 +47,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     gallery.add_argument("--world_gallery", choices=WORLD_SPLITS,
                          help="the professions world's FairFace, drawn as `cf-hf demo` draws its test or validation gallery")
     gallery.add_argument("--world_per_cell", type=int,
-                         help="people per (gender, skin tone, age) cell of --world_gallery; unset: the demo's default")
+                         help="people per (gender, skin tone, age) cell of --world_gallery; unset: as `cf-hf demo` draws it")
     gallery.add_argument("--skip_missing", action="store_true", help="skip (and count) rows whose image is missing")
 
     protocol = parser.add_argument_group("protocol")
@@ -109,7 +109,8 @@ def gallery_from_args(args, parser):
         from .build import load_world_gallery
 
         return load_world_gallery(args.world_gallery, args.world_per_cell)
-    harness_args = argparse.Namespace(**vars(args), concept_column=None, flickr=None, coco=None, imagenet=None)
+    harness_args = argparse.Namespace(**vars(args), concept_column=None, flickr=None, flickr_images=None, coco=None,
+                                      coco_images=None, imagenet=None)
     fairness, _, _ = sets_from_args(harness_args, parser)
     return fairness[0]
 
