@@ -18,7 +18,7 @@ DEFAULT_K = 24
 MAX_PAGE_K = 200  # the slider's end: more thumbnails than this do not help a reader
 # Thumbnails smaller than this (the world's 32 px scenes) are enlarged without smoothing.
 DISPLAY_PIXELS = 128
-GRID_COLUMNS = 6
+GRID_COLUMNS = 4
 # Bar colours: the top-k share, and the gallery's share drawn as a marker on the same track.
 TOP_K_COLOUR = "#3b82f6"
 GALLERY_COLOUR = "#111827"
@@ -76,7 +76,7 @@ def answer_outputs(explorer: Explorer, image: Callable[[int], object], prompt: s
         if answer is None:
             columns.append((f"### {name}\n(not selected)", [], ""))
             continue
-        items = [(display_image(image(int(index))), f"#{rank + 1} {label} · {score:.3f}")
+        items = [(display_image(image(int(index))), f"{rank + 1}. {label}")
                  for rank, (index, label, score) in enumerate(zip(answer.indices, answer.labels, answer.scores))]
         columns.append((metrics_markdown(answer), items, shares_html(answer, attribute)))
     k = len(next(iter(answers.values())).indices)
