@@ -124,4 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"report: {Path(args.output_dir) / 'report.md'}   results: {Path(args.output_dir) / 'results.json'}"
     )
+    from .explorer import explorer_command
+
+    print(f"explorer (needs cf_hf[explorer]): {explorer_command(config, args.output_dir, results['chosen_alpha'])}")
     return 0
