@@ -162,3 +162,20 @@ def test_a_missing_checkpoint_and_a_bad_k_are_one_line(tmp_path, capsys):
     assert explore_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("cf-hf explore: error: ") and "gone" in err and "Traceback" not in err
+
+
+def test_explore_help_imports_no_heavy_library_and_every_option_has_help():
+    import argparse
+    import subprocess
+    import sys
+
+    from cf_hf.explorer.cli import build_parser
+
+    code = ("import sys\nfrom cf_hf.cli import main\ntry:\n    main(['explore', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'gradio') if m in sys.modules))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0 and "usage: cf-hf explore" in completed.stdout
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
+    for action in build_parser()._actions:
+        if not isinstance(action, argparse._HelpAction):
+            assert action.help and "default" not in action.help.lower(), action.option_strings
