@@ -103,7 +103,7 @@ def test_both_models_grids_share_bars_and_metrics_render(browser, page):
     _wait(browser, lambda driver: driver.find_elements(By.CSS_SELECTOR, "#prompt textarea"))
     _search(browser, PROMPT, K)
     for index in (0, 1):
-        _wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, f"#gallery-{index} img")) >= K)
+        _wait(browser, lambda driver, index=index: len(driver.find_elements(By.CSS_SELECTOR, f"#gallery-{index} img")) >= K)
         bars = browser.find_elements(By.CSS_SELECTOR, f"#shares-{index} .share-row")
         assert [bar.get_attribute("data-value") for bar in bars] == ["female", "male"]
         assert f"MaxSkew@{K}" in browser.find_element(By.CSS_SELECTOR, f"#metrics-{index}").text
