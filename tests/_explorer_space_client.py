@@ -26,6 +26,8 @@ def main(spec_path: str, out_path: str) -> None:
             out["answers"].append({"model": answer.model, "indices": [int(i) for i in answer.indices],
                                    "max_skew": answer.max_skew, "ndkl": answer.ndkl})
     out["thumbnail_size"] = list(image(0).size)
+    out["manifest_models"] = {name: {key: entry.get(key) for key in ("hub_id", "revision") if key in entry}
+                              for name, entry in manifest["models"].items()}
     from explorer_ui import build_app
 
     build_app(explorer, image, manifest["title"], manifest["prompt"], manifest["k"])

@@ -22,6 +22,7 @@ from hub_scripts.cli import main as push_main
 pytest.importorskip("gradio", reason="the Space's page needs gradio: pip install 'cf_hf[explorer]'")
 
 SPACE_REPO = "org/cf-clip-explorer"
+MODEL_REPO = "org/tiny-clip"
 QUERIES = [["a photo of a doctor", 5, "gender"], ["a nurse at work", 7, "skin_tone"]]
 CLIENT_SCRIPT = Path(__file__).with_name("_explorer_space_client.py")
 
@@ -36,12 +37,15 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pushed(server, tiny_clip_dir, tmp_path_factory):
     """The explorer of two models on the world's gallery, pushed with `cf-hf push explorer`."""
+    from hub_scripts import push_model
+
     work = tmp_path_factory.mktemp("explorer_space")
-    argv = ["explorer", "--repo_id", SPACE_REPO, "--model", f"original={tiny_clip_dir}", f"copy={tiny_clip_dir}",
+    argv = ["explorer", "--repo_id", SPACE_REPO, "--model", f"original={tiny_clip_dir}", f"copy={MODEL_REPO}",
             "--world_gallery", "test", "--world_per_cell", "2", "--cache_dir", str(work / "cache"), "--no_progress",
             "--space_dir", str(work / "space"), "--k", "6"]
     with pytest.MonkeyPatch.context() as monkeypatch:
         point_client_at(monkeypatch, server)
+        push_model(tiny_clip_dir, MODEL_REPO, base_model="openai/clip-vit-base-patch32")  # a Hub id: the Space points to it
         assert push_main(argv) == 0
     return work
 
@@ -77,6 +81,8 @@ def test_the_space_is_a_gradio_space_that_never_imports_cf_hf(observed):
     assert {"app.py", "explorer_search.py", "explorer_ui.py", "fairness.py", "requirements.txt", "README.md",
             "explorer.json", "embeddings/0.npy", "embeddings/1.npy", "models/0/model.safetensors",
             "gallery/labels.csv", "gallery/images/00.png", "gallery/images/31.png"} <= files
+    assert not any(name.startswith("models/1/") for name in files)  # the Hub model is a pointer, not a copy
+    assert observed["manifest_models"]["copy"] == {"hub_id": MODEL_REPO, "revision": None}
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
     assert observed["thumbnail_size"] == [32, 32]
 
