@@ -179,3 +179,37 @@ def test_explore_help_imports_no_heavy_library_and_every_option_has_help():
     for action in build_parser()._actions:
         if not isinstance(action, argparse._HelpAction):
             assert action.help and "default" not in action.help.lower(), action.option_strings
+
+
+def test_cf_hf_explore_serves_the_page_on_loopback(tiny_clip_dir):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("gradio", reason="the explorer page needs gradio: pip install 'cf_hf[explorer]'")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "cf_hf.cli", "explore", "--model", f"tiny={tiny_clip_dir}", "--world_gallery",
+               "test", "--world_per_cell", "1", "--cache_dir", "none", "--no_progress", "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    try:
+        line = server.stdout.readline()
+        assert f"explorer of tiny on 'world_fairface' (16 images): http://127.0.0.1:{port}" in line, line
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    page = response.read().decode()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()[-2000:]
+                time.sleep(0.5)
+        assert "cf_hf retrieval explorer" in page
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
