@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     explorer.add_argument("--space_dir", help="keep the written Space folder here (must be new or empty)")
     explorer.add_argument("--title", default="cf_hf retrieval explorer", help="the page's title")
     explorer.add_argument("--thumbnail_pixels", type=int, default=128, help="longest side of the gallery thumbnails")
+    explorer.add_argument("--gallery_repo", help="with --hf_gallery: the Hub dataset holding the same rows; the Space "
+                          "loads the images from it instead of carrying thumbnails")
     add_source_arguments(explorer)
     explorer.set_defaults(explorer_parser=explorer)  # its option errors are reported by this sub-parser
     return parser
@@ -65,9 +67,12 @@ def _push_explorer(args, parser, options: dict) -> None:
 
     models = models_from_args(args, parser)
     gallery = gallery_from_args(args, parser)
+    if args.gallery_repo and not args.hf_gallery:
+        parser.error("--gallery_repo needs --hf_gallery: the Hub dataset must hold the gallery's rows in its order")
     push_explorer(models, gallery, args.repo_id, args.space_dir, embedding_config_from_args(args),
                   title=args.title, desired=args.desired, convention=args.convention, prompt=args.prompt, k=args.k,
-                  thumbnail_pixels=args.thumbnail_pixels, revision=args.revision, **options)
+                  thumbnail_pixels=args.thumbnail_pixels, revision=args.revision, gallery_repo=args.gallery_repo,
+                  gallery_split=args.hf_split or "train", image_column=args.image_column, **options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,3 +108,77 @@ def test_a_bad_repo_id_is_refused_before_any_work():
 
     with pytest.raises(HubPushError, match="must be 'namespace/name'"):
         push_explorer({"m": "nowhere"}, None, "no-namespace")
+
+
+GALLERY_REPO = "org/world-gallery"
+POINTER_SPACE_REPO = "org/cf-clip-explorer-hub-gallery"
+GALLERY_CARD = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.parquet
+---
+
+# The professions world's FairFace (test copy)
+"""
+
+
+def _gallery_folder(folder: Path) -> Path:
+    """The world's FairFace (16 people) as a parquet dataset folder with `Image` and `ClassLabel` columns."""
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    gallery = load_world_gallery("test", per_cell=1)
+    features = Features({"image": Image(), **{name: ClassLabel(names=sorted(set(labels)))
+                                              for name, labels in gallery.attributes.items()}})
+    Dataset.from_dict({"image": list(gallery.images), **gallery.attributes}, features=features).to_parquet(
+        str(folder / "data" / "train-00000-of-00001.parquet"))
+    (folder / "README.md").write_text(GALLERY_CARD)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pointer_space(server, tiny_clip_dir, tmp_path_factory):
+    """A Space whose gallery images stay in a Hub dataset (`--gallery_repo`), and what a client sees."""
+    from hub_scripts._common import PlannedPush, run_pushes
+
+    work = tmp_path_factory.mktemp("explorer_pointer")
+    folder = _gallery_folder(work / "gallery")
+    argv = ["explorer", "--repo_id", POINTER_SPACE_REPO, "--model", f"original={tiny_clip_dir}", "--hf_gallery",
+            str(folder), "--attribute_columns", "gender", "skin_tone", "--gallery_repo", GALLERY_REPO,
+            "--cache_dir", str(work / "cache"), "--no_progress", "--space_dir", str(work / "space")]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        point_client_at(monkeypatch, server)
+        run_pushes([PlannedPush(GALLERY_REPO, "dataset", folder)])
+        assert push_main(argv) == 0
+    (work / "spec.json").write_text(json.dumps({"space": POINTER_SPACE_REPO, "queries": QUERIES}))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0",
+               TRANSFORMERS_OFFLINE="0", HF_HOME=str(work / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
+               GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH="")
+    completed = subprocess.run([sys.executable, str(CLIENT_SCRIPT), str(work / "spec.json"), str(work / "out.json")],
+                               cwd=work, env=env, capture_output=True, text=True, timeout=240)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return work, folder, json.loads((work / "out.json").read_text())
+
+
+def test_a_space_can_point_to_the_hub_dataset_that_holds_the_gallery(pointer_space, tiny_clip_dir):
+    from cf_hf.evaluation.loaders import load_hf_gallery
+
+    work, folder, observed = pointer_space
+    assert not any(name.startswith("gallery/images/") for name in observed["files"])
+    assert observed["thumbnail_size"] == [32, 32]  # read from the Hub dataset
+    gallery = load_hf_gallery(str(folder), ["gender", "skin_tone"])
+    config = EmbeddingConfig(cache_dir=str(work / "cache"), progress=False)
+    local, _ = build_explorer({"original": tiny_clip_dir}, gallery, config)
+    expected = [answer.indices.tolist() for prompt, k, attribute in QUERIES
+                for answer in local.search(prompt, k, attribute)]
+    assert [entry["indices"] for entry in observed["answers"]] == expected
+
+
+def test_gallery_repo_needs_a_datasets_gallery(tiny_clip_dir, capsys):
+    argv = ["explorer", "--repo_id", SPACE_REPO, "--model", str(tiny_clip_dir), "--world_gallery", "test",
+            "--world_per_cell", "1", "--gallery_repo", GALLERY_REPO, "--cache_dir", "none", "--dry_run"]
+    with pytest.raises(SystemExit):
+        push_main(argv)
+    assert "--gallery_repo needs --hf_gallery" in capsys.readouterr().err

@@ -11,6 +11,7 @@
       embeddings/<i>.npy   each model's (n_images, dim) unit-norm gallery embeddings
       models/<i>/          a local checkpoint (save_pretrained, safetensors); a Hub id is a pointer
       gallery/images/*.png thumbnails; gallery/labels.csv: file + one column per attribute
+                           (with `gallery_repo`: no thumbnails, the images come from that Hub dataset)
 
 Nothing in it imports cf_hf: the Space runs with the packages of requirements.txt and gradio.
 """
@@ -91,10 +92,15 @@ def _is_local_checkpoint(path: str | Path) -> bool:
 def write_space(models: Mapping[str, str | Path], gallery, output_dir: str | Path, embedding_config=None,
                 title: str = "cf_hf retrieval explorer", desired: str = "equal_opportunity", convention: str = "berg",
                 prompt: str | None = None, k: int | None = None, thumbnail_pixels: int = DEFAULT_THUMBNAIL_PIXELS,
-                revision: str | None = None, progress: bool = True) -> Path:
+                revision: str | None = None, progress: bool = True, gallery_repo: str | None = None,
+                gallery_split: str = "train", image_column: str = "image") -> Path:
     """Write the Space of `models` (name -> checkpoint folder or Hub id) over `gallery` (an
     `AttributeGallery`) to `output_dir`, which must be empty or absent. Local checkpoints are
-    copied (`save_pretrained`); Hub ids are recorded as pointers (with `revision`)."""
+    copied (`save_pretrained`); Hub ids are recorded as pointers (with `revision`).
+
+    `gallery_repo`: a Hub dataset holding the gallery's images in the same row order (split
+    `gallery_split`, column `image_column`); the Space then loads them from there instead of
+    carrying thumbnails."""
     import torch
     from tqdm.auto import tqdm
 
@@ -130,16 +136,23 @@ def write_space(models: Mapping[str, str | Path], gallery, output_dir: str | Pat
     with (output_dir / "gallery" / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", *attributes])
-        for index in tqdm(range(len(gallery)), desc="gallery thumbnails", unit="img", disable=not progress):
-            file = f"{index:0{width}d}.png"
-            _thumbnail(gallery_image(gallery, index), thumbnail_pixels).save(images_dir / file)
+        for index in tqdm(range(len(gallery)), desc="gallery thumbnails", unit="img",
+                          disable=not progress or gallery_repo is not None):
+            file = "" if gallery_repo else f"{index:0{width}d}.png"
+            if not gallery_repo:
+                _thumbnail(gallery_image(gallery, index), thumbnail_pixels).save(images_dir / file)
             writer.writerow([file, *(gallery.attributes[name][index] for name in attributes)])
+    if gallery_repo:
+        images_dir.rmdir()
 
     for file, (source, rewrite) in COPIED_FILES.items():
         relative = source.relative_to(PACKAGE_DIR.parent.parent).as_posix()
         (output_dir / file).write_text(_copy_source(source, rewrite, relative), encoding="utf-8")
     for file in TEMPLATE_FILES:
         shutil.copyfile(PACKAGE_DIR / "space" / file, output_dir / file)
+    if gallery_repo:
+        with (output_dir / "requirements.txt").open("a", encoding="utf-8") as handle:
+            handle.write("datasets\n")
     k = min(int(k or DEFAULT_K), len(gallery))
     manifest = {
         "format": "cf_hf-explorer-space", "version": 1, "title": title, "prompt": prompt or DEFAULT_PROMPT, "k": k,
@@ -147,6 +160,8 @@ def write_space(models: Mapping[str, str | Path], gallery, output_dir: str | Pat
         "gallery": {"name": gallery.name, "source": gallery.source, "n_images": len(gallery),
                     "attributes": attributes, "labels": "gallery/labels.csv", "images": "gallery/images"},
     }
+    if gallery_repo:
+        manifest["gallery"].update(images=None, hub_dataset=gallery_repo, split=gallery_split, image_column=image_column)
     (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     (output_dir / "README.md").write_text(SPACE_CARD.format(
         title=title, k=k, gallery=gallery.name, n_images=len(gallery), attributes=", ".join(attributes),

@@ -3,7 +3,8 @@
 Self-contained: `explorer_search.py` and `explorer_ui.py` are copies of cf_hf's `cf_hf/explorer/search.py`
 and `ui.py`, `fairness.py` of `cf_hf/metrics/fairness.py`. `explorer.json` lists the models (a
 checkpoint folder here, or a Hub id), their gallery embeddings (`embeddings/*.npy`, read
-memory-mapped: a query embeds only the prompt) and the gallery's thumbnails and labels.
+memory-mapped: a query embeds only the prompt) and the gallery's labels and thumbnails (or the Hub
+dataset that holds its images).
 
 Run locally with `python app.py`.
 """
@@ -55,11 +56,22 @@ def load_explorer(folder=HERE):
                                      text_encoder(source, entry.get("revision")))
     explorer = Explorer(models, attributes, desired=manifest["desired"], convention=manifest["convention"],
                         gallery_name=gallery["name"])
-    files = [folder / gallery["images"] / row["file"] for row in rows]
+    if gallery.get("hub_dataset"):  # the images stay in a Hub dataset, in the gallery's row order
+        from datasets import load_dataset
 
-    def image(index: int):
-        with Image.open(files[index]) as opened:
-            return opened.convert("RGB")
+        dataset = load_dataset(gallery["hub_dataset"], split=gallery["split"])
+        if len(dataset) != len(rows):
+            raise ValueError(f"dataset {gallery['hub_dataset']!r} has {len(dataset)} rows, the gallery {len(rows)}")
+        column = gallery["image_column"]
+
+        def image(index: int):
+            return dataset[int(index)][column].convert("RGB")
+    else:
+        files = [folder / gallery["images"] / row["file"] for row in rows]
+
+        def image(index: int):
+            with Image.open(files[index]) as opened:
+                return opened.convert("RGB")
 
     return explorer, image, manifest
 
