@@ -2,7 +2,7 @@
 
     space/
       README.md            Space card: YAML (sdk: gradio, app_file: app.py, tags) + what it shows
-      app.py               loads explorer.json and serves the page (`cf_hf/explorer/space/app.py`)
+      app.py               loads explorer.json and serves the page (`cf_hf/explorer/space_template/app.py`)
       explorer_search.py   copy of cf_hf/explorer/search.py   } the import lines of the copies
       explorer_ui.py       copy of cf_hf/explorer/ui.py       } name the Space's own files
       fairness.py          copy of cf_hf/metrics/fairness.py
@@ -149,7 +149,7 @@ def write_space(models: Mapping[str, str | Path], gallery, output_dir: str | Pat
         relative = source.relative_to(PACKAGE_DIR.parent.parent).as_posix()
         (output_dir / file).write_text(_copy_source(source, rewrite, relative), encoding="utf-8")
     for file in TEMPLATE_FILES:
-        shutil.copyfile(PACKAGE_DIR / "space" / file, output_dir / file)
+        shutil.copyfile(PACKAGE_DIR / "space_template" / file, output_dir / file)
     if gallery_repo:
         with (output_dir / "requirements.txt").open("a", encoding="utf-8") as handle:
             handle.write("datasets\n")
