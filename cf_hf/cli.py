@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "compare": ("cf_hf.methods.cli", "main", "fit debiasing methods and compare them under one protocol"),
     "push": ("hub_scripts.cli", "main", "publish the dataset, models or metrics to the Hub"),
     "demo": ("cf_hf.world.demo", "main", "run the whole method on the embedded professions world"),
+    "explore": ("cf_hf.explorer.cli", "main", "see whom each model retrieves for a prompt, in the browser"),
     "metrics-demo": ("cf_hf.metrics.showcase", "main", "show the fairness metrics on a toy ranking"),
 }
 

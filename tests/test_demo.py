@@ -239,3 +239,17 @@ def test_summary_chooses_each_methods_setting_on_the_validation_sets():
     assert results["chosen_alpha"] == 1.0  # the methods' names never enter the α choice
     assert "clip_clip-keep=8" not in results["alpha_selection"]["reductions"]
     assert results["methods"]["clip_clip-keep=8"]["fit_seconds"] == 2.0
+
+
+def test_quick_demo_prints_an_explorer_command_that_opens_its_outputs(quick_demo, capsys):
+    import shlex
+
+    from cf_hf.cli import main
+
+    output_dir, stdout = quick_demo
+    (line,) = [line for line in stdout.splitlines() if line.startswith("explorer (needs cf_hf[explorer]): ")]
+    command = shlex.split(line.split(": ", 1)[1])
+    assert command[:2] == ["cf-hf", "explore"] and str(output_dir / "explorer_cache") in command
+    assert main([*command[1:], "--no_progress", "--check", "a photo of a doctor", "--k", "10"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("original: MaxSkew@10 ") and "\nCF_alpha-" in out

@@ -128,4 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nThe same comparison from files (the test galleries as FairFace / ImageNet / Flickr files), as a user "
           "would run it:")
     print("  " + shlex.join(results["compare_command"]))
+    from .explorer import explorer_command
+
+    print(f"explorer (needs cf_hf[explorer]): {explorer_command(config, args.output_dir, results['chosen_alpha'])}")
     return 0
