@@ -24,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "push": ("hub_scripts.cli", "main", "publish the dataset, models or metrics to the Hub"),
     "demo": ("cf_hf.world.demo", "main", "run the whole method on the embedded professions world"),
     "metrics-demo": ("cf_hf.metrics.showcase", "main", "show the fairness metrics on a toy ranking"),
+    "classify": ("cf_hf.classification.cli", "main", "train a CLIP image classifier: real, mixed or ffr schedule"),
+    "ffr-demo": ("cf_hf.world.ffr", "main", "From Fake to Real classifiers in the professions world"),
 }
 
 
