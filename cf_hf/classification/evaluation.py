@@ -130,3 +130,40 @@ def evaluate_classifier(model, encoded, labels: Sequence[str], values: Sequence[
     names = np.array([model.config.id2label[int(index)] for index in predicted])
     return classification_metrics(names, labels, values, stereotypes), features
 
+
+
+def evaluate_checkpoint(model_dir, eval_dataset, stereotypes: Mapping[str, str], label_column: str,
+                        group_column: str, probe_datasets: Mapping[str, object] | None = None,
+                        seed: int = 0) -> dict:
+    """Load a saved classifier and evaluate it on `eval_dataset` (real images with label and group
+    columns); with `probe_datasets` (name -> generated images), also probe each against the
+    evaluation images' features.
+
+    Returns:
+        `classification_metrics` plus `probe_accuracy/<name>` per probe dataset.
+    """
+    from transformers import CLIPForImageClassification, CLIPImageProcessor
+
+    from .data import GroupSpace, check_classification_columns, column_strings, encode_dataset
+
+    what = "evaluation dataset"
+    check_classification_columns(eval_dataset, label_column, group_column, what)
+    model = CLIPForImageClassification.from_pretrained(str(model_dir))
+    processor = CLIPImageProcessor.from_pretrained(str(model_dir))
+    labels = [model.config.id2label[index] for index in range(len(model.config.id2label))]
+    eval_labels = column_strings(eval_dataset, label_column, what)
+    unknown = sorted(set(eval_labels) - set(labels))
+    if unknown:
+        raise ValueError(f"the {what} has labels the classifier does not know: {unknown}; it knows {labels}")
+    named = [(eval_dataset, what)] + [(data, f"probe dataset {name!r}") for name, data in (probe_datasets or {}).items()]
+    space = GroupSpace.of(labels, named, group_column)
+    encoded = encode_dataset(eval_dataset, processor, space, label_column, group_column, what)
+    metrics, real_features = evaluate_classifier(
+        model, encoded, eval_labels, column_strings(eval_dataset, group_column, what), stereotypes
+    )
+    for name, data in (probe_datasets or {}).items():
+        probe_what = f"probe dataset {name!r}"
+        _, synthetic_features = predict(model, encode_dataset(data, processor, space, label_column, group_column,
+                                                              probe_what))
+        metrics[f"probe_accuracy/{name}"] = synthetic_probe(real_features, synthetic_features, seed)
+    return metrics

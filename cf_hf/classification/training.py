@@ -170,7 +170,9 @@ def _reusable_stage(folder: Path, record: dict, labels: list[str]):
     return CLIPForImageClassification.from_pretrained(str(folder))
 
 
-def _load_dataset(dataset, split: str, what: str):
+def load_classification_dataset(dataset, split: str, what: str):
+    """A `datasets.Dataset` from a Dataset, folder or Hub id (`cf_hf.training.load_training_dataset`),
+    a load failure named with `what`; None stays None."""
     from cf_hf.training import _load_dataset_or_name_the_file
 
     if dataset is None:
@@ -205,8 +207,8 @@ def train_classifier(
         raise ValueError("the schedule 'real' trains on the real data only: drop the synthetic dataset")
     if args.schedule != "real" and synthetic_dataset is None:
         raise ValueError(f"the schedule {args.schedule!r} needs a synthetic dataset (--synthetic_dataset)")
-    real = _load_dataset(real_dataset, real_split, REAL)
-    synthetic = _load_dataset(synthetic_dataset, synthetic_split, SYNTHETIC)
+    real = load_classification_dataset(real_dataset, real_split, REAL)
+    synthetic = load_classification_dataset(synthetic_dataset, synthetic_split, SYNTHETIC)
     check_classification_columns(real, args.label_column, args.group_column, REAL)
     labels = value_names(real, args.label_column, REAL)
     named = [(real, REAL)]

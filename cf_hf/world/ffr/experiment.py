@@ -183,27 +183,12 @@ def training_arguments(config: FFRConfig, output_dir: Path, seed: int, schedule:
 
 
 def evaluate_run(model_dir: Path, data: SeedData, signatures, seed: int) -> dict:
-    """Metrics on the real test set and, per signature, the probe accuracy."""
-    from transformers import CLIPForImageClassification, CLIPImageProcessor
+    """Metrics on the real test set and, per signature, the probe accuracy (`probe_accuracy/<signature>`)."""
+    from cf_hf.classification.evaluation import evaluate_checkpoint
 
-    from cf_hf.classification.data import GroupSpace, column_strings, encode_dataset
-    from cf_hf.classification.evaluation import evaluate_classifier, predict, synthetic_probe
-
-    model = CLIPForImageClassification.from_pretrained(str(model_dir))
-    processor = CLIPImageProcessor.from_pretrained(str(model_dir))
-    space = GroupSpace(tuple(model.config.id2label[index] for index in range(len(model.config.id2label))),
-                       tuple(render.GENDERS))  # fmt: skip
-    encode = lambda dataset, what: encode_dataset(dataset, processor, space, LABEL_COLUMN, SPURIOUS_ATTRIBUTE, what)  # noqa: E731
     stereotypes = {profession: STEREOTYPES[profession].gender for profession in render.PROFESSIONS}
-    metrics, real_features = evaluate_classifier(
-        model, encode(data.test, "real test set"), column_strings(data.test, LABEL_COLUMN, "real test set"),
-        column_strings(data.test, SPURIOUS_ATTRIBUTE, "real test set"), stereotypes,
-    )  # fmt: skip
-    probes = {}
-    for signature in signatures:
-        _, synthetic_features = predict(model, encode(data.synthetic_test[signature], "synthetic probe set"))
-        probes[signature] = synthetic_probe(real_features, synthetic_features, seed)
-    return {"metrics": metrics, "probes": probes}
+    probes = {str(signature): data.synthetic_test[signature] for signature in signatures}
+    return evaluate_checkpoint(model_dir, data.test, stereotypes, LABEL_COLUMN, SPURIOUS_ATTRIBUTE, probes, seed)
 
 
 def run_experiment(config: FFRConfig, output_dir: str | Path, quiet: bool = False) -> list[dict]:
@@ -240,10 +225,11 @@ def run_experiment(config: FFRConfig, output_dir: str | Path, quiet: bool = Fals
                 synthetic_stage_dir=seed_dir / "models" / f"ffr-stage-1_signature-{signature}",
             )  # fmt: skip
             evaluation = evaluate_run(model_dir, data, signatures, seed)
+            metrics = {name: value for name, value in evaluation.items() if not name.startswith("probe_accuracy/")}
             for probed in signatures:
                 row = {"key": cell_key(seed, bias, probed, schedule, loss), "seed": seed, "bias": bias,
-                       "signature": probed, "schedule": schedule, "loss": loss, **evaluation["metrics"],
-                       "probe_accuracy": evaluation["probes"][probed],
+                       "signature": probed, "schedule": schedule, "loss": loss, **metrics,
+                       "probe_accuracy": evaluation[f"probe_accuracy/{probed}"],
                        "run_seconds": round(time.monotonic() - run_started, 1)}  # fmt: skip
                 _append_result(output_dir, row)
         _append_result(output_dir, {"key": f"seed={seed} wall", "seed": seed,
