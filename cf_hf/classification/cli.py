@@ -32,7 +32,7 @@ class ClassifyCommandArguments:
     real_split: str = field(default="train", metadata={"help": "Split of the real dataset."})
     synthetic_split: str = field(default="train", metadata={"help": "Split of the synthetic dataset."})
     synthetic_stage_dir: str | None = field(
-        default=None, metadata={"help": "Where ffr's stage 1 is saved and reused (default <output_dir>/synthetic-stage)."})
+        default=None, metadata={"help": "Where ffr's stage 1 is saved and reused (unset: <output_dir>/synthetic-stage)."})
     eval_dataset: str | None = field(
         default=None, metadata={"help": "Real evaluation dataset (ideally group-balanced) with the same columns."})
     eval_split: str = field(default="test", metadata={"help": "Split of the evaluation dataset."})
