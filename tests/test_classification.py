@@ -222,3 +222,23 @@ def test_classify_command_reports_a_missing_column_in_one_line(tiny_clip_dir, wo
     assert status == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("cf-hf classify: error: the real data has no column 'race'")
+
+
+def test_probe_sees_the_worlds_signature_through_a_classifier(tiny_clip_dir):
+    from PIL import Image as PILImage
+    from transformers import CLIPForImageClassification, CLIPImageProcessor
+
+    from cf_hf.classification.data import GroupSpace, encode_dataset
+    from cf_hf.classification.evaluation import predict
+    from cf_hf.world.components import add_signature
+    from cf_hf.world.ffr.data import balanced_real_set
+
+    images = balanced_real_set(per_group=6, seed=3)
+    model = CLIPForImageClassification.from_pretrained(str(tiny_clip_dir), num_labels=8)
+    processor = CLIPImageProcessor.from_pretrained(str(tiny_clip_dir))
+    space = GroupSpace(tuple(images.features["concept"].names), tuple(images.features["gender"].names))
+    signed = images.map(lambda row: {"image": PILImage.fromarray(add_signature(np.asarray(row["image"]), 12.0))})
+    features = {}
+    for name, data in (("real", images), ("signed", signed)):
+        _, features[name] = predict(model, encode_dataset(data, processor, space, "concept", "gender", name))
+    assert synthetic_probe(features["real"], features["signed"]) > 0.9
