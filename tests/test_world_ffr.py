@@ -118,3 +118,21 @@ def test_experiment_runs_tabulates_and_resumes(tmp_path):
     run_experiment(config, tmp_path, quiet=True)  # everything done: nothing is trained again
     assert read_results(tmp_path) == results
     assert json.loads((tmp_path / "config.json").read_text())["per_class"] == 10
+
+
+def test_readme_describes_the_experiment_as_configured():
+    from pathlib import Path
+
+    from cf_hf.world.ffr.experiment import DEFAULT_SIGNATURE, FFRConfig
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    config = FFRConfig()
+    expected = [
+        f"its {config.per_class} images", f"{config.real_steps} on the real data",
+        f"{config.synthetic_steps} on the synthetic data", f"{config.synthetic_steps + config.real_steps} for mixed",
+        f"batch {config.batch_size}, learning rate {config.learning_rate:.0e}".replace("e-0", "e-"),
+        f"s = {DEFAULT_SIGNATURE:g}", f"{config.test_per_group} real images per (profession, gender)",
+        f"η = {config.groupdro_step_size}",
+    ]  # fmt: skip
+    missing = [phrase for phrase in expected if phrase not in readme]
+    assert not missing, f"README's ffr-demo paragraph does not match FFRConfig(): {missing}"
