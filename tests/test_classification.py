@@ -242,3 +242,19 @@ def test_probe_sees_the_worlds_signature_through_a_classifier(tiny_clip_dir):
     for name, data in (("real", images), ("signed", signed)):
         _, features[name] = predict(model, encode_dataset(data, processor, space, "concept", "gender", name))
     assert synthetic_probe(features["real"], features["signed"]) > 0.9
+
+
+def test_groupdro_run_resumes_from_its_last_checkpoint_with_its_weights(tiny_clip_dir, world_data, tmp_path):
+    real, _, _ = world_data
+    output = tmp_path / "model"
+    train_classifier(str(tiny_clip_dir), real, None, _args(output, "real", "groupdro", save_strategy="steps",
+                                                           save_steps=2, max_steps=2, groupdro_step_size=1.0))
+    checkpoint = output / "trainer" / "checkpoint-2"
+    saved = json.loads((checkpoint / "groupdro_weights.json").read_text())
+    assert max(saved) > 1.0 / len(saved)
+    resumed = train_classifier(str(tiny_clip_dir), real, None, _args(
+        output, "real", "groupdro", save_strategy="steps", save_steps=2, max_steps=3, groupdro_step_size=1.0,
+        resume_from_checkpoint="last"))
+    record = json.loads((Path(resumed) / "config.json").read_text())[RECORD_KEY]
+    assert (output / "trainer" / "checkpoint-3").is_dir()
+    assert record["group_weights"] != [1.0 / len(saved)] * len(saved)

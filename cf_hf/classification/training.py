@@ -12,7 +12,9 @@ checkpoint; the classification head is new) and is saved as a plain `CLIPForImag
 whose config records the schedule, the loss, the groups and every stage (`RECORD_KEY`), with a
 model card. Stage 1 of `ffr` is saved too (`synthetic_stage_dir`) and reused when a later run asks
 for exactly the same stage (same data, steps and optimiser settings): runs that differ only in
-their stage 2 share it, and an interrupted run resumes after it.
+their stage 2 share it, and an interrupted run resumes after it. The last stage resumes from a
+Trainer checkpoint with `resume_from_checkpoint` (a folder, or `last`), GroupDRO's weights
+included.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .data import (
     DEFAULT_GROUP_COLUMN,
@@ -52,6 +54,8 @@ LOSSES = ("erm", "groupdro")
 # The config attribute holding the classifier's training record.
 RECORD_KEY = "cf_hf_classification"
 SYNTHETIC_STAGE = "synthetic-stage"
+# Written into each Trainer checkpoint: GroupDRO's weights are state outside the model.
+GROUP_WEIGHTS_FILE = "groupdro_weights.json"
 REAL, SYNTHETIC = "real data", "synthetic data"
 
 
@@ -137,6 +141,29 @@ class ClassifierTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+class _GroupWeightsCheckpoint(TrainerCallback):
+    """Saves GroupDRO's group weights with every Trainer checkpoint, so that a resumed run continues
+    with them instead of uniform weights."""
+
+    def __init__(self, group_loss: GroupDROLoss):
+        self.group_loss = group_loss
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            (folder / GROUP_WEIGHTS_FILE).write_text(json.dumps(self.group_loss.group_weights.tolist()))
+
+
+def _restore_group_weights(group_loss: GroupDROLoss, checkpoint: str) -> None:
+    path = Path(checkpoint) / GROUP_WEIGHTS_FILE
+    if not path.is_file():
+        raise ValueError(f"{checkpoint} holds no {GROUP_WEIGHTS_FILE}: it is not a checkpoint of a GroupDRO run")
+    weights = torch.tensor(json.loads(path.read_text()), dtype=group_loss.group_weights.dtype)
+    if weights.shape != group_loss.group_weights.shape:
+        raise ValueError(f"{path} holds {weights.numel()} group weights; this run has {group_loss.num_groups} groups")
+    group_loss.group_weights.copy_(weights)
+
+
 def _stage_record(name: str, dataset, what: str, loss: str, steps: int, args: ClassifierTrainingArguments) -> dict:
     return {
         "name": name, "data": what, "examples": len(dataset), "dataset_fingerprint": dataset._fingerprint,
@@ -148,13 +175,22 @@ def _stage_record(name: str, dataset, what: str, loss: str, steps: int, args: Cl
 
 
 def _train_stage(model, encoded, args: ClassifierTrainingArguments, output_dir: Path, steps: int,
-                 group_loss: GroupDROLoss | None, balanced_sampling: bool = True) -> None:
+                 group_loss: GroupDROLoss | None, balanced_sampling: bool = True, resume: bool = False) -> None:
+    """One stage with the Trainer; with `resume`, from `args.resume_from_checkpoint` (a folder, or
+    `last` for the latest checkpoint of this stage's Trainer folder)."""
+    from cf_hf.training import resolve_checkpoint
+
     stage_args = copy.copy(args)
     stage_args.output_dir = str(output_dir)
     stage_args.max_steps = steps
     stage_args.group_balanced_sampling = args.group_balanced_sampling and balanced_sampling
-    trainer = ClassifierTrainer(model=model, args=stage_args, train_dataset=encoded, group_loss=group_loss)
-    trainer.train()
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, str(output_dir)) if resume else None
+    callbacks = [_GroupWeightsCheckpoint(group_loss)] if group_loss is not None else []
+    if checkpoint and group_loss is not None:
+        _restore_group_weights(group_loss, checkpoint)
+    trainer = ClassifierTrainer(model=model, args=stage_args, train_dataset=encoded, group_loss=group_loss,
+                                callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=checkpoint)
 
 
 def _reusable_stage(folder: Path, record: dict, labels: list[str]):
@@ -254,10 +290,11 @@ def train_classifier(
         encoded = datasets.concatenate_datasets([encode(real, REAL), encode(synthetic, SYNTHETIC)])
         record = _stage_record("mixed", encoded, f"{REAL} + {SYNTHETIC}", args.loss, args.max_steps, args)
         record["dataset_fingerprint"] = f"{real._fingerprint}+{synthetic._fingerprint}"
-        _train_stage(model, encoded, args, output_dir / "trainer", args.max_steps, group_loss)
+        _train_stage(model, encoded, args, output_dir / "trainer", args.max_steps, group_loss, resume=True)
     else:
         record = _stage_record("real", real, REAL, args.loss, args.max_steps, args)
-        _train_stage(model, encode(real, REAL), args, output_dir / "trainer", args.max_steps, group_loss)
+        _train_stage(model, encode(real, REAL), args, output_dir / "trainer", args.max_steps, group_loss,
+                     resume=True)
     stages.append(record)
     extra = {"group_weights": group_loss.group_weights.tolist()} if group_loss is not None else {}
     _save(model, image_processor, output_dir, _record(args, space, labels, stages, **extra))
