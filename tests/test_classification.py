@@ -258,3 +258,21 @@ def test_groupdro_run_resumes_from_its_last_checkpoint_with_its_weights(tiny_cli
     record = json.loads((Path(resumed) / "config.json").read_text())[RECORD_KEY]
     assert (output / "trainer" / "checkpoint-3").is_dir()
     assert record["group_weights"] != [1.0 / len(saved)] * len(saved)
+
+
+def test_stage_one_of_another_backbone_is_not_reused(tiny_clip_dir, world_data, tmp_path):
+    import shutil
+
+    real, synthetic, _ = world_data
+    other = tmp_path / "other_clip"
+    shutil.copytree(tiny_clip_dir, other)
+    stage_dir = tmp_path / "stage-1"
+    train_classifier(str(tiny_clip_dir), real, synthetic, _args(tmp_path / "a", "ffr", "erm"),
+                     synthetic_stage_dir=stage_dir)
+    written = (stage_dir / "model.safetensors").stat().st_mtime_ns
+    output = train_classifier(str(other), real, synthetic, _args(tmp_path / "b", "ffr", "erm"),
+                              synthetic_stage_dir=stage_dir)
+    assert (stage_dir / "model.safetensors").stat().st_mtime_ns != written
+    record = json.loads((Path(output) / "config.json").read_text())[RECORD_KEY]
+    assert record["base_model"] == str(other)
+    assert [stage["starts_from"] for stage in record["stages"]] == [str(other), "the synthetic stage"]

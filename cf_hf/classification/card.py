@@ -23,6 +23,9 @@ def model_card(record: dict, metrics: dict[str, float] | None = None) -> str:
         "pipeline_tag": "image-classification",
         "tags": ["cf_hf", "clip", "image-classification", f"schedule-{record['schedule']}", f"loss-{record['loss']}"],
     }
+    base_model = record.get("base_model")
+    if base_model and not Path(base_model).exists():  # a Hub id, not a local folder
+        metadata["base_model"] = base_model
     if metrics:
         metadata["model-index"] = [{
             "name": f"clip-classifier-{record['schedule']}-{record['loss']}",

@@ -164,9 +164,11 @@ def _restore_group_weights(group_loss: GroupDROLoss, checkpoint: str) -> None:
     group_loss.group_weights.copy_(weights)
 
 
-def _stage_record(name: str, dataset, what: str, loss: str, steps: int, args: ClassifierTrainingArguments) -> dict:
+def _stage_record(name: str, dataset, what: str, loss: str, steps: int, args: ClassifierTrainingArguments,
+                  starts_from: str) -> dict:
     return {
-        "name": name, "data": what, "examples": len(dataset), "dataset_fingerprint": dataset._fingerprint,
+        "name": name, "starts_from": starts_from, "data": what, "examples": len(dataset),
+        "dataset_fingerprint": dataset._fingerprint,
         "loss": loss, "max_steps": steps, "learning_rate": args.learning_rate,
         "per_device_train_batch_size": args.per_device_train_batch_size, "seed": args.seed,
         "group_balanced_sampling": args.group_balanced_sampling and name != "synthetic",
@@ -273,7 +275,7 @@ def train_classifier(
     stages = []
     if args.schedule == "ffr":
         steps = args.stage_steps(SYNTHETIC)
-        record = _stage_record("synthetic", synthetic, SYNTHETIC, "erm", steps, args)
+        record = _stage_record("synthetic", synthetic, SYNTHETIC, "erm", steps, args, str(model_name_or_path))
         stage_dir = Path(synthetic_stage_dir) if synthetic_stage_dir else output_dir / SYNTHETIC_STAGE
         reused = _reusable_stage(stage_dir, record, labels)
         if reused is not None:
@@ -282,17 +284,20 @@ def train_classifier(
         else:
             _train_stage(model, encode(synthetic, SYNTHETIC), args, stage_dir / "trainer", steps, None,
                          balanced_sampling=False)
-            _save(model, image_processor, stage_dir, _record(args, space, labels, [record], schedule="ffr-stage-1"))
+            _save(model, image_processor, stage_dir,
+                  _record(args, space, labels, [record], schedule="ffr-stage-1", loss="erm"))
         stages.append(record)
     if args.schedule == "mixed":
         import datasets
 
         encoded = datasets.concatenate_datasets([encode(real, REAL), encode(synthetic, SYNTHETIC)])
-        record = _stage_record("mixed", encoded, f"{REAL} + {SYNTHETIC}", args.loss, args.max_steps, args)
+        record = _stage_record("mixed", encoded, f"{REAL} + {SYNTHETIC}", args.loss, args.max_steps, args,
+                               str(model_name_or_path))
         record["dataset_fingerprint"] = f"{real._fingerprint}+{synthetic._fingerprint}"
         _train_stage(model, encoded, args, output_dir / "trainer", args.max_steps, group_loss, resume=True)
     else:
-        record = _stage_record("real", real, REAL, args.loss, args.max_steps, args)
+        starts_from = "the synthetic stage" if args.schedule == "ffr" else str(model_name_or_path)
+        record = _stage_record("real", real, REAL, args.loss, args.max_steps, args, starts_from)
         _train_stage(model, encode(real, REAL), args, output_dir / "trainer", args.max_steps, group_loss,
                      resume=True)
     stages.append(record)
@@ -302,9 +307,10 @@ def train_classifier(
 
 
 def _record(args: ClassifierTrainingArguments, space: GroupSpace, labels: list[str], stages: list[dict],
-            schedule: str | None = None, **extra) -> dict:
+            schedule: str | None = None, loss: str | None = None, **extra) -> dict:
     return {
-        "schedule": schedule or args.schedule, "loss": args.loss, "label_column": args.label_column,
+        "schedule": schedule or args.schedule, "loss": loss or args.loss, "base_model": stages[0]["starts_from"],
+        "label_column": args.label_column,
         "group_column": args.group_column, "labels": labels, "group_values": list(space.values),
         "stages": stages, **extra,
     }  # fmt: skip
