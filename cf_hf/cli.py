@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("cf_hf.world.demo", "main", "run the whole method on the embedded professions world"),
     "explore": ("cf_hf.explorer.cli", "main", "see whom each model retrieves for a prompt, in the browser"),
     "metrics-demo": ("cf_hf.metrics.showcase", "main", "show the fairness metrics on a toy ranking"),
+    "classify": ("cf_hf.classification.cli", "main", "train a CLIP image classifier: real, mixed or ffr schedule"),
+    "ffr-demo": ("cf_hf.world.ffr", "main", "From Fake to Real classifiers in the professions world"),
 }
 
 

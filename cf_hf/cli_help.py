@@ -25,6 +25,8 @@ PARSERS = {
     "verify": "cf_hf.generation.verify_cli:build_parser",
     "demo": "cf_hf.world.demo:build_parser",
     "interpolate": "cf_hf.interpolation:build_parser",
+    "classify": "cf_hf.classification.cli:build_parser",
+    "ffr-demo": "cf_hf.world.ffr.cli:build_parser",
 }
 FORMATTERS = {
     formatter.__name__: formatter
