@@ -35,6 +35,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     gallery.add_argument("--fairface_padding", choices=["0.25", "1.25"], help="which FairFace crop when both are present")
     gallery.add_argument("--fairface_labels", metavar="FILE",
                          help="YAML/JSON 'attribute: [values]' naming the label values of a CSV that does not use FairFace's own")
+    gallery.add_argument("--fairface_attributes", nargs="+", default=["gender", "race", "age"], metavar="COLUMN",
+                         help="label columns of the FairFace CSV that are sensitive attributes, space-separated")
     gallery.add_argument("--utkface", metavar="DIR", help="folder of UTKFace age_gender_race_date.jpg files")
     gallery.add_argument("--pata", metavar="FILE", help="PATA list of scene_race_gender_age|path lines")
     gallery.add_argument("--pata_captions", metavar="JSON", help="PATA captions JSON")
