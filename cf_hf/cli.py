@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "interpolate": ("cf_hf.interpolation", "main", "write WiSE-FT checkpoints CF_alpha"),
     "evaluate": ("cf_hf.evaluation.cli", "main", "fairness and downstream evaluation"),
     "compare": ("cf_hf.methods.cli", "main", "fit debiasing methods and compare them under one protocol"),
+    "train-ba": ("cf_hf.methods.bias_alignment_training", "main", "train the bias-alignment module on a frozen CLIP"),
     "push": ("hub_scripts.cli", "main", "publish the dataset, models or metrics to the Hub"),
     "demo": ("cf_hf.world.demo", "main", "run the whole method on the embedded professions world"),
     "metrics-demo": ("cf_hf.metrics.showcase", "main", "show the fairness metrics on a toy ranking"),

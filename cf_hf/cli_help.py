@@ -24,6 +24,7 @@ PARSERS = {
     "generate": "cf_hf.generation.cli:build_parser",
     "demo": "cf_hf.world.demo:build_parser",
     "interpolate": "cf_hf.interpolation:build_parser",
+    "train-ba": "cf_hf.methods.bias_alignment_training:build_parser",
 }
 FORMATTERS = {
     formatter.__name__: formatter

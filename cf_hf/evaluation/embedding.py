@@ -164,7 +164,7 @@ def tower_fingerprint(model, prefixes: Sequence[str], extra: dict) -> str:
     for name in names:
         tensor = state[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
@@ -233,6 +233,17 @@ def _decoded_batches(images: Sequence, batch_size: int, num_workers: int):
             yield pending[0], pending[1], [future.result() for future in pending[2]]
 
 
+def clip_model_class(path: str | Path, revision: str | None = None):
+    """The class a checkpoint loads as: `BiasAlignedCLIPModel` for `model_type: clip_bias_aligned`
+    (cf_hf.methods.bias_alignment), `CLIPModel` otherwise."""
+    from transformers import CLIPModel, PretrainedConfig
+
+    config, _ = PretrainedConfig.get_config_dict(str(path), revision=revision)
+    from cf_hf.methods.bias_alignment import MODEL_TYPE, BiasAlignedCLIPModel
+
+    return BiasAlignedCLIPModel if config.get("model_type") == MODEL_TYPE else CLIPModel
+
+
 class EmbeddingEngine:
     """A CLIP-like model (anything with `get_image_features`/`get_text_features`) + its processor.
 
@@ -263,16 +274,17 @@ class EmbeddingEngine:
     def from_pretrained(cls, path: str | Path, config: EmbeddingConfig | None = None,
                         cache: EmbeddingCache | None = None, name: str | None = None,
                         revision: str | None = None) -> EmbeddingEngine:
-        """Load a `CLIPModel` checkpoint and its processor (local folder or Hub id)."""
+        """Load a `CLIPModel` checkpoint and its processor (local folder or Hub id); a cf_hf
+        bias-aligned checkpoint loads as `BiasAlignedCLIPModel` (its debiased embeddings)."""
         import torch
-        from transformers import AutoProcessor, CLIPModel
+        from transformers import AutoProcessor
 
         from cf_hf.loading import model_loading
 
         config = config or EmbeddingConfig()
         with model_loading(str(path), "CLIP checkpoint", revision):
-            model = CLIPModel.from_pretrained(str(path), revision=revision,
-                                              dtype=getattr(torch, COMPUTE_DTYPES[config.dtype]))
+            model = clip_model_class(path, revision).from_pretrained(
+                str(path), revision=revision, dtype=getattr(torch, COMPUTE_DTYPES[config.dtype]))
             processor = AutoProcessor.from_pretrained(str(path), revision=revision)
         return cls(model, processor, config=config, cache=cache, name=name or Path(str(path)).name)
 
@@ -301,14 +313,16 @@ class EmbeddingEngine:
     def image_fingerprint(self) -> str:
         """Key of everything that determines the image embeddings."""
         if self._image_fingerprint is None:
-            self._image_fingerprint = tower_fingerprint(self.model, IMAGE_TOWER_PREFIXES, self._extra("vision"))
+            prefixes = getattr(self.model, "image_tower_prefixes", IMAGE_TOWER_PREFIXES)
+            self._image_fingerprint = tower_fingerprint(self.model, prefixes, self._extra("vision"))
         return self._image_fingerprint
 
     @property
     def text_fingerprint(self) -> str:
         """Key of everything that determines the text embeddings."""
         if self._text_fingerprint is None:
-            self._text_fingerprint = tower_fingerprint(self.model, TEXT_TOWER_PREFIXES, self._extra("text"))
+            prefixes = getattr(self.model, "text_tower_prefixes", TEXT_TOWER_PREFIXES)
+            self._text_fingerprint = tower_fingerprint(self.model, prefixes, self._extra("text"))
         return self._text_fingerprint
 
     # -- embedding -----------------------------------------------------------------------------
@@ -326,16 +340,18 @@ class EmbeddingEngine:
         return tqdm(total=total, desc=f"{self.name}: {description}", unit="img" if "image" in description else "txt",
                     disable=not self.config.progress, leave=False)
 
-    def embed_images(self, images: Sequence, fingerprint: str | None = None) -> np.ndarray:
+    def embed_images(self, images: Sequence, fingerprint: str | None = None, normalize: bool = True) -> np.ndarray:
         """Unit-norm image embeddings, (n_images, dim), in `storage_dtype`; cached.
 
         Args:
             images: paths, PIL images, arrays, or a lazy sequence (with `get_batch(start, stop)`).
             fingerprint: the images' content key if known (default: `fingerprint_images`).
+            normalize: False keeps the model's unnormalised embeddings (cached under their own key).
         """
         import torch
 
-        key = f"image-{self.image_fingerprint}-{fingerprint or fingerprint_images(images)}-{self.config.storage_dtype}"
+        raw = "" if normalize else "raw-"
+        key = f"image-{raw}{self.image_fingerprint}-{fingerprint or fingerprint_images(images)}-{self.config.storage_dtype}"
         cached = self.cache.get(key)
         if cached is not None:
             return cached
@@ -345,22 +361,24 @@ class EmbeddingEngine:
             for start, stop, batch in _decoded_batches(images, self.config.batch_size, self.config.num_workers):
                 pixels = image_processor(images=batch, return_tensors="pt")["pixel_values"]
                 features = _features(self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)))
-                features = torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+                features = (torch.nn.functional.normalize(features.float(), dim=-1) if normalize
+                            else features.float()).cpu().numpy()
                 if output is None:
                     output = self.cache.allocate(key, (len(images), features.shape[1]), self.config.storage_dtype)
                 output[start:stop] = features
                 bar.update(stop - start)
         return self.cache.commit(key, output)
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-norm text embeddings, (n_texts, dim), float32; cached."""
+    def embed_texts(self, texts: Sequence[str], normalize: bool = True) -> np.ndarray:
+        """Unit-norm text embeddings, (n_texts, dim), float32; cached. `normalize=False`: the
+        model's unnormalised embeddings."""
         import torch
 
         texts = [str(text) for text in texts]
         if not texts:
             raise ValueError("no texts to embed")
         digest = hashlib.blake2b("\n".join(texts).encode(), digest_size=16).hexdigest()
-        key = f"text-{self.text_fingerprint}-{digest}"
+        key = f"text-{'' if normalize else 'raw-'}{self.text_fingerprint}-{digest}"
         cached = self.cache.get(key)
         if cached is not None:
             return np.asarray(cached, dtype=np.float32)
@@ -373,7 +391,8 @@ class EmbeddingEngine:
                                    return_tensors="pt")
                 features = _features(self.model.get_text_features(
                     input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)))
-                parts.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy())
+                parts.append((torch.nn.functional.normalize(features.float(), dim=-1) if normalize
+                              else features.float()).cpu().numpy())
                 bar.update(len(batch))
         embeddings = np.concatenate(parts).astype(np.float32)
         stored = self.cache.allocate(key, embeddings.shape, "float32")
