@@ -3,6 +3,7 @@ training, checkpoints that round-trip and load in the harness, data from the rea
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -297,3 +298,55 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path):
         _arguments(tmp_path, alpha=1.5)
     with pytest.raises(MethodError, match="must be \\(n, d\\) alike"):
         BiasAlignmentData(np.zeros((3, 4)), np.zeros((3, 4)), np.zeros((2, 4)))
+
+
+# -- command line and comparison ----------------------------------------------------------------
+
+
+def test_train_ba_command_trains_resumes_and_reports_bad_options(saved_original, tmp_path, capsys):
+    from _evaluation_fixtures import make_fairface
+
+    from cf_hf.cli import main
+
+    fairface = make_fairface(tmp_path / "fairface", n=32)
+    output = tmp_path / "out"
+    common = ["train-ba", "--fairface", str(fairface), "--fairface_csv", str(fairface / "fairface_label_val.csv"),
+              "--model_name_or_path", str(saved_original), "--output_dir", str(output), "--no_progress",
+              "--per_device_train_batch_size", "8", "--queue_size", "16", "--use_cpu", "--save_strategy", "steps",
+              "--save_steps", "1", "--learning_rate", "1e-3"]
+    assert main(common + ["--max_steps", "2"]) == 0
+    assert (output / "checkpoint-2").is_dir() and (output / "embeddings").is_dir()
+    assert main(common + ["--max_steps", "3", "--resume_from_checkpoint", "last"]) == 0
+    state = json.loads((output / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    config = json.loads((output / "config.json").read_text())
+    assert config["model_type"] == "clip_bias_aligned"
+    assert config["bias_alignment"]["attributes"] == ["gender"] and config["bias_alignment"]["losses"]["alpha"] == 0.3
+    capsys.readouterr()
+    assert main(common + ["--alpha", "2"]) == 2
+    assert "alpha=2.0 is outside [0, 1]" in capsys.readouterr().err
+    assert main(common + ["--attribute", "gender", "--caption_template", "a {race} person"]) == 2
+    assert "does not mention 'gender'" in capsys.readouterr().err
+
+
+def test_compare_scores_bias_alignment_checkpoints_beside_the_original(saved_original, fairface_gallery, tmp_path):
+    from cf_hf.evaluation.embedding import EmbeddingConfig
+    from cf_hf.evaluation.protocol import EvaluationConfig, FairnessConfig
+    from cf_hf.methods.base import METHODS
+    from cf_hf.methods.compare import compare
+
+    checkpoints = METHODS["bias_alignment"](
+        saved_original, tmp_path / "methods", fairface_gallery, "gender",
+        training_arguments=_arguments(tmp_path, max_steps=2),
+        variants=["bias_alignment", "bias_alignment_cd_only"], embedding_config=EmbeddingConfig(progress=False))
+    assert [checkpoint.name for checkpoint in checkpoints] == ["bias_alignment-alpha=0.3", "bias_alignment_cd_only-alpha=1"]
+    config = EvaluationConfig(fairness=FairnessConfig(concepts=["doctor", "nurse"], ks=[8], random_floor_queries=0),
+                              embedding=EmbeddingConfig(progress=False))
+    results = compare(saved_original, checkpoints, tmp_path / "compare", fairness=fairface_gallery, config=config,
+                      plots=False)
+    assert set(results["models"]) == {"original", "bias_alignment-alpha=0.3", "bias_alignment_cd_only-alpha=1"}
+    assert results["methods"]["bias_alignment-alpha=0.3"]["settings"]["variant"] == "bias_alignment"
+    assert "bias_alignment_cd_only-alpha=1" in (tmp_path / "compare" / "report.md").read_text()
+    with pytest.raises(MethodError, match="needs the counterfactual dataset"):
+        METHODS["bias_alignment"](saved_original, tmp_path / "other", fairface_gallery, "gender",
+                                  variants=["bias_alignment_image_cf"])

@@ -81,7 +81,6 @@ class BiasAlignmentArguments(TrainingArguments):
     weight_decay: float = field(default=0.0, metadata={"help": "0: Adam, as the authors"})
     save_strategy: str = field(default="epoch", metadata={"help": "checkpoint every epoch, so that a run resumes"})
     save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept"})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "experiment trackers"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "the rows are embeddings, kept whole"})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "a checkpoint folder, or 'last' for the latest in output_dir"})
