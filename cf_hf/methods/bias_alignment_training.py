@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 # The authors' FairFace caption (their attribute words are FairFace's labels).
 DEFAULT_TEMPLATE = "This is the photo of a {race} {gender} aged {age}."
-# The authors' settings (METHOD.md §6): α, queue size, momentum, momentum ratio and warm-up.
+# The authors' settings (docs/method.md §6): α, queue size, momentum, momentum ratio and warm-up.
 DEFAULT_ALPHA = 0.3
 DEFAULT_QUEUE_SIZE = 65536
 DEFAULT_MOMENTUM = 0.995
