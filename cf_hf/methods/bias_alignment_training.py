@@ -194,8 +194,9 @@ class BiasAlignmentData(torch.utils.data.Dataset):
     partners: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self):
+        # Own writable copies: the cache hands out read-only memory maps, which torch will not wrap.
         self.image, self.text, self.counterfactual_text = (
-            np.asarray(array, dtype=np.float32) for array in (self.image, self.text, self.counterfactual_text))
+            np.array(array, dtype=np.float32) for array in (self.image, self.text, self.counterfactual_text))
         shapes = {self.image.shape, self.text.shape, self.counterfactual_text.shape}
         if len(shapes) != 1 or self.image.ndim != 2:
             raise MethodError(f"image, text and counterfactual text embeddings must be (n, d) alike, got {sorted(shapes)}")
