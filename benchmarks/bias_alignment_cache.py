@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 
 
-def _epoch_seconds(original: Path, data, output_dir: Path, batch_size: int, epochs: int) -> list[float]:
+def _epoch_seconds(original: Path, data, output_dir: Path, batch_size: int, epochs: int,
+                   queue_size: int) -> list[float]:
     """Seconds of each of `epochs` training epochs (a Trainer callback stamps epoch ends)."""
     from transformers import TrainerCallback
 
     from cf_hf.methods.bias_alignment_training import (
         BiasAlignmentArguments,
         BiasAlignmentTrainer,
-        EncodedBiasAlignmentData,
         bias_aligned_from,
     )
 
@@ -47,10 +47,10 @@ def _epoch_seconds(original: Path, data, output_dir: Path, batch_size: int, epoc
             stamps.append(time.perf_counter())
 
     args = BiasAlignmentArguments(output_dir=str(output_dir), num_train_epochs=epochs,
-                                  per_device_train_batch_size=batch_size, queue_size=4096, learning_rate=1e-3,
+                                  per_device_train_batch_size=batch_size, queue_size=queue_size, learning_rate=1e-3,
                                   save_strategy="no", use_cpu=True, disable_tqdm=True, report_to="none", logging_steps=10**6)
     model, _ = bias_aligned_from(original, args)
-    collator = data.collate if isinstance(data, EncodedBiasAlignmentData) else None
+    collator = data.collate
     trainer = BiasAlignmentTrainer(model=model, args=args, train_dataset=data, data_collator=collator,
                                    callbacks=[Stamp()])
     trainer.train()
@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--per_cell", type=int, default=64, help="labelled people per attribute cell (16 cells)")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per variant")
     parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--queue_size", type=int, default=None,
+                        help="the loss queues' length; unset: the demo's (one epoch of the world's labelled people)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -75,7 +77,7 @@ def main() -> None:
     )
     from cf_hf.world import galleries
     from cf_hf.world.corpus import ATTRIBUTES
-    from cf_hf.world.demo.config import METHOD_FIT_SEED
+    from cf_hf.world.demo.config import METHOD_FIT_SEED, DemoConfig
     from cf_hf.world.demo.stages import BIAS_ALIGNMENT_TEMPLATE
     from cf_hf.world.original import ORIGINAL_DIR
 
@@ -88,10 +90,14 @@ def main() -> None:
         embedding_seconds = time.perf_counter() - start
         captions, counterfactuals = attribute_captions(gallery.attributes, list(ATTRIBUTES), BIAS_ALIGNMENT_TEMPLATE)
         encoded = EncodedBiasAlignmentData(gallery.images, captions, counterfactuals, engine.processor)
-        cached_epochs = _epoch_seconds(ORIGINAL_DIR, cached, Path(folder) / "cached", args.batch_size, args.epochs)
-        encoded_epochs = _epoch_seconds(ORIGINAL_DIR, encoded, Path(folder) / "encoded", args.batch_size, args.epochs)
+        queue_size = args.queue_size or DemoConfig().bias_alignment_queue_size
+        cached_epochs = _epoch_seconds(ORIGINAL_DIR, cached, Path(folder) / "cached", args.batch_size, args.epochs,
+                                       queue_size)
+        encoded_epochs = _epoch_seconds(ORIGINAL_DIR, encoded, Path(folder) / "encoded", args.batch_size, args.epochs,
+                                        queue_size)
     cached_s, encoded_s = statistics.median(cached_epochs), statistics.median(encoded_epochs)
-    print(f"{len(cached)} rows, batch {args.batch_size}, {args.epochs} epochs each, threads {torch.get_num_threads()}")
+    print(f"{len(cached)} rows, batch {args.batch_size}, queue {queue_size}, {args.epochs} epochs each, "
+          f"threads {torch.get_num_threads()}")
     print(f"epochs (s): cached {[round(t, 3) for t in cached_epochs]}, re-encoding {[round(t, 2) for t in encoded_epochs]}")
     print("| variant | epoch (s, median) | speed-up |")
     print("|---|---:|---:|")

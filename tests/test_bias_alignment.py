@@ -275,6 +275,11 @@ def test_image_counterfactuals_from_a_real_export_train_and_swap_images_within_g
     row = data[0]
     assert any(np.allclose(row["counterfactual_image_features"].numpy(), data.image[partner])
                for partner in data.partners[0])
+    batch = data.__getitems__([0, 1, 2])  # the DataLoader's batched fetch
+    assert batch["has_image_counterfactual"].all()
+    for position, row in enumerate([0, 1, 2]):
+        assert any(np.allclose(batch["counterfactual_image_features"][position].numpy(), data.image[partner])
+                   for partner in data.partners[row])
     path = train_bias_alignment(saved_original, data, _arguments(tmp_path, max_steps=2))
     assert isinstance(BiasAlignedCLIPModel.from_pretrained(path), BiasAlignedCLIPModel)
 

@@ -218,6 +218,28 @@ class BiasAlignmentData(torch.utils.data.Dataset):
                 "counterfactual_image_features": torch.from_numpy(self.image[partner]),
                 "has_image_counterfactual": torch.tensor(len(partners) > 0)}
 
+    def __getitems__(self, indices: list[int]) -> dict:
+        """A whole batch at once (the DataLoader's batched fetch): one indexing per array instead of a
+        dict per row, so that an epoch over cached embeddings is not spent assembling batches."""
+        indices = np.asarray(indices, dtype=np.int64)
+        draws = torch.rand(len(indices)).numpy()
+        partners = np.array([self.partners[index][int(draw * len(self.partners[index]))]
+                             if len(self.partners[index]) else index for index, draw in zip(indices, draws)])
+        return {"image_features": torch.from_numpy(self.image[indices]),
+                "text_features": torch.from_numpy(self.text[indices]),
+                "counterfactual_text_features": torch.from_numpy(self.counterfactual_text[indices]),
+                "counterfactual_image_features": torch.from_numpy(self.image[partners]),
+                "has_image_counterfactual": torch.from_numpy(partners != indices)}
+
+    @staticmethod
+    def collate(batch):
+        """The batch `__getitems__` assembled, as is (rows fetched one by one are stacked)."""
+        if isinstance(batch, dict):
+            return batch
+        from transformers import default_data_collator
+
+        return default_data_collator(batch)
+
     @property
     def image_counterfactual_rows(self) -> int:
         return int(sum(len(partners) > 0 for partners in self.partners))
@@ -447,7 +469,7 @@ def train_bias_alignment(original: str | Path, data: torch.utils.data.Dataset, a
         raise MethodError(f"queue_size={args.queue_size} is smaller than a batch")
     resume = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     model, processor = bias_aligned_from(original, args)
-    collator = data.collate if isinstance(data, EncodedBiasAlignmentData) else None
+    collator = getattr(data, "collate", None)
     trainer = BiasAlignmentTrainer(model=model, args=args, train_dataset=data, data_collator=collator)
     trainer.train(resume_from_checkpoint=resume)
     final = trainer.accelerator.unwrap_model(trainer.model)
