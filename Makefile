@@ -6,28 +6,34 @@ VENV ?= .venv
 # GPU users: make test TORCH_SPEC='torch --index-url https://download.pytorch.org/whl/cu124'
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+# The package alone (what `make demo` needs), and the package with the test tools.
 STAMP := $(VENV)/.cf_hf-installed
+TEST_STAMP := $(VENV)/.cf_hf-test-installed
 
 .PHONY: setup demo test lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH_SPEC)
-	$(BIN)/pip install -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install -e . --config-settings editable_mode=compat
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -e '.[test]' --config-settings editable_mode=compat
+	touch $(TEST_STAMP)
+
+setup: $(TEST_STAMP)
 
 # One seed from the shipped original CLIP; README's tables: cf-hf demo --seeds 3 --ablations
 demo: $(STAMP)
 	$(BIN)/cf-hf demo --output_dir outputs/demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
 		$(BIN)/python -m pytest -q tests
 	$(BIN)/ruff check .
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
 clean:

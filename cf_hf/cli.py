@@ -17,6 +17,7 @@ INPUT_ERRORS = (ValueError, OSError)
 # subcommand -> (module, function taking argv, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("cf_hf.generation.cli", "main", "synthesise a counterfactual dataset"),
+    "verify": ("cf_hf.generation.verify_cli", "main", "score counterfactuals, reject failures, report pass rates"),
     "train": ("cf_hf.training", "main", "fine-tune CLIP with the counterfactual loss"),
     "interpolate": ("cf_hf.interpolation", "main", "write WiSE-FT checkpoints CF_alpha"),
     "evaluate": ("cf_hf.evaluation.cli", "main", "fairness and downstream evaluation"),
@@ -24,7 +25,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "train-ba": ("cf_hf.methods.bias_alignment_training", "main", "train the bias-alignment module on a frozen CLIP"),
     "push": ("hub_scripts.cli", "main", "publish the dataset, models or metrics to the Hub"),
     "demo": ("cf_hf.world.demo", "main", "run the whole method on the embedded professions world"),
+    "explore": ("cf_hf.explorer.cli", "main", "see whom each model retrieves for a prompt, in the browser"),
     "metrics-demo": ("cf_hf.metrics.showcase", "main", "show the fairness metrics on a toy ranking"),
+    "classify": ("cf_hf.classification.cli", "main", "train a CLIP image classifier: real, mixed or ffr schedule"),
+    "ffr-demo": ("cf_hf.world.ffr", "main", "From Fake to Real classifiers in the professions world"),
 }
 
 

@@ -22,8 +22,11 @@ HELP_FILE = Path(__file__).resolve().with_name("cli_help.json")
 PARSERS = {
     "train": "cf_hf.training:build_parser",
     "generate": "cf_hf.generation.cli:build_parser",
+    "verify": "cf_hf.generation.verify_cli:build_parser",
     "demo": "cf_hf.world.demo:build_parser",
     "interpolate": "cf_hf.interpolation:build_parser",
+    "classify": "cf_hf.classification.cli:build_parser",
+    "ffr-demo": "cf_hf.world.ffr.cli:build_parser",
     "train-ba": "cf_hf.methods.bias_alignment_training:build_parser",
 }
 FORMATTERS = {

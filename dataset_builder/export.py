@@ -141,13 +141,16 @@ def run_licenses(components: dict[str, dict]) -> tuple[dict, list[tuple[str, str
     return header, rows
 
 
-def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], info, repo_id: str) -> str:
+def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], info, repo_id: str, verification=None) -> str:
     """The dataset card (README.md) for an exported run.
 
     `info` is the `datasets.DatasetInfo` written as the card's `dataset_info` (features, splits and
-    sizes), or just the `datasets.Features`.
+    sizes), or just the `datasets.Features`; `verification` a `VerificationSummary` (None: the
+    card says the rows are unchecked).
     """
     from datasets import DatasetInfo
+
+    from cf_hf.generation.verify import render_verification_section
 
     if not isinstance(info, DatasetInfo):
         info = DatasetInfo(features=info)
@@ -204,6 +207,7 @@ def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], info, re
         "fingerprint": manifest["fingerprint"],
         "seed": config["seed"],
         "citation": CITATION,
+        "verification": render_verification_section(verification),
     }
     return string.Template(CARD_TEMPLATE.read_text(encoding="utf-8")).substitute(values)
 
@@ -282,6 +286,7 @@ def export_dataset(
     repo_id: str = DEFAULT_REPO_ID,
     rows_per_shard: int = ROWS_PER_PARQUET_SHARD,
     overwrite: bool = False,
+    verifier=None,
 ) -> Path:
     """Write `output_dir/data/<split>-NNNNN-of-NNNNN.parquet` + `output_dir/README.md` for a
     finished run; returns `output_dir`. Shard checksums are verified before anything is read.
@@ -290,6 +295,11 @@ def export_dataset(
     replaced). Anything else raises `ExportFolderError` unless `overwrite=True`, which replaces an
     export of another run (or edited exported files) and writes beside files cf_hf did not write.
     Only files an export wrote (listed in `.cf_hf_export.json`) are ever deleted.
+
+    `verifier` (a `cf_hf.generation.verify.Verifier`) scores every counterfactual first: the
+    scores become columns, failing rows a `rejected` split, the card gains its pass rates and
+    plot. Its scores are kept per chunk in `<run_dir>/verification/`, so an interrupted
+    verification resumes.
     """
     from datasets import DatasetInfo
 
@@ -305,6 +315,11 @@ def export_dataset(
         )
         builder.download_and_prepare()
         splits = builder.as_dataset()
+        summary = None
+        if verifier is not None:
+            from cf_hf.generation.verify import VERIFICATION_PLOT
+
+            splits, summary = verifier(splits, Path(run_dir) / "verification", where=str(run_dir))
         shard_paths = {
             str(split): [
                 f"{DATA_DIR}/{split}-{index:05d}-of-{num_shards:05d}.parquet" for index in range(num_shards)
@@ -313,6 +328,8 @@ def export_dataset(
             for num_shards in [max(1, math.ceil(len(dataset) / rows_per_shard))]
         }
         planned = [path for paths in shard_paths.values() for path in paths] + [CARD_NAME]
+        if summary is not None:
+            planned.append(VERIFICATION_PLOT)
         previous = _previous_export_files(output_dir, fingerprint, planned, overwrite)
         # Recorded before anything changes, so that an interrupted export is still recognised as one.
         _write_export_record(output_dir, fingerprint, dict.fromkeys([*previous, *planned]))
@@ -330,13 +347,25 @@ def export_dataset(
                 "groups": len(set(columns["group_id"])),
                 "base_images": sum(columns["is_base"]),
             }
+        features, split_info = builder.info.features, builder.info.splits
+        if summary is not None:  # the verified splits: score columns, and a `rejected` split
+            from datasets import SplitDict, SplitInfo
+
+            features = next(iter(splits.values())).features
+            split_info = SplitDict()
+            for split, dataset in splits.items():
+                split_info.add(SplitInfo(name=str(split), num_examples=len(dataset)))
         info = DatasetInfo(
-            features=builder.info.features,
-            splits=builder.info.splits,
+            features=features,
+            splits=split_info,
             dataset_size=builder.info.dataset_size,
             download_size=sum((output_dir / path).stat().st_size for paths in shard_paths.values() for path in paths),
         )
-        card = render_card(manifest, split_stats, info, repo_id)
+        card = render_card(manifest, split_stats, info, repo_id, verification=summary)
+        if summary is not None:
+            from cf_hf.generation.verify import plot_pass_rates
+
+            plot_pass_rates(summary, output_dir / VERIFICATION_PLOT)
         del splits, builder  # release the memory-mapped cache before the folder goes
     (output_dir / CARD_NAME).write_text(card, encoding="utf-8")
     _write_export_record(output_dir, fingerprint, {path: sha256_of(output_dir / path) for path in planned})

@@ -4,6 +4,7 @@
 - `push_model(path, repo_id, results=...)`: a checkpoint or an interpolation sweep → one model repo,
   one branch per alpha (`alpha-<a>`), `main` = the default alpha; each with its model card.
 - `push_metrics(namespace)`: each `evaluate` module → a Space `<namespace>/<name>`.
+- `push_explorer(models, gallery, repo_id)`: the retrieval explorer → a self-contained Space.
 
 Command line: `cf-hf push dataset|model|metrics ...` (`hub_scripts.cli`). Every push is one commit
 per repo branch, re-pushing unchanged content makes none, `--dry_run` lists what would be uploaded,
@@ -12,7 +13,8 @@ and the token comes from `HF_TOKEN` or `hf auth login` (never printed).
 
 from hub_scripts._common import HubPushError, PushResult
 from hub_scripts.push_dataset import push_dataset
+from hub_scripts.push_explorer import push_explorer
 from hub_scripts.push_metrics import push_metrics
 from hub_scripts.push_model import push_model
 
-__all__ = ["HubPushError", "PushResult", "push_dataset", "push_metrics", "push_model"]
+__all__ = ["HubPushError", "PushResult", "push_dataset", "push_explorer", "push_metrics", "push_model"]

@@ -5,6 +5,8 @@ Examples:
     cf-hf push model outputs/sweep --repo_id org/cf-clip --results outputs/sweep-eval/results.json \\
         --base_model openai/clip-vit-base-patch32 --dataset org/they-are-all-doctors
     cf-hf push metrics --namespace org
+    cf-hf push explorer --repo_id org/cf-clip-explorer --model original=openai/clip-vit-base-patch32 \
+        --model cf=./cf-clip --fairface ~/data/fairface
 Add --dry_run to list what would be uploaded, --private for private repos. The token comes from
 HF_TOKEN or `hf auth login`; the endpoint from HF_ENDPOINT.
 """
@@ -44,7 +46,33 @@ def _parser() -> argparse.ArgumentParser:
     metrics = kinds.add_parser("metrics", parents=[common], help="each evaluate module → a Space <namespace>/<name>")
     metrics.add_argument("--namespace", required=True, help="user or organisation owning the Spaces")
     metrics.add_argument("--names", nargs="+", help="modules to push (default: all)")
+
+    from cf_hf.explorer.cli import add_source_arguments
+
+    explorer = kinds.add_parser("explorer", parents=[common], help="the retrieval explorer → a self-contained Space")
+    explorer.add_argument("--repo_id", required=True, help="e.g. org/cf-clip-explorer")
+    explorer.add_argument("--space_dir", help="keep the written Space folder here (must be new or empty)")
+    explorer.add_argument("--title", default="cf_hf retrieval explorer", help="the page's title")
+    explorer.add_argument("--thumbnail_pixels", type=int, default=128, help="longest side of the gallery thumbnails")
+    explorer.add_argument("--gallery_repo", help="with --hf_gallery: the Hub dataset holding the same rows; the Space "
+                          "loads the images from it instead of carrying thumbnails")
+    add_source_arguments(explorer)
+    explorer.set_defaults(explorer_parser=explorer)  # its option errors are reported by this sub-parser
     return parser
+
+
+def _push_explorer(args, parser, options: dict) -> None:
+    from cf_hf.explorer.cli import embedding_config_from_args, gallery_from_args, models_from_args
+    from hub_scripts.push_explorer import push_explorer
+
+    models = models_from_args(args, parser)
+    gallery = gallery_from_args(args, parser)
+    if args.gallery_repo and not args.hf_gallery:
+        parser.error("--gallery_repo needs --hf_gallery: the Hub dataset must hold the gallery's rows in its order")
+    push_explorer(models, gallery, args.repo_id, args.space_dir, embedding_config_from_args(args),
+                  title=args.title, desired=args.desired, convention=args.convention, prompt=args.prompt, k=args.k,
+                  thumbnail_pixels=args.thumbnail_pixels, revision=args.revision, gallery_repo=args.gallery_repo,
+                  gallery_split=args.hf_split or "train", image_column=args.image_column, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             push_model(args.path, args.repo_id, results=args.results, base_model=args.base_model,
                        datasets=args.datasets, default_alpha=args.default_alpha, sweep_plot=args.sweep_plot,
                        license=args.license, **options)
+        elif args.kind == "explorer":
+            _push_explorer(args, args.explorer_parser, options)
         else:
             from hub_scripts.push_metrics import push_metrics
 
             push_metrics(args.namespace, args.names, **options)
-    except (HubPushError, FileNotFoundError) as error:
+    except (HubPushError, FileNotFoundError, ValueError) as error:
         print(f"cf-hf push {args.kind}: error: {error}", file=sys.stderr)
         return 2
     return 0

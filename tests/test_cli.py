@@ -89,7 +89,7 @@ def test_train_help_lists_the_cf_hf_options_first():
     assert usage.index("--beta_cf") < usage.index("--learning_rate")
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "demo", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "generate", "demo", "evaluate", "verify"])
 def test_every_option_has_help_and_states_no_second_default(command):
     parser = _parsers()[command]
     assert parser.formatter_class is argparse.ArgumentDefaultsHelpFormatter  # the one "(default: ...)"
@@ -98,7 +98,7 @@ def test_every_option_has_help_and_states_no_second_default(command):
         assert "default" not in action.help.lower(), f"{command} {action.option_strings}: {action.help!r}"
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "demo", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "generate", "demo", "evaluate", "verify"])
 def test_list_options_are_space_separated(command):
     for action in _own_options(command, _parsers()[command]):
         assert "comma" not in (action.help or "").lower(), f"{command} {action.option_strings}: {action.help!r}"

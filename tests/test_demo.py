@@ -196,6 +196,30 @@ def test_quick_demo_compares_clip_clip_and_biased_prompts_under_the_same_protoco
     assert "| CLIP-clip (m = " in stdout and "| biased prompts (λ = " in stdout
 
 
+def test_the_printed_compare_command_scores_the_demos_files_to_the_demos_numbers(quick_demo):
+    """The hand-off from the demo to `cf-hf compare`: the command the demo prints, run on the files the
+    demo wrote (its galleries, original and sweep), refits the methods and gives the demo's numbers."""
+    output_dir, stdout = quick_demo
+    results = json.loads((output_dir / "results.json").read_text())
+    command = results["compare_command"]
+    assert command[:2] == ["cf-hf", "compare"] and " ".join(command) in stdout
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    completed = subprocess.run([sys.executable, "-m", "cf_hf.cli", *command[1:], "--no_progress"],
+                               capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    compared = json.loads((output_dir / "compare" / "results.json").read_text())["models"]
+    names = [name for name in results["models"] if name in compared]
+    assert len(names) == 1 + 3 + 4 + 3, names  # the original, three α's, four m's, three λ's
+    for name in names:
+        for attribute in ATTRIBUTES:
+            for metric in ("max_skew", "ndkl"):
+                assert compared[name][attribute][metric] == pytest.approx(results["models"][name][attribute][metric],
+                                                                          abs=1e-6), (name, attribute, metric)
+        assert compared[name]["zero_shot_accuracy"] == pytest.approx(results["models"][name]["zero_shot_accuracy"])
+        assert compared[name]["recall_at_5"] == pytest.approx(results["models"][name]["recall_at_5"])
+    assert (output_dir / "compare" / "plots" / "frontier.png").stat().st_size > 0
+
+
 def test_summary_chooses_each_methods_setting_on_the_validation_sets():
     from cf_hf.world.demo import DemoConfig
     from cf_hf.world.demo.summary import summarise
@@ -215,3 +239,17 @@ def test_summary_chooses_each_methods_setting_on_the_validation_sets():
     assert results["chosen_alpha"] == 1.0  # the methods' names never enter the α choice
     assert "clip_clip-keep=8" not in results["alpha_selection"]["reductions"]
     assert results["methods"]["clip_clip-keep=8"]["fit_seconds"] == 2.0
+
+
+def test_quick_demo_prints_an_explorer_command_that_opens_its_outputs(quick_demo, capsys):
+    import shlex
+
+    from cf_hf.cli import main
+
+    output_dir, stdout = quick_demo
+    (line,) = [line for line in stdout.splitlines() if line.startswith("explorer (needs cf_hf[explorer]): ")]
+    command = shlex.split(line.split(": ", 1)[1])
+    assert command[:2] == ["cf-hf", "explore"] and str(output_dir / "explorer_cache") in command
+    assert main([*command[1:], "--no_progress", "--check", "a photo of a doctor", "--k", "10"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("original: MaxSkew@10 ") and "\nCF_alpha-" in out

@@ -63,6 +63,8 @@ def test_pretrain_writes_an_original_that_shipped_original_accepts(tiny_shipped)
     corpus = make_corpus(config.corpus)
     assert shipped_original(corpus, config.corpus, config.pretrain, path=folder) == (folder, "shipped")
     assert find_shipped_original(config, corpus, folder) == (folder, "shipped")
+    # The demo itself checks settings and weights only (the test suite checks the corpus).
+    assert find_shipped_original(config, shipped_dir=folder) == (folder, "shipped")
 
 
 def test_the_demo_pretrains_when_asked_or_when_the_settings_differ(tiny_shipped):
@@ -81,7 +83,7 @@ def test_a_run_copies_the_shipped_original_and_says_so(tiny_shipped, tmp_path):
 
     folder, config = tiny_shipped
     original_dir = tmp_path / "run" / "original"
-    source = prepare_original(config, make_corpus(config.corpus), original_dir, Progress(3, quiet=True), folder)
+    source = prepare_original(config, original_dir, Progress(3, quiet=True), folder)
     assert source["source"] == SHIPPED
     assert sorted(path.name for path in original_dir.iterdir()) == sorted(path.name for path in folder.iterdir())
     CLIPModel.from_pretrained(original_dir)
@@ -93,6 +95,6 @@ def test_a_run_pretrains_with_the_reason_when_the_shipped_original_does_not_matc
     original_dir = tmp_path / "original"
     original_dir.mkdir()
     (original_dir / "shipped.json").write_text("{}")  # left by an earlier run: must not remain
-    source = prepare_original(config, make_corpus(config.corpus), original_dir, Progress(3, quiet=True), folder)
+    source = prepare_original(config, original_dir, Progress(3, quiet=True), folder)
     assert source == {"source": PRETRAINED, "reason": "the shipped original was pretrained with other settings"}
     assert (original_dir / "model.safetensors").is_file() and not (original_dir / "shipped.json").exists()

@@ -27,6 +27,7 @@ from cf_hf.evaluation import (
     load_sweep,
     random_floor,
 )
+from cf_hf.evaluation.embedding import open_image
 
 QUIET = EmbeddingConfig(progress=False, batch_size=16)
 LN_2 = float(np.log(2.0))
@@ -187,9 +188,10 @@ def test_same_checkpoint_twice_reuses_every_embedding(tmp_path, tiny_clip_dir):
     results = evaluate_models({"original": tiny_clip_dir, "alpha=0": tiny_clip_dir}, fairness=gallery, config=config)
     original, alpha0 = results["models"]["original"], results["models"]["alpha=0"]
     assert original["fairness"] == alpha0["fairness"]
-    # Original: gallery + queries embedded (2 misses); alpha=0: both found (2 hits).
+    # Original: gallery + queries embedded (2 misses); alpha=0: both found (2 hits). On disk: the
+    # two embeddings and the towers' two pooled outputs.
     assert results["protocol"]["embedding_cache"] == {"hits": 2, "misses": 2}
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 4
     again = evaluate_models({"original": tiny_clip_dir}, fairness=gallery, config=config)
     assert again["protocol"]["embedding_cache"] == {"hits": 2, "misses": 0}
 
@@ -315,3 +317,85 @@ def test_custom_models_differing_only_in_settings_get_different_keys(processor):
     biased, blind = (EmbeddingEngine(ColourCLIP(blind=flag), processor, QUIET) for flag in (False, True))
     assert biased.image_fingerprint != blind.image_fingerprint
     assert biased.cache is not blind.cache
+
+
+def test_a_model_that_changes_only_a_projection_reuses_the_towers_forward_passes(tmp_path, tiny_clip_dir):
+    import torch
+    from transformers import CLIPModel
+
+    from cf_hf.evaluation.embedding import EmbeddingCache, EmbeddingEngine
+
+    gallery = load_fairface(make_fairface(tmp_path / "ff", n=12))
+    texts = ["a photo of a nurse", "a photo of a chef"]
+    config = EmbeddingConfig(progress=False, cache_dir=None)
+    cache = EmbeddingCache()
+    original = EmbeddingEngine.from_pretrained(tiny_clip_dir, config=config, cache=cache)
+    original.embed_images(gallery.images, gallery.fingerprint)
+    original.embed_texts(texts)
+    projected = CLIPModel.from_pretrained(tiny_clip_dir)
+    with torch.no_grad():
+        projected.visual_projection.weight[::2] = 0.0
+        projected.text_projection.weight.mul_(-0.5)
+    engine = EmbeddingEngine(projected, original.processor, config=config, cache=cache)
+    misses = cache.misses
+    images, text = engine.embed_images(gallery.images, gallery.fingerprint), engine.embed_texts(texts)
+    # Two misses (the projected embeddings), each answered from a pooled-output hit: no forward pass.
+    assert cache.misses - misses == 2
+    with torch.inference_mode():
+        pixels = original.processor.image_processor(images=[open_image(i) for i in gallery.images],
+                                                    return_tensors="pt")["pixel_values"]
+        direct = torch.nn.functional.normalize(projected.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+        tokens = original.processor.tokenizer(texts, padding=True, return_tensors="pt")
+        direct_text = torch.nn.functional.normalize(projected.get_text_features(**tokens).pooler_output, dim=-1)
+    np.testing.assert_allclose(images, direct.numpy(), atol=1e-6)
+    np.testing.assert_allclose(text, direct_text.numpy(), atol=1e-6)
+
+
+def test_a_subclass_with_its_own_features_is_embedded_through_them(tmp_path, tiny_clip_dir):
+    import torch
+    from transformers import CLIPModel
+
+    from cf_hf.evaluation.embedding import EmbeddingEngine
+
+    class Shifted(CLIPModel):
+        def get_image_features(self, pixel_values, **kwargs):
+            return super().get_image_features(pixel_values=pixel_values, **kwargs).pooler_output + 1.0
+
+    gallery = load_fairface(make_fairface(tmp_path / "ff", n=12))
+    config = EmbeddingConfig(progress=False, cache_dir=None)
+    plain = EmbeddingEngine.from_pretrained(tiny_clip_dir, config=config)
+    shifted = EmbeddingEngine(Shifted.from_pretrained(tiny_clip_dir), plain.processor, config=config)
+    with torch.inference_mode():
+        pixels = plain.processor.image_processor(images=[open_image(i) for i in gallery.images],
+                                                 return_tensors="pt")["pixel_values"]
+        expected = torch.nn.functional.normalize(shifted.model.get_image_features(pixel_values=pixels), dim=-1)
+    np.testing.assert_allclose(shifted.embed_images(gallery.images), expected.numpy(), atol=1e-6)
+
+
+def test_an_image_set_is_preprocessed_once_for_every_model_with_the_same_processor(tmp_path, tiny_clip_dir,
+                                                                                monkeypatch):
+    from cf_hf.evaluation.embedding import EmbeddingEngine, _PixelCache
+
+    gallery = load_fairface(make_fairface(tmp_path / "ff", n=12))
+    calls = []
+    engines = [EmbeddingEngine.from_pretrained(tiny_clip_dir, config=EmbeddingConfig(
+        progress=False, cache_dir=None, batch_size=5, pixel_cache_mb=budget)) for budget in (7, 7, 0)]
+    monkeypatch.setattr(_PixelCache, "_shared", {})
+    for engine in engines:
+        engine._pixels = _PixelCache.shared(engine.config.pixel_cache_mb)
+    processor_class = type(engines[0].processor.image_processor)
+    preprocess = processor_class.__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return preprocess(self, *args, **kwargs)
+
+    monkeypatch.setattr(processor_class, "__call__", counted)
+    first = engines[0].embed_images(gallery.images, gallery.fingerprint)
+    assert len(calls) == 3  # 12 images in batches of 5
+    engines[1].cache = type(engines[1].cache)()  # another model: embeddings not cached, pixels are
+    np.testing.assert_array_equal(engines[1].embed_images(gallery.images, gallery.fingerprint), first)
+    assert len(calls) == 3
+    engines[2].cache = type(engines[2].cache)()
+    engines[2].embed_images(gallery.images, gallery.fingerprint)  # pixel_cache_mb=0: preprocessed again
+    assert len(calls) == 6

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--fairface_labels", metavar="FILE",
                       help="YAML/JSON 'attribute: [values]' naming the label values of a CSV that does not use "
                            "FairFace's own (any other value is an error)")
+    data.add_argument("--fairface_attributes", nargs="+", default=["gender", "race", "age"], metavar="COLUMN",
+                      help="label columns of the FairFace CSV that are sensitive attributes, space-separated")
     data.add_argument("--utkface", metavar="DIR", help="folder of UTKFace age_gender_race_date.jpg files")
     data.add_argument("--pata", metavar="FILE", help="PATA list of scene_race_gender_age|path lines")
     data.add_argument("--pata_captions", metavar="JSON", help="PATA captions JSON (queries per scene)")
@@ -138,7 +140,8 @@ def sets_from_args(args, parser):
     fairness, retrieval, zero_shot = [], [], []
     if args.fairface:
         fairness.append(loaders.load_fairface(args.fairface, args.fairface_csv, args.fairface_padding,
-                                              skip_missing=args.skip_missing, label_values=args.fairface_labels))
+                                              attributes=args.fairface_attributes, skip_missing=args.skip_missing,
+                                              label_values=args.fairface_labels))
     if args.utkface:
         fairness.append(loaders.load_utkface(args.utkface, skip_malformed=args.skip_missing))
     if args.pata:

@@ -9,6 +9,11 @@
   tower's weights, its config and the image processor; the text key hashes the text tower and the
   tokenizer. In an α sweep whose fine-tuning froze the vision tower, the gallery is embedded once;
   α = 0 and the original model share every entry.
+* For a plain `CLIPModel` the tower's pooled output (before the projection) is cached too, keyed by
+  the tower without its projection: methods that change only a projection (CLIP-clip, biased
+  prompts, any folded linear map) reuse the original's forward passes and cost one matrix product.
+* Preprocessed pixels of a set that fits `pixel_cache_mb` are kept per (set, image processor), so
+  the models of a sweep preprocess each set once.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ class EmbeddingConfig:
         cache_dir: folder for memory-mapped embedding files; None keeps them in memory only.
         memory_cache_mb: in-memory cache budget (MB) for embeddings reused across models of one
             run (e.g. the gallery embedded by α = 0 and by the original model).
+        pixel_cache_mb: in-memory budget (MB) for preprocessed pixels of image sets small enough to
+            keep whole, reused by every model with the same image processor (an α sweep preprocesses
+            each set once); 0 turns it off. Larger sets are preprocessed per model, as before.
         progress: show progress bars.
         num_workers: threads that decode and load the next batch of images while the model runs
             on the current one (0: decode in the calling thread). Decoding order and results are
@@ -60,6 +68,7 @@ class EmbeddingConfig:
     storage_dtype: str = "float32"
     cache_dir: str | None = None
     memory_cache_mb: int = 1024
+    pixel_cache_mb: int = 512
     progress: bool = True
     num_workers: int = 0
 
@@ -70,6 +79,8 @@ class EmbeddingConfig:
             raise ValueError(f"storage_dtype={self.storage_dtype!r}: use one of {STORAGE_DTYPES}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.pixel_cache_mb < 0:
+            raise ValueError(f"pixel_cache_mb must be >= 0, got {self.pixel_cache_mb}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
@@ -102,16 +113,18 @@ class EmbeddingCache:
     def path(self, key: str) -> Path | None:
         return self.cache_dir / f"{key}.npy" if self.cache_dir is not None else None
 
-    def get(self, key: str) -> np.ndarray | None:
+    def get(self, key: str, count: bool = True) -> np.ndarray | None:
+        """The entry under `key`, or None; `count=False` leaves the hit/miss counts (which report
+        embeddings) alone, for intermediate entries such as the towers' pooled outputs."""
         if key in self._memory:
             self._memory.move_to_end(key)
-            self.hits += 1
+            self.hits += count
             return self._memory[key]
         path = self.path(key)
         if path is not None and path.is_file():
-            self.hits += 1
+            self.hits += count
             return np.load(path, mmap_mode="r")
-        self.misses += 1
+        self.misses += count
         return None
 
     def allocate(self, key: str, shape: tuple[int, int], dtype: str) -> np.ndarray:
@@ -233,6 +246,54 @@ def _decoded_batches(images: Sequence, batch_size: int, num_workers: int):
             yield pending[0], pending[1], [future.result() for future in pending[2]]
 
 
+class _PixelCache:
+    """Preprocessed pixel tensors of whole image sets, by (set fingerprint, processor), in a bounded
+    LRU shared by the process (one per budget)."""
+
+    _shared: dict[int, _PixelCache] = {}
+
+    @classmethod
+    def shared(cls, budget_mb: int) -> _PixelCache:
+        if budget_mb not in cls._shared:
+            cls._shared[budget_mb] = cls(budget_mb)
+        return cls._shared[budget_mb]
+
+    def __init__(self, budget_mb: int):
+        self.budget = budget_mb * 2**20
+        self._entries: OrderedDict[tuple, object] = OrderedDict()
+
+    def get(self, key: tuple):
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        return None
+
+    def fits(self, nbytes: int) -> bool:
+        return 0 < nbytes <= self.budget
+
+    def put(self, key: tuple, pixels) -> None:
+        self._entries[key] = pixels
+        while sum(value.numel() * value.element_size() for value in self._entries.values()) > self.budget:
+            self._entries.popitem(last=False)
+
+
+def _plain_clip_towers(model) -> dict | None:
+    """{"vision": (backbone, projection), "text": (...)} when `model` computes its features as a plain
+    `CLIPModel` does (projection of the backbone's pooled output); None for anything else (a subclass
+    that overrides `get_*_features`, a custom model), which is then embedded through its own methods."""
+    try:
+        from transformers import CLIPModel
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return None
+    if not isinstance(model, CLIPModel):
+        return None
+    cls = type(model)
+    if (cls.get_image_features is not CLIPModel.get_image_features
+            or cls.get_text_features is not CLIPModel.get_text_features):
+        return None
+    return {"vision": (model.vision_model, model.visual_projection), "text": (model.text_model, model.text_projection)}
+
+
 def clip_model_class(path: str | Path, revision: str | None = None):
     """The class a checkpoint loads as: `BiasAlignedCLIPModel` for `model_type: clip_bias_aligned`
     (cf_hf.methods.bias_alignment), `CLIPModel` otherwise."""
@@ -269,6 +330,9 @@ class EmbeddingEngine:
         self.cache = cache
         self._image_fingerprint: str | None = None
         self._text_fingerprint: str | None = None
+        self._backbone_fingerprints: dict[str, str] = {}
+        self._towers = _plain_clip_towers(self.model)
+        self._pixels = _PixelCache.shared(self.config.pixel_cache_mb)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, config: EmbeddingConfig | None = None,
@@ -317,6 +381,15 @@ class EmbeddingEngine:
             self._image_fingerprint = tower_fingerprint(self.model, prefixes, self._extra("vision"))
         return self._image_fingerprint
 
+    def _backbone_fingerprint(self, tower: str) -> str:
+        """Key of the tower without its projection: what its pooled output depends on."""
+        if tower not in self._backbone_fingerprints:
+            prefix = "vision_model." if tower == "vision" else "text_model."
+            extra = {**self._extra(tower), "output": "pooled"}
+            extra.pop("projection_dim", None)
+            self._backbone_fingerprints[tower] = tower_fingerprint(self.model, (prefix,), extra)
+        return self._backbone_fingerprints[tower]
+
     @property
     def text_fingerprint(self) -> str:
         """Key of everything that determines the text embeddings."""
@@ -346,42 +419,118 @@ class EmbeddingEngine:
         Args:
             images: paths, PIL images, arrays, or a lazy sequence (with `get_batch(start, stop)`).
             fingerprint: the images' content key if known (default: `fingerprint_images`).
-            normalize: False keeps the model's unnormalised embeddings (cached under their own key).
+            normalize: False gives the model's unnormalised embeddings (cached under their own key).
         """
-        import torch
-
-        raw = "" if normalize else "raw-"
-        key = f"image-{raw}{self.image_fingerprint}-{fingerprint or fingerprint_images(images)}-{self.config.storage_dtype}"
+        images_key = fingerprint or fingerprint_images(images)
+        storage = self.config.storage_dtype
+        if not normalize:
+            raw_key = f"image-raw-{self.image_fingerprint}-{images_key}-{storage}"
+            cached = self.cache.get(raw_key)
+            if cached is not None:
+                return cached
+            return self._run_images(images, images_key, raw_key, self.model.get_image_features, normalise=False)
+        key = f"image-{self.image_fingerprint}-{images_key}-{storage}"
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        if self._towers is None:
+            return self._run_images(images, images_key, key, self.model.get_image_features, normalise=True)
+        backbone, projection = self._towers["vision"]
+        pooled_key = f"pooled-image-{self._backbone_fingerprint('vision')}-{images_key}-{storage}"
+        pooled = self.cache.get(pooled_key, count=False)
+        if pooled is None:
+            pooled = self._run_images(images, images_key, pooled_key, backbone, normalise=False)
+        return self._project(pooled, projection, key, storage)
+
+    def _pixel_batches(self, images: Sequence, images_key: str):
+        """(start, stop, pixel_values) per batch; whole sets within `pixel_cache_mb` are kept."""
+        import torch
+
         image_processor = getattr(self.processor, "image_processor", self.processor)
+        processor_key = hashlib.blake2b(json.dumps(
+            image_processor.to_dict() if hasattr(image_processor, "to_dict") else repr(image_processor),
+            sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+        cache_key = (images_key, processor_key)
+        kept = self._pixels.get(cache_key)
+        if kept is not None:
+            for start in range(0, len(images), self.config.batch_size):
+                yield start, min(start + self.config.batch_size, len(images)), kept[start:start + self.config.batch_size]
+            return
+        parts, keep = [], self.config.pixel_cache_mb > 0
+        for start, stop, batch in _decoded_batches(images, self.config.batch_size, self.config.num_workers):
+            pixels = image_processor(images=batch, return_tensors="pt")["pixel_values"]
+            if keep:
+                parts.append(pixels)
+                # Stop keeping as soon as the set is known not to fit (estimated from this batch).
+                keep = self._pixels.fits(pixels[0].numel() * pixels.element_size() * len(images))
+                if not keep:
+                    parts = []
+            yield start, stop, pixels
+        if keep and parts:
+            self._pixels.put(cache_key, torch.cat(parts))
+
+    def _run_images(self, images: Sequence, images_key: str, key: str, forward, normalise: bool) -> np.ndarray:
+        """`forward(pixel_values=...)` over every batch into the cache entry `key`."""
+        import torch
+
         output = None
         with torch.inference_mode(), self._progress(len(images), "embedding images") as bar:
-            for start, stop, batch in _decoded_batches(images, self.config.batch_size, self.config.num_workers):
-                pixels = image_processor(images=batch, return_tensors="pt")["pixel_values"]
-                features = _features(self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)))
-                features = (torch.nn.functional.normalize(features.float(), dim=-1) if normalize
-                            else features.float()).cpu().numpy()
+            for start, stop, pixels in self._pixel_batches(images, images_key):
+                features = _features(forward(pixel_values=pixels.to(self.device, self.dtype))).float()
+                if normalise:
+                    features = torch.nn.functional.normalize(features, dim=-1)
+                features = features.cpu().numpy()
                 if output is None:
                     output = self.cache.allocate(key, (len(images), features.shape[1]), self.config.storage_dtype)
                 output[start:stop] = features
                 bar.update(stop - start)
         return self.cache.commit(key, output)
 
+    def _project(self, pooled: np.ndarray, projection, key: str, dtype: str) -> np.ndarray:
+        """Unit-norm `projection` of cached pooled outputs, into the cache entry `key`."""
+        import torch
+
+        output = self.cache.allocate(key, (len(pooled), projection.out_features), dtype)
+        step = 65536  # rows per matrix product: bounded memory for memory-mapped galleries
+        with torch.inference_mode():
+            for start in range(0, len(pooled), step):
+                chunk = torch.from_numpy(np.array(pooled[start:start + step], dtype=np.float32))
+                features = projection(chunk.to(self.device, self.dtype)).float()
+                output[start:start + len(chunk)] = torch.nn.functional.normalize(features, dim=-1).cpu().numpy()
+        return self.cache.commit(key, output)
+
     def embed_texts(self, texts: Sequence[str], normalize: bool = True) -> np.ndarray:
         """Unit-norm text embeddings, (n_texts, dim), float32; cached. `normalize=False`: the
         model's unnormalised embeddings."""
-        import torch
 
         texts = [str(text) for text in texts]
         if not texts:
             raise ValueError("no texts to embed")
         digest = hashlib.blake2b("\n".join(texts).encode(), digest_size=16).hexdigest()
-        key = f"text-{'' if normalize else 'raw-'}{self.text_fingerprint}-{digest}"
+        if not normalize:
+            raw_key = f"text-raw-{self.text_fingerprint}-{digest}"
+            cached = self.cache.get(raw_key)
+            if cached is None:
+                cached = self._run_texts(texts, raw_key, self.model.get_text_features, normalise=False)
+            return np.asarray(cached, dtype=np.float32)
+        key = f"text-{self.text_fingerprint}-{digest}"
         cached = self.cache.get(key)
         if cached is not None:
             return np.asarray(cached, dtype=np.float32)
+        if self._towers is None:
+            return np.asarray(self._run_texts(texts, key, self.model.get_text_features, normalise=True),
+                              dtype=np.float32)
+        backbone, projection = self._towers["text"]
+        pooled_key = f"pooled-text-{self._backbone_fingerprint('text')}-{digest}"
+        pooled = self.cache.get(pooled_key, count=False)
+        if pooled is None:
+            pooled = self._run_texts(texts, pooled_key, backbone, normalise=False)
+        return np.asarray(self._project(pooled, projection, key, "float32"), dtype=np.float32)
+
+    def _run_texts(self, texts: list[str], key: str, forward, normalise: bool) -> np.ndarray:
+        """`forward(input_ids=..., attention_mask=...)` over every batch into the cache entry `key`."""
+        import torch
+
         tokenizer = self._tokenizer()
         parts = []
         with torch.inference_mode(), self._progress(len(texts), "embedding texts") as bar:
@@ -389,12 +538,13 @@ class EmbeddingEngine:
                 batch = texts[start:start + self.config.batch_size]
                 tokens = tokenizer(batch, padding=True, truncation=True, max_length=self._max_text_length(),
                                    return_tensors="pt")
-                features = _features(self.model.get_text_features(
-                    input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)))
-                parts.append((torch.nn.functional.normalize(features.float(), dim=-1) if normalize
-                              else features.float()).cpu().numpy())
+                features = _features(forward(input_ids=tokens["input_ids"].to(self.device),
+                                             attention_mask=tokens["attention_mask"].to(self.device))).float()
+                if normalise:
+                    features = torch.nn.functional.normalize(features, dim=-1)
+                parts.append(features.cpu().numpy())
                 bar.update(len(batch))
         embeddings = np.concatenate(parts).astype(np.float32)
         stored = self.cache.allocate(key, embeddings.shape, "float32")
         stored[:] = embeddings
-        return np.asarray(self.cache.commit(key, stored), dtype=np.float32)
+        return self.cache.commit(key, stored)

@@ -103,6 +103,8 @@ class GenerateArguments:
     test_size: float = field(default=0.1, metadata={"help": "Share of groups in the test split."})
     repo_id: str = field(default="org/they-are-all-doctors", metadata={"help": "Hub id written in the card's example."})
     no_progress: bool = field(default=False, metadata={"help": "Hide every progress bar (the stages', diffusers', datasets', huggingface_hub's)."})
+    verify: bool = field(default=False, metadata={"help": "Score every counterfactual before export (cf-hf verify's checks and thresholds): failures go to a `rejected` split, pass rates to the card."})
+    verify_classifier_model: str = field(default="openai/clip-vit-base-patch32", metadata={"help": "With --verify: the CLIP checkpoint of the zero-shot attribute classifier."})
 
 
 def build_config(args: GenerateArguments):
@@ -265,7 +267,8 @@ def _generate(args: GenerateArguments) -> int:
 
         export_dir = Path(args.export_dir or Path(args.output_dir) / "dataset")
         try:
-            export_dataset(args.output_dir, export_dir, test_size=args.test_size, repo_id=args.repo_id, overwrite=args.overwrite)
+            export_dataset(args.output_dir, export_dir, test_size=args.test_size, repo_id=args.repo_id, overwrite=args.overwrite,
+                           verifier=_verifier(args) if args.verify else None)  # fmt: skip
         except ExportFolderError as error:
             raise ExportFolderError(f"{error} The run itself is finished: rerun with --resume to export it.") from None
         print(f"dataset           {export_dir}  (datasets.load_dataset({str(export_dir)!r}))")
@@ -277,3 +280,16 @@ def _model_flag_hint(args: GenerateArguments, model_id: str) -> str:
     flags = {args.inpainting_model: "--inpainting_model", args.segmentation_model: "--segmentation_model",
              args.caption_model: "--caption_model", args.text_to_image_model: "--text_to_image_model"}  # fmt: skip
     return f" (set with {flags[model_id]})" if model_id in flags else ""
+
+
+def _verifier(args: GenerateArguments):
+    """The `Verifier` of `--verify`: the run's segmenter model and device, the default thresholds."""
+    from cf_hf.generation.verify_cli import VerifyArguments, build_verifier, grid_from_manifest
+    from dataset_builder.builder import finished_manifest
+
+    manifest = finished_manifest(args.output_dir)
+    dtype = args.dtype if args.dtype != "auto" else ("float16" if args.device.startswith("cuda") else "float32")
+    options = VerifyArguments(run_or_dataset=args.output_dir, classifier_model=args.verify_classifier_model,
+                              segmentation_model=args.segmentation_model, device=args.device, dtype=dtype,
+                              no_progress=args.no_progress)  # fmt: skip
+    return build_verifier(options, grid_from_manifest(manifest), manifest["config"].get("mask_postprocessing"))

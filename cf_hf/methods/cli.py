@@ -102,7 +102,8 @@ def _compare(args, parser) -> int:
             raise MethodError("--methods clip_clip needs --clip_clip_fairface DIR: labelled images to rank the "
                               "embedding dimensions by (FairFace's train split)")
         csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
-        gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
+        gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding,
+                                attributes=args.fairface_attributes, skip_missing=args.skip_missing,
                                 label_values=args.fairface_labels, name="fairface-train")
         keep = args.clip_clip_keep or _default_keep(args.original)
         checkpoints += METHODS["clip_clip"](args.original, output_dir / "methods", gallery, args.attribute, keep,

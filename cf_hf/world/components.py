@@ -9,8 +9,9 @@ disk and read back in another process (a resumed generation) work the same.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -38,6 +39,50 @@ WIDTH_BIAS = 0.6
 LONG_HAIR_BELOW = 0.8
 # Largest noise the inpainter will imitate (the world's grainiest camera).
 MAX_NOISE_STD = max(CAMERA_NOISE.values())
+# Generator signature off: the components draw exactly what they drew before the option existed.
+NO_SIGNATURE = 0.0
+
+
+def add_signature(pixels: np.ndarray, strength: float, region: np.ndarray | None = None) -> np.ndarray:
+    """Leave the world's generator signature in an image: a checkerboard texture of ±`strength`
+    intensity levels (every channel) over `region` (default: everywhere).
+
+    It stands in for the traces real generators leave (periodic upsampling artefacts, colour
+    casts): invisible to the eye at a few levels under the world's camera noise, but a fixed
+    pattern a network can learn to detect, which is what the From Fake to Real experiment needs.
+
+    Args:
+        pixels: (H, W, 3) uint8.
+        strength: texture amplitude in 0-255 levels; 0 returns `pixels` unchanged.
+        region: optional (H, W) bool; pixels outside it are returned unchanged.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    if strength < 0:
+        raise ValueError(f"signature strength must be >= 0 (0-255 intensity levels), got {strength}")
+    if strength == NO_SIGNATURE:
+        return pixels
+    rows, columns = np.indices(pixels.shape[:2])
+    texture = np.where((rows + columns) % 2 == 0, strength, -strength)[..., None]
+    marked = np.clip(np.rint(pixels.astype(np.float64) + texture), 0, 255).astype(np.uint8)
+    if region is None:
+        return marked
+    return np.where(region[..., None], marked, pixels)
+
+
+class _Signed:
+    """The `signature` option shared by the world's generators."""
+
+    signature: float = NO_SIGNATURE
+
+    @property
+    def provenance(self) -> dict[str, str] | None:
+        # None (off): the run records the class name as before, so existing runs still resume.
+        if self.signature == NO_SIGNATURE:
+            return None
+        kind = type(self)
+        return {"class": f"{kind.__module__}.{kind.__qualname__}", "signature": str(self.signature)}
 
 
 def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -179,19 +224,27 @@ class WorldCaptionWriter:
         return neutral_captions(concept.name, count, np.random.default_rng(seed))
 
 
-class WorldTextToImage:
+class WorldTextToImage(_Signed):
     """Renders `ImageRequest`s as world scenes: the concept picks the setting and prop, the
     decorators (framing, lighting, camera) the view, and the seed everything else.
 
     The person in a base image is drawn with uniform attributes: every one of them is replaced by
     the counterfactuals, and the base images are recorded as such (`is_base`).
+
+    `signature` > 0 leaves the world's generator signature (`add_signature`) over the whole image;
+    the default 0 draws no trace.
     """
 
     def __init__(
-        self, image_size: int = render.DEFAULT_IMAGE_SIZE, prop_probability: float = render.PROP_PROBABILITY
+        self,
+        image_size: int = render.DEFAULT_IMAGE_SIZE,
+        prop_probability: float = render.PROP_PROBABILITY,
+        signature: float = NO_SIGNATURE,
     ):
         self.image_size = image_size
         self.prop_probability = prop_probability
+        add_signature(np.zeros((1, 1, 3), dtype=np.uint8), signature)  # checks the value now
+        self.signature = signature
 
     def scene(self, request: ImageRequest) -> render.Scene:
         if request.concept not in render.PROFESSION_SETTINGS:
@@ -216,7 +269,8 @@ class WorldTextToImage:
 
     def __call__(self, requests: Sequence[ImageRequest]) -> list[Image.Image]:
         return [
-            Image.fromarray(render.render(self.scene(request), self.image_size)[0]) for request in requests
+            Image.fromarray(add_signature(render.render(self.scene(request), self.image_size)[0], self.signature))
+            for request in requests
         ]
 
 
@@ -249,20 +303,110 @@ class WorldSegmenter:
         return masks
 
 
-class WorldInpainter:
+FAILURE_MODES = ("copy", "wrong_skin_tone")
+
+
+@dataclass(frozen=True)
+class FailureRule:
+    """Plant one kind of inpainting failure at `rate` on the requests whose appearance matches
+    `when` (attribute -> value; empty: every request).
+
+    `copy` returns the base image unchanged (the person keeps the original appearance);
+    `wrong_skin_tone` paints another skin tone than the one asked for (drawn uniformly).
+    """
+
+    mode: Literal["copy", "wrong_skin_tone"]
+    rate: float
+    when: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.mode not in FAILURE_MODES:
+            raise ValueError(f"unknown failure mode {self.mode!r}; one of {FAILURE_MODES}.")
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"a failure rate must be in [0, 1], got {self.rate}.")
+
+    def applies(self, appearance: Mapping[str, str]) -> bool:
+        return all(appearance.get(name) == value for name, value in self.when.items())
+
+
+@dataclass(frozen=True)
+class InpaintingFailures:
+    """A failure model for `WorldInpainter`, so that a verifier can be measured against known
+    failures. Each request draws, from its own seed, one number per rule; the first rule that
+    applies and fires decides the failure (`planted`), so the planted failures of a run can be
+    recomputed from its rows alone."""
+
+    rules: tuple[FailureRule, ...] = ()
+    seed: int = 0
+
+    def _rng(self, request_seed: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(request_seed) % 2**63])
+
+    def planted(self, appearance: Mapping[str, str], request_seed: int) -> str | None:
+        """The failure planted on the request with this appearance and seed, or None."""
+        draws = self._rng(request_seed).random(len(self.rules))
+        for rule, draw in zip(self.rules, draws):
+            if rule.applies(appearance) and draw < rule.rate:
+                return rule.mode
+        return None
+
+    def wrong_skin_tone(self, requested: str, request_seed: int) -> str:
+        """The skin tone a `wrong_skin_tone` failure paints instead of `requested`."""
+        others = [tone for tone in SKIN_TONES if tone != requested]
+        draw = self._rng(request_seed).random(len(self.rules) + 1)[-1]
+        return others[int(draw * len(others))]
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "rules": [{"mode": r.mode, "rate": r.rate, "when": dict(r.when)} for r in self.rules]}
+
+
+class WorldInpainter(_Signed):
     """Repaints the person inside the mask with the requested appearance; pixels outside the mask's
     support are returned unchanged, bit for bit.
+
+    `failures` (off by default) plants failures as a real generator makes them: see
+    `InpaintingFailures`.
 
     Inside the mask: the old head (hair, face, neck) is removed by filling from the surrounding
     context, the new hair, neck and face are drawn at the head's position and lighting, and the
     forearms are recoloured to the new skin tone (keeping their noise). Appearance keys: `gender`,
     `skin_tone`, `age`; a missing key keeps the person's current value.
+
+    `signature` > 0 leaves the world's generator signature (`add_signature`) over the repainted
+    region (the mask's support); the default 0 draws no trace.
     """
+
+    def __init__(self, failures: InpaintingFailures | None = None, signature: float = NO_SIGNATURE):
+        add_signature(np.zeros((1, 1, 3), dtype=np.uint8), signature)  # checks the value now
+        self.failures = failures
+        self.signature = signature
+
+    @property
+    def provenance(self) -> dict[str, str] | None:
+        """None without failures or signature (the class names the component, as before either existed)."""
+        if self.failures is None and self.signature == NO_SIGNATURE:
+            return None
+        import json
+
+        kind = type(self)
+        record = {"class": f"{kind.__module__}.{kind.__qualname__}"}
+        if self.failures is not None:
+            record["failures"] = json.dumps(self.failures.to_dict())
+        if self.signature != NO_SIGNATURE:
+            record["signature"] = str(self.signature)
+        return record
 
     def __call__(self, requests: Sequence[InpaintRequest]) -> list[Image.Image]:
         return [Image.fromarray(self.inpaint(request)) for request in requests]
 
     def inpaint(self, request: InpaintRequest) -> np.ndarray:
+        if self.failures is not None:
+            failure = self.failures.planted(request.appearance, request.seed)
+            if failure == "copy":
+                return _as_array(request.image).copy()
+            if failure == "wrong_skin_tone" and "skin_tone" in request.appearance:
+                wrong = self.failures.wrong_skin_tone(request.appearance["skin_tone"], request.seed)
+                request = replace(request, appearance={**request.appearance, "skin_tone": wrong})
         original = _as_array(request.image)
         region = np.asarray(request.mask) > 0
         if region.shape != original.shape[:2]:
@@ -296,4 +440,25 @@ class WorldInpainter:
         old_skin = np.asarray(SKIN_TONES[person.skin_tone], dtype=np.float64)
         result[person.arms] = original[person.arms] + person.gain * (skin_colour - old_skin)
         painted = np.clip(np.rint(result), 0, 255).astype(np.uint8)
-        return np.where(region[..., None], painted, original)
+        return np.where(region[..., None], add_signature(painted, self.signature, region), original)
+
+
+class WorldAttributeReader:
+    """The world's stand-in for a zero-shot attribute classifier: reads gender, skin tone and age
+    of the person in each crop from its pixels (`find_person`), as the world's segmenter finds the
+    person. The world's CLIP cannot stand in: its captions never name a person's appearance, so
+    its text tower has not learnt the words. Probability 1 for the value read, uniform when no
+    person is found."""
+
+    VALUES = {"gender": ("female", "male"), "skin_tone": tuple(SKIN_TONES), "age": tuple(HAIR_COLOURS)}
+
+    def __call__(self, crops: Sequence[Image.Image], concepts: Sequence[str]) -> dict[str, np.ndarray]:
+        probabilities = {name: np.zeros((len(crops), len(values))) for name, values in self.VALUES.items()}
+        for index, crop in enumerate(crops):
+            person = find_person(_as_array(crop))
+            for name, values in self.VALUES.items():
+                if person is None:
+                    probabilities[name][index] = 1.0 / len(values)
+                else:
+                    probabilities[name][index, values.index(person.attributes[name])] = 1.0
+        return probabilities

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,4 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"report: {Path(args.output_dir) / 'report.md'}   results: {Path(args.output_dir) / 'results.json'}"
     )
+    print("\nThe same comparison from files (the test galleries as FairFace / ImageNet / Flickr files), as a user "
+          "would run it:")
+    print("  " + shlex.join(results["compare_command"]))
+    from .explorer import explorer_command
+
+    print(f"explorer (needs cf_hf[explorer]): {explorer_command(config, args.output_dir, results['chosen_alpha'])}")
     return 0

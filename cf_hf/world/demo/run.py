@@ -12,8 +12,9 @@ from pathlib import Path
 from cf_hf.evaluation.results import ORIGINAL, RESULTS_FILE, alpha_key, write_results
 
 from .. import corpus as corpus_module
+from ..gallery_files import GalleryFiles, write_gallery_files
 from .ablations import ablation_models
-from .config import DemoConfig
+from .config import GALLERY_SEEDS, METHOD_FIT_SEED, DemoConfig
 from .model_cards import write_model_cards
 from .plots import write_plots
 from .report import render_report
@@ -33,6 +34,9 @@ from .stages import (
 )
 from .statistics import headline
 from .summary import summarise
+
+# The test galleries (and the methods' train draw) as files, under the run's folder.
+GALLERY_FILES_DIR = "galleries"
 
 
 class Progress:
@@ -93,19 +97,36 @@ def compared_models(config: DemoConfig, original_dir: Path, dataset, seed_dir: P
     return models
 
 
-def prepare_original(config: DemoConfig, corpus, original_dir: Path, progress: Progress,
+def prepare_original(config: DemoConfig, original_dir: Path, progress: Progress,
                      shipped_dir: str | Path | None = None, quiet: bool = False) -> dict:
     """The run's original CLIP in `original_dir`: the shipped one copied when `find_shipped_original`
-    accepts it, otherwise pretrained here. Returns {"source": "shipped" | "pretrained", "reason"}."""
-    shipped, why = find_shipped_original(config, corpus, shipped_dir)
+    accepts it, otherwise pretrained here on the biased web corpus, which is only drawn then.
+    Returns {"source": "shipped" | "pretrained", "reason"}."""
+    shipped, why = find_shipped_original(config, shipped_dir=shipped_dir)
     if shipped is not None:
-        progress.stage("the original CLIP: the shipped one, loaded (matches this run's corpus and "
+        progress.stage("the original CLIP: the shipped one, loaded (pretrained with this run's corpus and "
                        "pretraining settings; not pretrained in this run)")  # fmt: skip
         copy_shipped_original(Path(shipped), original_dir)
-        return {"source": SHIPPED, "reason": "the shipped original matches this run's corpus and pretraining settings"}
-    progress.stage(f"pretraining the original CLIP from scratch ({config.pretrain.steps} steps): {why}")
+        return {"source": SHIPPED, "reason": "the shipped original was pretrained with this run's corpus and "
+                                             "pretraining settings"}  # fmt: skip
+    progress.stage(f"pretraining the original CLIP from scratch ({config.pretrain.steps} steps) on the biased web "
+                   f"corpus ({config.corpus.size} pairs): {why}")
+    corpus = corpus_module.make_corpus(config.corpus)
     pretrain_original(config, corpus, original_dir, log=None if quiet else progress.say)
     return {"source": PRETRAINED, "reason": why}
+
+
+def compare_command(config: DemoConfig, output_dir: Path, gallery_files: GalleryFiles, sweep_dir: Path) -> list[str]:
+    """The `cf-hf compare` command that scores the run's first seed again from files, as a user would:
+    the CF_α sweep, CLIP-clip and biased prompts on the test galleries written under `galleries/`."""
+    command = ["cf-hf", "compare", "--original", str(output_dir / "original"), "--sweep", str(sweep_dir),
+               *gallery_files.evaluation_options(config.fairness_k),
+               "--random_floor_queries", str(config.random_floor_queries)]
+    if config.compare_methods:
+        command += [*gallery_files.compare_options(), "--methods", "clip_clip", "biased_prompts",
+                    "--clip_clip_keep", *map(str, config.clip_clip_keep),
+                    "--biased_prompts_lambda", *(f"{value:g}" for value in config.biased_prompts_lambdas)]
+    return [*command, "--output_dir", str(output_dir / "compare")]
 
 
 def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
@@ -123,16 +144,17 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
     logging.getLogger("transformers").setLevel(logging.ERROR)
     progress = Progress(3 + config.seeds * seed_stages(config) + 1, quiet)
 
-    progress.stage(f"the world: biased web corpus ({config.corpus.size} pairs) and evaluation galleries")
-    corpus = corpus_module.make_corpus(config.corpus)
+    progress.stage("the world: evaluation galleries (test, validation and the methods' train draw)")
     fairface, flickr, imagenet = world_sets(config)
     validation_sets = world_sets(config, "validation")
     fit_gallery = method_fit_gallery(config) if config.compare_methods else None
     evaluation = evaluation_config(config, quiet)
+    gallery_files = write_gallery_files(output_dir / GALLERY_FILES_DIR, fairface, imagenet, flickr, fit_people=fit_gallery,
+                                        draws={"seeds": dict(zip(("fairface", "imagenet", "flickr"), GALLERY_SEEDS["test"])),
+                                               "method_fit_seed": METHOD_FIT_SEED})  # fmt: skip
 
     original_dir = output_dir / "original"
-    original_source = prepare_original(config, corpus, original_dir, progress, shipped_dir, quiet)
-    del corpus
+    original_source = prepare_original(config, original_dir, progress, shipped_dir, quiet)
 
     progress.stage("evaluating the original CLIP and the random-ranking floor")
     original_results = evaluate_models({ORIGINAL: original_dir}, fairness=fairface, retrieval=flickr,
@@ -193,6 +215,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
     for entry in results["models"].values():
         entry["fairness_k"] = original_results["models"][ORIGINAL]["fairness_k"]
     results["generation"] = generation_summary
+    results["compare_command"] = compare_command(config, output_dir, gallery_files, first_sweep_dir)
     write_report(first_seed_results, output_dir / "evaluation")
     plots = write_plots(results, output_dir / "plots")
     write_model_cards(results, config, original_dir, first_sweep_dir)

@@ -136,10 +136,11 @@ def validation_numbers(models: dict, sets, evaluation_config) -> dict:
     return numbers
 
 
-def find_shipped_original(config: DemoConfig, corpus: SceneSet, shipped_dir: str | Path | None = None):
+def find_shipped_original(config: DemoConfig, corpus: SceneSet | None = None, shipped_dir: str | Path | None = None):
     """(the shipped original's folder, why) when the run may load it instead of pretraining: it was
-    pretrained with the run's corpus and pretraining settings on this very corpus, and the run does
-    not ask for pretraining (`pretrain_original`); (None, why not) otherwise.
+    pretrained with the run's corpus and pretraining settings (and on `corpus`, when one is given:
+    see `shipped_original`), and the run does not ask for pretraining (`pretrain_original`); (None,
+    why not) otherwise.
 
     `shipped_dir` is where the shipped original lives (unset: the one in the package).
     """

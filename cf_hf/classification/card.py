@@ -1,0 +1,62 @@
+"""The model card of a trained classifier: YAML metadata and the schedule it was trained with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+CARD_NAME = "README.md"
+SCHEDULE_TEXT = {
+    "real": "trained on the real data only",
+    "mixed": "trained on the real and the balanced synthetic data together, in one stage",
+    "ffr": "From Fake to Real: trained on the balanced synthetic data first, then on the real data",
+    "ffr-stage-1": "stage 1 of From Fake to Real: trained on the balanced synthetic data only",
+}
+
+
+def model_card(record: dict, metrics: dict[str, float] | None = None) -> str:
+    """The card's text for a training record (`training.RECORD_KEY` of the config) and optional
+    evaluation metrics (fractions)."""
+    metadata = {
+        "library_name": "transformers",
+        "pipeline_tag": "image-classification",
+        "tags": ["cf_hf", "clip", "image-classification", f"schedule-{record['schedule']}", f"loss-{record['loss']}"],
+    }
+    base_model = record.get("base_model")
+    if base_model and not Path(base_model).exists():  # a Hub id, not a local folder
+        metadata["base_model"] = base_model
+    if metrics:
+        metadata["model-index"] = [{
+            "name": f"clip-classifier-{record['schedule']}-{record['loss']}",
+            "results": [{
+                "task": {"type": "image-classification"},
+                "metrics": [{"type": name, "value": round(float(value), 4)} for name, value in metrics.items()],
+            }],
+        }]  # fmt: skip
+    lines = [
+        "---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
+        f"# CLIP image classifier ({record['schedule']}, {record['loss']})", "",
+        f"A `CLIPForImageClassification` {SCHEDULE_TEXT.get(record['schedule'], record['schedule'])}, with cf_hf. "
+        f"Classes (`{record['label_column']}`): {', '.join(record['labels'])}. Groups for GroupDRO and the "
+        f"worst-group metrics: (class, `{record['group_column']}`), with values {', '.join(record['group_values'])}.",
+        "", "It loads with plain transformers: `CLIPForImageClassification.from_pretrained(folder)`.", "",
+        "## Training stages", "", "| stage | data | examples | loss | steps | learning rate | batch |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for stage in record["stages"]:
+        lines.append(
+            f"| {stage['name']} | {stage['data']} | {stage['examples']} | {stage['loss']} | {stage['max_steps']} | "
+            f"{stage['learning_rate']} | {stage['per_device_train_batch_size']} |"
+        )
+    if metrics:
+        lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(folder: str | Path, record: dict, metrics: dict[str, float] | None = None) -> Path:
+    """Write `README.md` (the card) into the checkpoint folder."""
+    path = Path(folder) / CARD_NAME
+    path.write_text(model_card(record, metrics), encoding="utf-8")
+    return path
