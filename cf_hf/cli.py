@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "interpolate": ("cf_hf.interpolation", "main", "write WiSE-FT checkpoints CF_alpha"),
     "evaluate": ("cf_hf.evaluation.cli", "main", "fairness and downstream evaluation"),
     "compare": ("cf_hf.methods.cli", "main", "fit debiasing methods and compare them under one protocol"),
+    "train-ba": ("cf_hf.methods.bias_alignment_training", "main", "train the bias-alignment module on a frozen CLIP"),
     "push": ("hub_scripts.cli", "main", "publish the dataset, models or metrics to the Hub"),
     "demo": ("cf_hf.world.demo", "main", "run the whole method on the embedded professions world"),
     "explore": ("cf_hf.explorer.cli", "main", "see whom each model retrieves for a prompt, in the browser"),

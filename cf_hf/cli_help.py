@@ -27,6 +27,7 @@ PARSERS = {
     "interpolate": "cf_hf.interpolation:build_parser",
     "classify": "cf_hf.classification.cli:build_parser",
     "ffr-demo": "cf_hf.world.ffr.cli:build_parser",
+    "train-ba": "cf_hf.methods.bias_alignment_training:build_parser",
 }
 FORMATTERS = {
     formatter.__name__: formatter

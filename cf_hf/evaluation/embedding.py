@@ -177,7 +177,7 @@ def tower_fingerprint(model, prefixes: Sequence[str], extra: dict) -> str:
     for name in names:
         tensor = state[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
@@ -294,6 +294,17 @@ def _plain_clip_towers(model) -> dict | None:
     return {"vision": (model.vision_model, model.visual_projection), "text": (model.text_model, model.text_projection)}
 
 
+def clip_model_class(path: str | Path, revision: str | None = None):
+    """The class a checkpoint loads as: `BiasAlignedCLIPModel` for `model_type: clip_bias_aligned`
+    (cf_hf.methods.bias_alignment), `CLIPModel` otherwise."""
+    from transformers import CLIPModel, PretrainedConfig
+
+    config, _ = PretrainedConfig.get_config_dict(str(path), revision=revision)
+    from cf_hf.methods.bias_alignment import MODEL_TYPE, BiasAlignedCLIPModel
+
+    return BiasAlignedCLIPModel if config.get("model_type") == MODEL_TYPE else CLIPModel
+
+
 class EmbeddingEngine:
     """A CLIP-like model (anything with `get_image_features`/`get_text_features`) + its processor.
 
@@ -327,16 +338,17 @@ class EmbeddingEngine:
     def from_pretrained(cls, path: str | Path, config: EmbeddingConfig | None = None,
                         cache: EmbeddingCache | None = None, name: str | None = None,
                         revision: str | None = None) -> EmbeddingEngine:
-        """Load a `CLIPModel` checkpoint and its processor (local folder or Hub id)."""
+        """Load a `CLIPModel` checkpoint and its processor (local folder or Hub id); a cf_hf
+        bias-aligned checkpoint loads as `BiasAlignedCLIPModel` (its debiased embeddings)."""
         import torch
-        from transformers import AutoProcessor, CLIPModel
+        from transformers import AutoProcessor
 
         from cf_hf.loading import model_loading
 
         config = config or EmbeddingConfig()
         with model_loading(str(path), "CLIP checkpoint", revision):
-            model = CLIPModel.from_pretrained(str(path), revision=revision,
-                                              dtype=getattr(torch, COMPUTE_DTYPES[config.dtype]))
+            model = clip_model_class(path, revision).from_pretrained(
+                str(path), revision=revision, dtype=getattr(torch, COMPUTE_DTYPES[config.dtype]))
             processor = AutoProcessor.from_pretrained(str(path), revision=revision)
         return cls(model, processor, config=config, cache=cache, name=name or Path(str(path)).name)
 
@@ -365,7 +377,8 @@ class EmbeddingEngine:
     def image_fingerprint(self) -> str:
         """Key of everything that determines the image embeddings."""
         if self._image_fingerprint is None:
-            self._image_fingerprint = tower_fingerprint(self.model, IMAGE_TOWER_PREFIXES, self._extra("vision"))
+            prefixes = getattr(self.model, "image_tower_prefixes", IMAGE_TOWER_PREFIXES)
+            self._image_fingerprint = tower_fingerprint(self.model, prefixes, self._extra("vision"))
         return self._image_fingerprint
 
     def _backbone_fingerprint(self, tower: str) -> str:
@@ -381,7 +394,8 @@ class EmbeddingEngine:
     def text_fingerprint(self) -> str:
         """Key of everything that determines the text embeddings."""
         if self._text_fingerprint is None:
-            self._text_fingerprint = tower_fingerprint(self.model, TEXT_TOWER_PREFIXES, self._extra("text"))
+            prefixes = getattr(self.model, "text_tower_prefixes", TEXT_TOWER_PREFIXES)
+            self._text_fingerprint = tower_fingerprint(self.model, prefixes, self._extra("text"))
         return self._text_fingerprint
 
     # -- embedding -----------------------------------------------------------------------------
@@ -399,15 +413,22 @@ class EmbeddingEngine:
         return tqdm(total=total, desc=f"{self.name}: {description}", unit="img" if "image" in description else "txt",
                     disable=not self.config.progress, leave=False)
 
-    def embed_images(self, images: Sequence, fingerprint: str | None = None) -> np.ndarray:
+    def embed_images(self, images: Sequence, fingerprint: str | None = None, normalize: bool = True) -> np.ndarray:
         """Unit-norm image embeddings, (n_images, dim), in `storage_dtype`; cached.
 
         Args:
             images: paths, PIL images, arrays, or a lazy sequence (with `get_batch(start, stop)`).
             fingerprint: the images' content key if known (default: `fingerprint_images`).
+            normalize: False gives the model's unnormalised embeddings (cached under their own key).
         """
         images_key = fingerprint or fingerprint_images(images)
         storage = self.config.storage_dtype
+        if not normalize:
+            raw_key = f"image-raw-{self.image_fingerprint}-{images_key}-{storage}"
+            cached = self.cache.get(raw_key)
+            if cached is not None:
+                return cached
+            return self._run_images(images, images_key, raw_key, self.model.get_image_features, normalise=False)
         key = f"image-{self.image_fingerprint}-{images_key}-{storage}"
         cached = self.cache.get(key)
         if cached is not None:
@@ -478,13 +499,20 @@ class EmbeddingEngine:
                 output[start:start + len(chunk)] = torch.nn.functional.normalize(features, dim=-1).cpu().numpy()
         return self.cache.commit(key, output)
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-norm text embeddings, (n_texts, dim), float32; cached."""
+    def embed_texts(self, texts: Sequence[str], normalize: bool = True) -> np.ndarray:
+        """Unit-norm text embeddings, (n_texts, dim), float32; cached. `normalize=False`: the
+        model's unnormalised embeddings."""
 
         texts = [str(text) for text in texts]
         if not texts:
             raise ValueError("no texts to embed")
         digest = hashlib.blake2b("\n".join(texts).encode(), digest_size=16).hexdigest()
+        if not normalize:
+            raw_key = f"text-raw-{self.text_fingerprint}-{digest}"
+            cached = self.cache.get(raw_key)
+            if cached is None:
+                cached = self._run_texts(texts, raw_key, self.model.get_text_features, normalise=False)
+            return np.asarray(cached, dtype=np.float32)
         key = f"text-{self.text_fingerprint}-{digest}"
         cached = self.cache.get(key)
         if cached is not None:

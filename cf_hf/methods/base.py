@@ -121,9 +121,19 @@ def fit_counterfactual(original: str | Path, output_dir: str | Path, dataset, tr
             for alpha in alphas]
 
 
+def fit_bias_alignment(original: str | Path, output_dir: str | Path, gallery, attribute: str | Sequence[str],
+                       **options) -> list[MethodCheckpoint]:
+    """The bias-alignment module (CVPR 2025) trained on an attribute-labelled gallery: one checkpoint
+    per variant (`cf_hf.methods.bias_alignment_training.fit_bias_alignment`, whose options pass through)."""
+    from cf_hf.methods.bias_alignment_training import fit_bias_alignment as fit
+
+    return fit(original, output_dir, gallery, attribute, **options)
+
+
 # method name -> the function that fits it and writes its checkpoints.
 METHODS = {
     "counterfactual": fit_counterfactual,
     "clip_clip": fit_clip_clip,
     "biased_prompts": fit_biased_prompts,
+    "bias_alignment": fit_bias_alignment,
 }

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-FITTED_METHODS = ("clip_clip", "biased_prompts")
+FITTED_METHODS = ("clip_clip", "biased_prompts", "bias_alignment")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = evaluation_parser()
     parser.prog = "cf-hf compare"
     parser.description = (
-        "Fit debiasing methods (CLIP-clip, biased prompts) on an original CLIP and score them, the original "
+        "Fit debiasing methods (CLIP-clip, biased prompts, the bias-alignment module) on an original CLIP and score them, the original "
         "and any given checkpoints (--model, --sweep: the counterfactual CF_alpha sweep) on the same sets; "
         "writes results.json, report.md with one comparison table, and a fairness-accuracy frontier plot. "
         "List options take space-separated values."
@@ -50,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="biased prompts: calibration strengths λ, space-separated; unset: 1000")
     methods.add_argument("--biased_prompts_file", metavar="YAML",
                          help="biased prompts: the prompts file; unset: the shipped cf_hf/methods/biased_prompts.yaml")
+    methods.add_argument("--bias_alignment_variants", nargs="+", default=["bias_alignment"],
+                         choices=["bias_alignment", "bias_alignment_image_cf", "bias_alignment_ba_only",
+                                  "bias_alignment_cd_only"],
+                         help="bias alignment: which models to train, space-separated (image_cf: with cf_hf's image "
+                              "counterfactuals; ba_only / cd_only: the paper's ablations); trained on --clip_clip_fairface")
+    methods.add_argument("--bias_alignment_epochs", type=float, default=100.0,
+                         help="bias alignment: training epochs (the authors' upper bound)")
+    methods.add_argument("--bias_alignment_counterfactual_dataset", metavar="DIR",
+                         help="bias alignment: cf_hf's counterfactual dataset (for bias_alignment_image_cf)")
+    methods.add_argument("--bias_alignment_template", help="bias alignment: caption template with {attribute} "
+                         "fields; unset: 'This is the photo of a {race} {gender} aged {age}.'")
     return parser
 
 
@@ -101,6 +112,22 @@ def _compare(args, parser) -> int:
         checkpoints += METHODS["biased_prompts"](args.original, output_dir / "methods", args.attribute,
                                                  _concept_names(config), args.biased_prompts_lambda,
                                                  args.biased_prompts_file, embedding_config=config.embedding)
+    if "bias_alignment" in args.methods:
+        from cf_hf.methods.bias_alignment_training import DEFAULT_TEMPLATE, BiasAlignmentArguments
+
+        if not args.clip_clip_fairface:
+            raise MethodError("--methods bias_alignment needs --clip_clip_fairface DIR: labelled images to train on "
+                              "(FairFace's train split)")
+        csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
+        gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
+                                label_values=args.fairface_labels, name="fairface-train")
+        training = BiasAlignmentArguments(output_dir=str(output_dir / "methods"), num_train_epochs=args.bias_alignment_epochs,
+                                          use_cpu=args.device == "cpu", disable_tqdm=args.no_progress, save_strategy="no")
+        checkpoints += METHODS["bias_alignment"](
+            args.original, output_dir / "methods", gallery, args.attribute, training_arguments=training,
+            template=args.bias_alignment_template or DEFAULT_TEMPLATE,
+            counterfactual_dataset=args.bias_alignment_counterfactual_dataset,
+            variants=args.bias_alignment_variants, embedding_config=config.embedding)
     results = compare(args.original, checkpoints, output_dir, fairness, retrieval, zero_shot, config,
                       plots=not args.no_plots)
     print_summary(results)

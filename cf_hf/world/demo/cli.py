@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{corpus_module.DEFAULT_STEREOTYPE_PROBABILITY}")  # fmt: skip
     parser.add_argument("--no_methods", action="store_true",
                         help="do not compare CLIP-clip and biased prompts (cf_hf.methods) with CF_α")
+    parser.add_argument("--bias_alignment", action="store_true",
+                        help="also train the bias-alignment module (with and without image counterfactuals, and its "
+                             "L_ba-only and L_cd-only ablations) and compare it with the other methods")
     parser.add_argument("--pretrain_original", action="store_true",
                         help="pretrain the original CLIP in this run even when the shipped one matches its settings")  # fmt: skip
     parser.add_argument("--pretrain", action="store_true",
@@ -70,6 +73,8 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         config.pretrain_original = True
     if args.no_methods:
         config.compare_methods = False
+    if args.bias_alignment:
+        config.bias_alignment = True
     if args.finetune_steps is not None:
         config.finetune_steps = args.finetune_steps
     if args.pretrain_steps is not None:

@@ -64,6 +64,14 @@ class DemoConfig:
     clip_clip_keep: tuple[int, ...] = (16, 32, 48, 56)  # of the 64 embedding dimensions
     biased_prompts_lambdas: tuple[float, ...] = (10.0, 100.0, 1000.0)
     method_fit_per_cell: int = 64  # people per grid cell in CLIP-clip's labelled images
+    # The bias-alignment module (cf_hf.methods.bias_alignment), trained on the same labelled people:
+    # the paper's model, with the run's image counterfactuals, and the paper's two ablations (L_ba
+    # only, L_cd only). Off by default (it adds four models to evaluate per seed): --bias_alignment.
+    bias_alignment: bool = False
+    bias_alignment_epochs: float = 20.0
+    bias_alignment_learning_rate: float = 1e-3
+    bias_alignment_batch_size: int = 256
+    bias_alignment_queue_size: int = 1024  # the labelled people: one epoch of them
     # Repetitions and ablations: one seed without ablations is the quick look; README's tables
     # come from `cf-hf demo --seeds 3 --ablations`.
     seeds: int = 1

@@ -195,6 +195,12 @@ def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
             "and age at once; each method's setting is chosen on the validation galleries by the rule that chooses α. "
             "Mean cut: the mean reduction of MaxSkew and NDKL over the attributes; fit: wall time of fitting the "
             "method's whole sweep (for CF_α, see the stage times).",
+        ]
+        if config.get("bias_alignment"):
+            lines += ["", "The bias-alignment module (`cf_hf.methods.bias_alignment`, `--bias_alignment`) is trained on "
+                      "the same labelled people: the paper's model, with the seed's image counterfactuals, and the "
+                      "L_ba-only and L_cd-only ablations."]
+        lines += [
             "",
             markdown_table(comparison_header(), comparison),
         ]

@@ -192,7 +192,8 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
             progress.stage(f"seed {seed}: CLIP-clip (m = {', '.join(map(str, config.clip_clip_keep))}) and biased "
                            f"prompts (λ = {', '.join(f'{lam:g}' for lam in config.biased_prompts_lambdas)}), "
                            "fitted on the original (cf_hf.methods)")  # fmt: skip
-            fitted = fit_methods(config, original_dir, fit_gallery, seed_dir / "methods", seed, evaluation)
+            fitted = fit_methods(config, original_dir, fit_gallery, seed_dir / "methods", seed, evaluation,
+                                 counterfactual_dataset=dataset, quiet=quiet)
             method_runs.append({checkpoint.name: checkpoint.record() for checkpoint in fitted})
             models.update({checkpoint.name: checkpoint.path for checkpoint in fitted})
         progress.say(f"seed {seed}: evaluating the sweep and the methods on the validation sets (they choose α, m, λ)")

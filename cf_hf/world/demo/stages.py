@@ -55,9 +55,11 @@ def method_fit_gallery(config: DemoConfig):
     return galleries.attribute_gallery(fairface, name="world_fairface_train")
 
 
-def fit_methods(config: DemoConfig, original_dir: Path, gallery, output_dir: Path, seed: int, evaluation) -> list:
+def fit_methods(config: DemoConfig, original_dir: Path, gallery, output_dir: Path, seed: int, evaluation,
+                counterfactual_dataset=None, quiet: bool = True) -> list:
     """CLIP-clip (every `clip_clip_keep`) and biased prompts (every `biased_prompts_lambdas`),
-    fitted on the original to remove the world's three attributes at once: `MethodCheckpoint`s."""
+    fitted on the original to remove the world's three attributes at once: `MethodCheckpoint`s; with
+    `config.bias_alignment`, the bias-alignment variants too (`fit_bias_alignment`)."""
     from cf_hf.methods.base import METHODS
 
     from ..corpus import ATTRIBUTES
@@ -67,7 +69,41 @@ def fit_methods(config: DemoConfig, original_dir: Path, gallery, output_dir: Pat
     checkpoints += METHODS["biased_prompts"](original_dir, output_dir, list(ATTRIBUTES), list(render.PROFESSIONS),
                                              config.biased_prompts_lambdas, WORLD_DIR / "biased_prompts.yaml",
                                              embedding_config=evaluation.embedding)
+    if config.bias_alignment:
+        checkpoints += fit_bias_alignment(config, original_dir, gallery, output_dir, seed, evaluation,
+                                          counterfactual_dataset, quiet)
     return checkpoints
+
+
+# The world's caption of a labelled person, in the words of its biased-prompts file.
+BIAS_ALIGNMENT_TEMPLATE = "a photo of a {age} {skin_tone} {gender}"
+
+
+def fit_bias_alignment(config: DemoConfig, original_dir: Path, gallery, output_dir: Path, seed: int, evaluation,
+                       counterfactual_dataset=None, quiet: bool = True) -> list:
+    """The bias-alignment module trained on the world's labelled people to remove its three attributes:
+    the paper's model, the same with the run's image counterfactuals (when `counterfactual_dataset`
+    is given), and the L_ba-only and L_cd-only ablations."""
+    import yaml
+
+    from cf_hf.methods.base import METHODS
+    from cf_hf.methods.bias_alignment_training import BiasAlignmentArguments
+
+    from ..corpus import ATTRIBUTES
+
+    prompts = yaml.safe_load((WORLD_DIR / "biased_prompts.yaml").read_text(encoding="utf-8"))
+    arguments = BiasAlignmentArguments(
+        output_dir=str(output_dir), num_train_epochs=config.bias_alignment_epochs,
+        learning_rate=config.bias_alignment_learning_rate, per_device_train_batch_size=config.bias_alignment_batch_size,
+        queue_size=config.bias_alignment_queue_size, save_strategy="no", use_cpu=True, seed=seed, data_seed=seed,
+        disable_tqdm=quiet, logging_steps=50)
+    variants = ["bias_alignment", "bias_alignment_ba_only", "bias_alignment_cd_only"]
+    if counterfactual_dataset is not None:
+        variants.insert(1, "bias_alignment_image_cf")
+    return METHODS["bias_alignment"](original_dir, output_dir, gallery, list(ATTRIBUTES), training_arguments=arguments,
+                                     template=BIAS_ALIGNMENT_TEMPLATE, words=prompts["attributes"],
+                                     counterfactual_dataset=counterfactual_dataset, variants=variants,
+                                     embedding_config=evaluation.embedding)
 
 
 def evaluation_config(config: DemoConfig, quiet: bool):
