@@ -17,6 +17,28 @@ import sys
 from pathlib import Path
 
 
+def add_gallery_options(group) -> None:
+    """The options of the attribute-labelled galleries the harness loads (FairFace, UTKFace, PATA, any
+    `datasets` dataset), shared by `cf-hf evaluate`, `cf-hf compare` and `cf-hf explore`."""
+    group.add_argument("--fairface", metavar="DIR", help="FairFace image folder (with train/ and val/, or a padding variant folder)")
+    group.add_argument("--fairface_csv", metavar="CSV", help="FairFace labels CSV; unset: DIR/fairface_label_val.csv")
+    group.add_argument("--fairface_padding", choices=["0.25", "1.25"], help="which FairFace crop when both are present")
+    group.add_argument("--fairface_labels", metavar="FILE",
+                       help="YAML/JSON 'attribute: [values]' naming the label values of a CSV that does not use "
+                            "FairFace's own (any other value is an error)")
+    group.add_argument("--fairface_attributes", nargs="+", default=["gender", "race", "age"], metavar="COLUMN",
+                       help="label columns of the FairFace CSV that are sensitive attributes, space-separated")
+    group.add_argument("--utkface", metavar="DIR", help="folder of UTKFace age_gender_race_date.jpg files")
+    group.add_argument("--pata", metavar="FILE", help="PATA list of scene_race_gender_age|path lines")
+    group.add_argument("--pata_captions", metavar="JSON", help="PATA captions JSON (queries per scene)")
+    group.add_argument("--pata_images", metavar="DIR", help="folder the PATA paths are relative to")
+    group.add_argument("--hf_gallery", metavar="NAME_OR_DIR", help="any `datasets` dataset as a fairness gallery")
+    group.add_argument("--hf_split", help="split of --hf_gallery")
+    group.add_argument("--image_column", default="image", help="image column of --hf_gallery")
+    group.add_argument("--attribute_columns", nargs="+", default=[],
+                       help="sensitive-attribute columns of --hf_gallery, space-separated")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `cf-hf evaluate` parser (argparse alone: `--help` imports nothing heavy)."""
     parser = argparse.ArgumentParser(
@@ -35,22 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--revision", help="Hub revision for --model ids")
 
     data = parser.add_argument_group("evaluation sets (at least one)")
-    data.add_argument("--fairface", metavar="DIR", help="FairFace image folder (with train/ and val/, or a padding variant folder)")
-    data.add_argument("--fairface_csv", metavar="CSV", help="FairFace labels CSV; unset: DIR/fairface_label_val.csv")
-    data.add_argument("--fairface_padding", choices=["0.25", "1.25"], help="which FairFace crop when both are present")
-    data.add_argument("--fairface_labels", metavar="FILE",
-                      help="YAML/JSON 'attribute: [values]' naming the label values of a CSV that does not use "
-                           "FairFace's own (any other value is an error)")
-    data.add_argument("--fairface_attributes", nargs="+", default=["gender", "race", "age"], metavar="COLUMN",
-                      help="label columns of the FairFace CSV that are sensitive attributes, space-separated")
-    data.add_argument("--utkface", metavar="DIR", help="folder of UTKFace age_gender_race_date.jpg files")
-    data.add_argument("--pata", metavar="FILE", help="PATA list of scene_race_gender_age|path lines")
-    data.add_argument("--pata_captions", metavar="JSON", help="PATA captions JSON (queries per scene)")
-    data.add_argument("--pata_images", metavar="DIR", help="folder the PATA paths are relative to")
-    data.add_argument("--hf_gallery", metavar="NAME_OR_DIR", help="any `datasets` dataset as a fairness gallery")
-    data.add_argument("--hf_split", help="split of --hf_gallery")
-    data.add_argument("--image_column", default="image", help="image column of --hf_gallery")
-    data.add_argument("--attribute_columns", nargs="+", default=[], help="sensitive-attribute columns of --hf_gallery, space-separated")
+    add_gallery_options(data)
     data.add_argument("--concept_column", help="concept column of --hf_gallery (enables worst-group recall)")
     data.add_argument("--flickr", metavar="JSON", help="Flickr30k Karpathy-split JSON (dataset_flickr30k.json)")
     data.add_argument("--flickr_images", metavar="DIR", help="Flickr30k image folder; unset: the JSON's folder")

@@ -23,6 +23,8 @@ WORLD_SPLITS = ("test", "validation")
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     """The models, gallery, protocol and embedding options shared by `cf-hf explore` and
     `cf-hf push explorer`."""
+    from cf_hf.evaluation.cli import add_gallery_options
+
     models = parser.add_argument_group("models")
     models.add_argument("--model", action="extend", nargs="+", default=[], metavar="[NAME=]PATH",
                         help="CLIP checkpoint folders or Hub ids, space-separated (the option may be repeated); "
@@ -30,22 +32,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     models.add_argument("--revision", help="Hub revision for --model ids")
 
     gallery = parser.add_argument_group("gallery (exactly one)")
-    gallery.add_argument("--fairface", metavar="DIR", help="FairFace image folder (with train/ and val/, or a padding variant folder)")
-    gallery.add_argument("--fairface_csv", metavar="CSV", help="FairFace labels CSV; unset: DIR/fairface_label_val.csv")
-    gallery.add_argument("--fairface_padding", choices=["0.25", "1.25"], help="which FairFace crop when both are present")
-    gallery.add_argument("--fairface_labels", metavar="FILE",
-                         help="YAML/JSON 'attribute: [values]' naming the label values of a CSV that does not use FairFace's own")
-    gallery.add_argument("--fairface_attributes", nargs="+", default=["gender", "race", "age"], metavar="COLUMN",
-                         help="label columns of the FairFace CSV that are sensitive attributes, space-separated")
-    gallery.add_argument("--utkface", metavar="DIR", help="folder of UTKFace age_gender_race_date.jpg files")
-    gallery.add_argument("--pata", metavar="FILE", help="PATA list of scene_race_gender_age|path lines")
-    gallery.add_argument("--pata_captions", metavar="JSON", help="PATA captions JSON")
-    gallery.add_argument("--pata_images", metavar="DIR", help="folder the PATA paths are relative to")
-    gallery.add_argument("--hf_gallery", metavar="NAME_OR_DIR", help="any `datasets` dataset as the gallery")
-    gallery.add_argument("--hf_split", help="split of --hf_gallery")
-    gallery.add_argument("--image_column", default="image", help="image column of --hf_gallery")
-    gallery.add_argument("--attribute_columns", nargs="+", default=[],
-                         help="sensitive-attribute columns of --hf_gallery, space-separated")
+    add_gallery_options(gallery)
     gallery.add_argument("--world_gallery", choices=WORLD_SPLITS,
                          help="the professions world's FairFace, drawn as `cf-hf demo` draws its test or validation gallery")
     gallery.add_argument("--world_per_cell", type=int,
@@ -73,6 +60,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `cf-hf explore` parser (argparse alone: `--help` imports nothing heavy)."""
+
     parser = argparse.ArgumentParser(
         prog="cf-hf explore",
         description="A web page that shows, for any prompt, the top-k images each model retrieves from an "
