@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             from cf_hf.cli import silence_progress_bars
 
             silence_progress_bars(diffusers=False)
+            from transformers.utils import logging as transformers_logging
+
+            # Each classifier starts from a CLIP checkpoint: its load report (the text tower left
+            # out, the new head initialised) is expected, not news.
+            transformers_logging.set_verbosity_error()
         config = FFRConfig(
             bias_levels=args.bias_levels, signatures=args.signatures, schedules=args.schedules, losses=args.losses,
             seeds=args.seeds, per_class=args.per_class, test_per_group=args.test_per_group,
