@@ -3,6 +3,9 @@
 `theta_alpha = (1 - alpha) * theta_original + alpha * theta_finetuned` for every floating-point
 tensor; alpha = 0 is the original model, alpha = 1 the fine-tuned one. The arithmetic runs in
 float32 whatever the storage dtype, and the result is stored in the original checkpoint's dtype.
+A tensor the fine-tuning left unchanged (a frozen tower) is copied as it is: in floating point
+`(1 - alpha) * w + alpha * w` can miss `w` by a rounding step, which would make every alpha's frozen
+tower a slightly different model (and defeat the evaluation's cache of that tower's outputs).
 Non-floating tensors (integer buffers such as `position_ids`) cannot be interpolated: they are
 copied from the fine-tuned model after checking that both endpoints hold the same values.
 Only the tensors a freshly built model of the checkpoint's config holds in its state dict are
@@ -108,6 +111,8 @@ def check_alphas(alphas: Iterable[float], allow_extrapolation: bool = False) -> 
 def _mix(name: str, original: torch.Tensor, finetuned: torch.Tensor, alpha: float) -> torch.Tensor:
     """One interpolated tensor, in the original's dtype (see module docstring)."""
     if original.is_floating_point():
+        if torch.equal(original, finetuned):
+            return original.clone()
         mixed = (1.0 - alpha) * original.to(torch.float32) + alpha * finetuned.to(torch.float32)
         return mixed.to(original.dtype)
     if not torch.equal(original, finetuned.to(original.dtype)):

@@ -263,3 +263,35 @@ def test_alphas_left_out_of_an_older_sweep_json_are_taken_back(endpoints, tmp_pa
         "alphas": [{"alpha": 0.5, "path": "alpha-0.5"}], "checkpoints": {"0.5": "alpha-0.5"}}))
     sweep = interpolate_sweep(original_dir, finetuned_dir, [1], tmp_path)
     assert [entry["alpha"] for entry in sweep["alphas"]] == [0.0, 0.5, 1.0]
+
+
+def test_a_tower_the_fine_tuning_left_frozen_is_the_same_model_at_every_alpha(tiny_clip_dir, tmp_path):
+    from cf_hf.evaluation.embedding import EmbeddingConfig, EmbeddingEngine
+
+    finetuned = CLIPModel.from_pretrained(tiny_clip_dir)
+    with torch.no_grad():
+        for name, parameter in finetuned.named_parameters():
+            if not name.startswith(("text_model.", "text_projection.")):
+                parameter.add_(0.01)
+    finetuned.save_pretrained(tmp_path / "finetuned")
+    CLIPProcessor.from_pretrained(tiny_clip_dir).save_pretrained(tmp_path / "finetuned")
+    original = CLIPModel.from_pretrained(tiny_clip_dir).state_dict()
+    text = [name for name in original if name.startswith(("text_model.", "text_projection."))]
+    alphas = [0.3, 0.7, 0.95]
+    # The plain formula misses these weights by a rounding step: without the copy the test fails.
+    assert any(
+        not torch.equal((1 - alpha) * original[name] + alpha * original[name], original[name])
+        for alpha in alphas for name in text if original[name].is_floating_point()
+    )
+    interpolate_sweep(tiny_clip_dir, tmp_path / "finetuned", alphas, tmp_path / "sweep")
+    config = EmbeddingConfig(progress=False, cache_dir=None)
+    reference = EmbeddingEngine.from_pretrained(tiny_clip_dir, config=config)
+    for alpha in alphas:
+        folder = tmp_path / "sweep" / alpha_name(alpha)
+        state = _loaded_state(folder)
+        assert all(torch.equal(state[name], original[name]) for name in text)
+        assert not torch.equal(state["visual_projection.weight"], original["visual_projection.weight"])
+        # ... so the evaluation reuses the original's text embeddings for every alpha.
+        engine = EmbeddingEngine.from_pretrained(folder, config=config)
+        assert engine.text_fingerprint == reference.text_fingerprint
+        assert engine.image_fingerprint != reference.image_fingerprint

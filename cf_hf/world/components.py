@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from cf_hf.generation.interfaces import Concept, ImageRequest, InpaintRequest
 
@@ -85,26 +86,6 @@ class _Signed:
         return {"class": f"{kind.__module__}.{kind.__qualname__}", "signature": str(self.signature)}
 
 
-def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """4-connected components of a boolean (H, W) mask: labels (H, W) int (0 = off) and their count."""
-    height, width = mask.shape
-    labels = np.where(mask, np.arange(1, mask.size + 1).reshape(height, width), 0)
-    big = mask.size + 1
-    while True:
-        padded = np.pad(np.where(mask, labels, big), 1, constant_values=big)
-        neighbours = np.minimum.reduce(
-            [padded[1:-1, 1:-1], padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
-        )
-        updated = np.where(mask, neighbours, 0)
-        if np.array_equal(updated, labels):
-            break
-        labels = updated
-    distinct = np.unique(labels[labels > 0])
-    remap = np.zeros(big + 1, dtype=np.int64)
-    remap[distinct] = np.arange(1, distinct.size + 1)
-    return remap[labels], int(distinct.size)
-
-
 @dataclass(frozen=True)
 class FoundPerson:
     """What the pixels say about the person: head geometry (pixels), lighting and attributes."""
@@ -140,13 +121,15 @@ def find_person(image: np.ndarray, within: np.ndarray | None = None) -> FoundPer
     appearance = classes >= 0
     if within is not None:
         appearance &= within
-    components, count = connected_components(appearance)
+    # 4-connected regions, numbered in raster order of their first pixel.
+    components, count = ndimage.label(appearance)
     is_hair = np.isin(classes, HAIR_INDICES)
-    best, best_size = 0, 0
-    for index in range(1, count + 1):
-        region = components == index
-        if (region & is_hair).any() and region.sum() > best_size:
-            best, best_size = index, int(region.sum())
+    # The largest region with hair (the first in raster order on a tie); label 0 is the background.
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    with_hair = np.bincount(components[is_hair], minlength=count + 1) > 0
+    sizes = np.where(with_hair, sizes, 0)
+    sizes[0] = 0
+    best = int(sizes.argmax())
     if best == 0:
         return None
     head = components == best
