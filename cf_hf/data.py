@@ -23,6 +23,8 @@ IMAGE_COLUMN = "image"
 CAPTION_COLUMN = "caption"
 GROUP_ID_COLUMN = "group_id"
 REQUIRED_COLUMNS = (IMAGE_COLUMN, CAPTION_COLUMN, GROUP_ID_COLUMN)
+# A row's image already processed by the CLIP image processor (see `CounterfactualCollator`).
+PIXEL_VALUES_KEY = "pixel_values"
 # What to do with groups that have fewer than `group_size` members (but at least two).
 SMALL_GROUP_POLICIES = ("replace", "drop")
 # Rows listed in an error message; the count is always given.
@@ -242,7 +244,8 @@ class CounterfactualCollator:
     Captions (each followed by its row's `caption_suffix_columns` values, see
     `caption_with_suffixes`) are tokenised (padded to the longest, truncated to the model's length) and images
     processed by the `CLIPProcessor`; `group_ids` is a (batch,) int64 tensor through `group_to_index`
-    (see `group_index`); `return_loss=True` makes the Trainer get the loss in evaluation too.
+    (see `group_index`); `return_loss=True` makes the Trainer get the loss in evaluation too. Rows that
+    carry `pixel_values` (their image processed already) are stacked as they are.
     """
 
     def __init__(
@@ -253,14 +256,19 @@ class CounterfactualCollator:
         self.caption_suffix_columns = tuple(caption_suffix_columns)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        images = [row[IMAGE_COLUMN].convert("RGB") for row in rows]
-        inputs = self.processor(
-            text=[caption_with_suffixes(row, self.caption_suffix_columns) for row in rows],
-            images=images,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-        )
+        texts = [caption_with_suffixes(row, self.caption_suffix_columns) for row in rows]
+        if all(PIXEL_VALUES_KEY in row for row in rows):
+            # Rows whose image the training data already processed (the trainer's pixel cache).
+            inputs = self.processor(text=texts, return_tensors="pt", padding=True, truncation=True)
+            inputs["pixel_values"] = torch.stack([row[PIXEL_VALUES_KEY] for row in rows])
+        else:
+            inputs = self.processor(
+                text=texts,
+                images=[row[IMAGE_COLUMN].convert("RGB") for row in rows],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+            )
         try:
             group_ids = [self.group_to_index[row[GROUP_ID_COLUMN]] for row in rows]
         except KeyError as error:

@@ -29,6 +29,7 @@ from cf_hf.data import (
     CAPTION_COLUMN,
     GROUP_ID_COLUMN,
     IMAGE_COLUMN,
+    PIXEL_VALUES_KEY,
     SMALL_GROUP_POLICIES,
     CounterfactualCollator,
     GroupBatchSampler,
@@ -108,6 +109,13 @@ class CounterfactualTrainingArguments(TrainingArguments):
             "help": "Module names (suffixes) that get LoRA adapters, in both unfrozen towers; space-separated."
         },
     )
+    pixel_cache_mb: float = field(
+        default=1024,
+        metadata={
+            "help": "Keep up to this many MB of processed training images in memory (in each data-loading "
+            "process): epochs after the first skip decoding and processing them. 0 turns it off."
+        },
+    )
     # Redeclared for its help: `train` resolves 'last' / 'True' to the latest checkpoint.
     resume_from_checkpoint: str | None = field(
         default=None,
@@ -151,6 +159,8 @@ class CounterfactualTrainingArguments(TrainingArguments):
             )
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0 (0 = no LoRA), got {self.lora_r}")
+        if self.pixel_cache_mb < 0:
+            raise ValueError(f"pixel_cache_mb must be >= 0 (0 = no cache), got {self.pixel_cache_mb}")
 
     @property
     def frozen_towers(self) -> tuple[str, ...]:
@@ -173,12 +183,24 @@ class _SamplerEpochCallback(TrainerCallback):
         self.sampler.set_epoch(math.floor(state.epoch + 1e-6))
 
 
-class _RowErrorsNamed(torch.utils.data.Dataset):
-    """The training dataset as the DataLoader reads it, with a row that cannot be read (a broken
-    image) named in the error, with its file when the image column records one."""
+class _TrainingRows(torch.utils.data.Dataset):
+    """The training dataset as the DataLoader reads it.
 
-    def __init__(self, dataset: datasets.Dataset):
+    A row that cannot be read (a broken image) is named in the error, with its file when the image
+    column records one. With an `image_processor` and a budget, each row's processed image is kept in
+    memory (up to `pixel_cache_mb`, in each data-loading process) and later epochs read only the
+    row's text columns: decoding and processing the images again would give the same tensors.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, image_processor=None, pixel_cache_mb: float = 0):
         self.dataset = dataset
+        self.image_processor = image_processor if pixel_cache_mb > 0 else None
+        self.budget = pixel_cache_mb * 2**20
+        self.pixels: dict[int, torch.Tensor] = {}
+        self.cached_bytes = 0
+        if self.image_processor is not None:
+            self.text_rows = dataset.remove_columns([IMAGE_COLUMN])
+            self.image_rows = dataset.select_columns([IMAGE_COLUMN])
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -191,12 +213,37 @@ class _RowErrorsNamed(torch.utils.data.Dataset):
                              f"({type(error).__name__}: {error})") from error  # fmt: skip
 
     def __getitems__(self, indices: list[int]) -> list[dict]:
+        if self.image_processor is not None:
+            return self._rows_with_pixels(indices)
         try:
             return self.dataset.__getitems__(indices)
         except Exception:
             for index in indices:
                 self[index]  # raises, naming the row
             raise
+
+    def _rows_with_pixels(self, indices: list[int]) -> list[dict]:
+        missing = [index for index in dict.fromkeys(indices) if index not in self.pixels]
+        fresh = {}
+        if missing:
+            try:
+                images = [row[IMAGE_COLUMN] for row in self.image_rows.__getitems__(missing)]
+            except Exception:
+                for index in missing:
+                    self[index]  # raises, naming the row
+                raise
+            processed = self.image_processor(images=[image.convert("RGB") for image in images],
+                                             return_tensors="pt")["pixel_values"]  # fmt: skip
+            for index, pixels in zip(missing, processed):
+                fresh[index] = pixels
+                if self.cached_bytes + pixels.nbytes <= self.budget:
+                    # A copy: a view would keep the whole batch's tensor alive.
+                    self.pixels[index] = pixels.clone()
+                    self.cached_bytes += pixels.nbytes
+        rows = self.text_rows.__getitems__(indices)
+        for index, row in zip(indices, rows):
+            row[PIXEL_VALUES_KEY] = self.pixels.get(index, fresh.get(index))
+        return rows
 
     def _image_file(self, index: int) -> str:
         import datasets
@@ -260,8 +307,12 @@ class CounterfactualTrainer(Trainer):
             if not isinstance(callback, _SamplerEpochCallback)
         ]
         self.add_callback(_SamplerEpochCallback(sampler))
+        # The pixel cache feeds processed images to cf_hf's own collator only (a custom one gets rows).
+        image_processor = getattr(self.processing_class, "image_processor", None)
+        cache = isinstance(self.data_collator, CounterfactualCollator) and image_processor is not None
+        rows = _TrainingRows(self.train_dataset, image_processor, self.args.pixel_cache_mb if cache else 0)
         dataloader = torch.utils.data.DataLoader(
-            _RowErrorsNamed(self.train_dataset),
+            rows,
             batch_sampler=sampler,
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
