@@ -12,7 +12,8 @@ TEST_STAMP := $(VENV)/.cf_hf-test-installed
 # The package and its dependencies go in with uv when it can be had (about 10x faster than pip: it
 # downloads and unpacks in parallel and compiles no bytecode); pip otherwise. Torch stays with pip,
 # which honours pip's own configuration (a local wheel, a CUDA index) and TORCH_SPEC.
-INSTALL = { $(BIN)/pip install -q uv && $(BIN)/uv pip install --python $(BIN)/python -C editable_mode=compat $(1); } \
+# $(1): what to install; $(2): extra uv options.
+INSTALL = { $(BIN)/pip install -q uv && $(BIN)/uv pip install --python $(BIN)/python -C editable_mode=compat $(2) $(1); } \
 	|| $(BIN)/pip install --config-settings editable_mode=compat $(1)
 
 .PHONY: setup demo test lint clean
@@ -23,10 +24,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(call INSTALL,-e .)
 	touch $(STAMP)
 
-# The tests start many fresh processes: compile everything once.
+# The tests start many fresh processes: compile the bytecode of everything installed, once.
 $(TEST_STAMP): $(STAMP)
-	$(call INSTALL,-e '.[test]')
-	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null
+	$(call INSTALL,-e '.[test]',--compile-bytecode)
 	touch $(TEST_STAMP)
 
 setup: $(TEST_STAMP)
