@@ -112,7 +112,7 @@ class CounterfactualTrainingArguments(TrainingArguments):
     pixel_cache_mb: float = field(
         default=1024,
         metadata={
-            "help": "Keep up to this many MB of processed training images in memory (in each data-loading "
+            "help": "Keep up to this many MiB of processed training images in memory (in each data-loading "
             "process): epochs after the first skip decoding and processing them. 0 turns it off."
         },
     )

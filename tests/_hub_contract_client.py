@@ -1,7 +1,7 @@
 """What another project does with the published artefacts, run in a fresh process without cf_hf.
 
 Usage: python _hub_contract_client.py SPEC.json OUT.json. SPEC names the repos (and the local
-checkpoint to compare with); OUT receives what was observed. Only the public clients are used,
+checkpoint to compare with; a SPEC with only "dataset" checks the dataset alone); OUT receives what was observed. Only the public clients are used,
 pointed at the server by HF_ENDPOINT.
 """
 
@@ -30,6 +30,13 @@ def main(spec_path: str, out_path: str) -> None:
     out["streamed_rows"] = len(rows)
     out["streamed_group_ids"] = [row["group_id"] for row in rows]
     out["streamed_features"] = sorted((streamed.features or {}).keys())
+
+    out["dataset_feature_types"] = {name: repr(feature) for name, feature in dataset.features.items()}
+    out["dataset_captions"] = list(dataset["caption"])
+    if "model" not in spec:  # a dataset-only check
+        out["cf_hf_imported"] = any(name == "cf_hf" or name.startswith("cf_hf.") for name in sys.modules)
+        open(out_path, "w").write(json.dumps(out))
+        return
 
     from transformers import CLIPModel, CLIPProcessor
 

@@ -78,6 +78,11 @@ def loaded(server, published, tmp_path_factory):
                    "alpha-0": ["alpha-0", str(sweep / "alpha-0")]},
         "metric": f"{NAMESPACE}/ndkl",
     }
+    return _run_client(server, spec, work)
+
+
+def _run_client(server, spec: dict, work: Path) -> dict:
+    """Run the client script on `spec` in a fresh process without cf_hf; what it observed."""
     (work / "spec.json").write_text(json.dumps(spec))
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "TRANSFORMERS_"))}
     env.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0",
@@ -101,6 +106,32 @@ def test_load_dataset_returns_the_schema_with_group_id(loaded):
     assert features["concept"] == "ClassLabel" and loaded["dataset_concepts"] == ["doctor", "nurse"]
     assert loaded["dataset_first_image_size"] == [8, 8]
     assert loaded["dataset_group_ids"] == GROUP_IDS
+
+
+def test_a_real_export_of_the_builder_loads_with_load_dataset_from_the_hub(server, tmp_path):
+    """The builder's own output (world generation + `export_dataset`), pushed and loaded elsewhere."""
+    from dataclasses import replace
+
+    import datasets
+
+    from cf_hf.world.demo.config import DemoConfig
+    from cf_hf.world.demo.stages import make_counterfactual_dataset
+
+    config = replace(DemoConfig.quick(), captions_per_concept=1, decorators_per_caption=1, appearances_per_base=2)
+    make_counterfactual_dataset(config, 0, tmp_path / "run", tmp_path / "dataset", quiet=True)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        point_client_at(monkeypatch, server)
+        push_dataset(tmp_path / "dataset", f"{NAMESPACE}/they-are-all-doctors-world")
+    work = tmp_path / "client"
+    work.mkdir()
+    loaded = _run_client(server, {"dataset": f"{NAMESPACE}/they-are-all-doctors-world"}, work)
+    exported = datasets.load_dataset(str(tmp_path / "dataset"), split="train")
+    assert loaded["dataset_rows"] == len(exported) == loaded["streamed_rows"] > 0
+    assert loaded["dataset_feature_types"] == {name: repr(feature) for name, feature in exported.features.items()}
+    assert loaded["dataset_group_ids"] == list(exported["group_id"]) == loaded["streamed_group_ids"]
+    assert loaded["dataset_captions"] == list(exported["caption"])
+    assert loaded["dataset_concepts"] == exported.features["concept"].names
+    assert not loaded["cf_hf_imported"]
 
 
 def test_streaming_load_dataset_reads_the_same_rows(loaded):
