@@ -30,6 +30,21 @@ def tiny_clip_dir(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def world_counterfactual_dataset(tmp_path_factory):
+    """A real export of the world's counterfactual dataset (`cf_hf.generation` + `dataset_builder`):
+    the builder's own output, for the stages that read it. Tests only read it."""
+    from dataclasses import replace
+
+    from cf_hf.world.demo.config import DemoConfig
+    from cf_hf.world.demo.stages import make_counterfactual_dataset
+
+    root = tmp_path_factory.mktemp("world_export")
+    config = replace(DemoConfig.quick(), captions_per_concept=1, decorators_per_caption=1, appearances_per_base=2)
+    make_counterfactual_dataset(config, 0, root / "run", root / "dataset", quiet=True)
+    return root / "dataset"
+
+
 @pytest.fixture
 def progress_bars_restored():
     """Re-enable the libraries' progress bars after a test that ran a command with --no_progress."""

@@ -7,7 +7,6 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -246,18 +245,6 @@ def test_gallery_rows_from_a_fairface_folder_embed_the_captions_with_the_origina
 def test_group_partners_are_the_other_members_of_each_group():
     partners = group_partners(["a", "b", "a", "a", "c"])
     assert [sorted(p.tolist()) for p in partners] == [[2, 3], [], [0, 3], [0, 2], []]
-
-
-@pytest.fixture(scope="module")
-def world_counterfactual_dataset(tmp_path_factory):
-    """A real export of the world's counterfactual dataset (`cf_hf.generation` + `dataset_builder`)."""
-    from cf_hf.world.demo.config import DemoConfig
-    from cf_hf.world.demo.stages import make_counterfactual_dataset
-
-    root = tmp_path_factory.mktemp("world")
-    config = replace(DemoConfig.quick(), captions_per_concept=1, decorators_per_caption=1, appearances_per_base=2)
-    make_counterfactual_dataset(config, 0, root / "run", root / "dataset", quiet=True)
-    return root / "dataset"
 
 
 def test_image_counterfactuals_from_a_real_export_train_and_swap_images_within_groups(

@@ -108,24 +108,18 @@ def test_load_dataset_returns_the_schema_with_group_id(loaded):
     assert loaded["dataset_group_ids"] == GROUP_IDS
 
 
-def test_a_real_export_of_the_builder_loads_with_load_dataset_from_the_hub(server, tmp_path):
+def test_a_real_export_of_the_builder_loads_with_load_dataset_from_the_hub(
+        server, world_counterfactual_dataset, tmp_path):
     """The builder's own output (world generation + `export_dataset`), pushed and loaded elsewhere."""
-    from dataclasses import replace
-
     import datasets
 
-    from cf_hf.world.demo.config import DemoConfig
-    from cf_hf.world.demo.stages import make_counterfactual_dataset
-
-    config = replace(DemoConfig.quick(), captions_per_concept=1, decorators_per_caption=1, appearances_per_base=2)
-    make_counterfactual_dataset(config, 0, tmp_path / "run", tmp_path / "dataset", quiet=True)
     with pytest.MonkeyPatch.context() as monkeypatch:
         point_client_at(monkeypatch, server)
-        push_dataset(tmp_path / "dataset", f"{NAMESPACE}/they-are-all-doctors-world")
+        push_dataset(world_counterfactual_dataset, f"{NAMESPACE}/they-are-all-doctors-world")
     work = tmp_path / "client"
     work.mkdir()
     loaded = _run_client(server, {"dataset": f"{NAMESPACE}/they-are-all-doctors-world"}, work)
-    exported = datasets.load_dataset(str(tmp_path / "dataset"), split="train")
+    exported = datasets.load_dataset(str(world_counterfactual_dataset), split="train")
     assert loaded["dataset_rows"] == len(exported) == loaded["streamed_rows"] > 0
     assert loaded["dataset_feature_types"] == {name: repr(feature) for name, feature in exported.features.items()}
     assert loaded["dataset_group_ids"] == list(exported["group_id"]) == loaded["streamed_group_ids"]

@@ -325,20 +325,6 @@ def test_no_progress_silences_every_bar(tiny_clip_dir, dataset, tmp_path, capfd,
     assert_no_progress_bar(capfd.readouterr().err)
 
 
-@pytest.fixture(scope="module")
-def world_export(tmp_path_factory):
-    """A real export of the world's counterfactual dataset (`cf_hf.generation` + `dataset_builder`)."""
-    from dataclasses import replace
-
-    from cf_hf.world.demo.config import DemoConfig
-    from cf_hf.world.demo.stages import make_counterfactual_dataset
-
-    root = tmp_path_factory.mktemp("world")
-    config = replace(DemoConfig.quick(), captions_per_concept=1, decorators_per_caption=1, appearances_per_base=2)
-    make_counterfactual_dataset(config, 0, root / "run", root / "dataset", quiet=True)
-    return root / "dataset"
-
-
 def _count_processed_images(monkeypatch, processor_dir) -> list[int]:
     """Patch the image processor to record how many images each call processes."""
     processor_class = type(CLIPProcessor.from_pretrained(processor_dir).image_processor)
@@ -354,19 +340,19 @@ def _count_processed_images(monkeypatch, processor_dir) -> list[int]:
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_the_pixel_cache_processes_each_image_once_and_trains_to_the_same_weights(
-        tiny_clip_dir, world_export, tmp_path, monkeypatch, workers):
+        tiny_clip_dir, world_counterfactual_dataset, tmp_path, monkeypatch, workers):
     import datasets
 
     from cf_hf.world.demo.stages import decorator_columns
 
-    rows = len(datasets.load_dataset(str(world_export), split="train"))
+    rows = len(datasets.load_dataset(str(world_counterfactual_dataset), split="train"))
     settings = dict(per_device_train_batch_size=8, max_steps=3 * rows // 8, dataloader_num_workers=workers,
                     caption_suffix_columns=list(decorator_columns()))
     counts = _count_processed_images(monkeypatch, tiny_clip_dir)
-    cached = train(str(tiny_clip_dir), str(world_export), _args(tmp_path, "cached", **settings))
+    cached = train(str(tiny_clip_dir), str(world_counterfactual_dataset), _args(tmp_path, "cached", **settings))
     cached_count = sum(counts)
     counts.clear()
-    plain = train(str(tiny_clip_dir), str(world_export), _args(tmp_path, "plain", pixel_cache_mb=0, **settings))
+    plain = train(str(tiny_clip_dir), str(world_counterfactual_dataset), _args(tmp_path, "plain", pixel_cache_mb=0, **settings))
     if workers == 0:  # (a worker process's calls are not seen here)
         # Three epochs: each image decoded and processed once, against once per batch it is in.
         assert cached_count == rows and sum(counts) >= 3 * rows
@@ -374,18 +360,18 @@ def test_the_pixel_cache_processes_each_image_once_and_trains_to_the_same_weight
     assert all(torch.equal(cached[name], plain[name]) for name in plain)
 
 
-def test_a_pixel_cache_smaller_than_the_data_keeps_what_fits(tiny_clip_dir, world_export, tmp_path, monkeypatch):
+def test_a_pixel_cache_smaller_than_the_data_keeps_what_fits(tiny_clip_dir, world_counterfactual_dataset, tmp_path, monkeypatch):
     import datasets
 
-    rows = len(datasets.load_dataset(str(world_export), split="train"))
+    rows = len(datasets.load_dataset(str(world_counterfactual_dataset), split="train"))
     image_bytes = 3 * 32 * 32 * 4  # one processed 32-px image, float32
     counts = _count_processed_images(monkeypatch, tiny_clip_dir)
-    train(str(tiny_clip_dir), str(world_export),
+    train(str(tiny_clip_dir), str(world_counterfactual_dataset),
           _args(tmp_path, "small", per_device_train_batch_size=8, max_steps=2 * rows // 8,
                 pixel_cache_mb=10 * image_bytes / 2**20))  # fmt: skip
     small_count = sum(counts)
     counts.clear()
-    train(str(tiny_clip_dir), str(world_export), _args(tmp_path, "plain", per_device_train_batch_size=8,
+    train(str(tiny_clip_dir), str(world_counterfactual_dataset), _args(tmp_path, "plain", per_device_train_batch_size=8,
                                                        max_steps=2 * rows // 8, pixel_cache_mb=0))
     # Ten images kept: the second epoch processes the others again.
     assert rows < small_count <= sum(counts) - 10
