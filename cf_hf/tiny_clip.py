@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -113,6 +113,10 @@ def tiny_clip_config(tokenizer: CLIPTokenizer, spec: TinyCLIPSpec | None = None)
 
 def tiny_clip_processor(tokenizer: CLIPTokenizer, image_size: int = 32) -> CLIPProcessor:
     """A `CLIPProcessor` that resizes/crops to `image_size` with CLIP's normalisation."""
+    # Imported here: without torchvision, importing this name makes transformers warn that it falls
+    # back to the PIL backend, and every command imports this module.
+    from transformers import CLIPImageProcessor
+
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
