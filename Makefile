@@ -9,8 +9,8 @@ BIN := $(VENV)/bin
 # The package alone (what `make demo` needs), and the package with the test tools.
 STAMP := $(VENV)/.cf_hf-installed
 TEST_STAMP := $(VENV)/.cf_hf-test-installed
-# The package and its dependencies go in with uv when it can be had (about 10x faster than pip: it
-# downloads and unpacks in parallel and compiles no bytecode); pip otherwise. Torch stays with pip,
+# The package and its dependencies go in with uv when it can be had (it downloads and unpacks in
+# parallel and compiles no bytecode; README has the timings); pip otherwise. Torch stays with pip,
 # which honours pip's own configuration (a local wheel, a CUDA index) and TORCH_SPEC.
 # $(1): what to install; $(2): extra uv options.
 INSTALL = { $(BIN)/pip install -q uv && $(BIN)/uv pip install --python $(BIN)/python -C editable_mode=compat $(2) $(1); } \
