@@ -60,7 +60,6 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `cf-hf explore` parser (argparse alone: `--help` imports nothing heavy)."""
-
     parser = argparse.ArgumentParser(
         prog="cf-hf explore",
         description="A web page that shows, for any prompt, the top-k images each model retrieves from an "
