@@ -31,7 +31,7 @@ def _epoch_seconds(original: Path, data, output_dir: Path, batch_size: int, epoc
     """Seconds of each of `epochs` training epochs (a Trainer callback stamps epoch ends)."""
     from transformers import TrainerCallback
 
-    from cf_hf.methods.bias_alignment_training import (
+    from cf_hf.methods.bias_alignment.trainer import (
         BiasAlignmentArguments,
         BiasAlignmentTrainer,
         bias_aligned_from,
@@ -70,11 +70,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from cf_hf.evaluation.embedding import EmbeddingConfig, EmbeddingEngine
-    from cf_hf.methods.bias_alignment_training import (
-        EncodedBiasAlignmentData,
-        attribute_captions,
-        gallery_data,
-    )
+    from cf_hf.methods.bias_alignment.data import EncodedBiasAlignmentData, attribute_captions, gallery_data
     from cf_hf.world import galleries
     from cf_hf.world.corpus import ATTRIBUTES
     from cf_hf.world.demo.config import METHOD_FIT_SEED, DemoConfig

@@ -87,7 +87,7 @@ def _write_images(folder: Path, count: int, size: int) -> list[str]:
 def benchmark_embedding(folder: Path, tiny_images: int, vit_images: int, batch_size: int,
                         num_workers: int) -> list[tuple]:
     from cf_hf.evaluation import EmbeddingConfig, EmbeddingEngine
-    from cf_hf.tiny_clip import TinyCLIPSpec, build_tiny_clip
+    from cf_hf.utils.tiny_clip import TinyCLIPSpec, build_tiny_clip
 
     corpus = [f"a photo of a {word}" for word in ("doctor", "nurse", "chef", "pilot", "teacher", "farmer")]
     specs = {

@@ -41,7 +41,7 @@ def _prompts(count: int) -> list[str]:
 
 def _text_model():
     """A randomly initialised CLIP whose text tower has ViT-B/32's shape, and its processor."""
-    from cf_hf.tiny_clip import TinyCLIPSpec, build_tiny_clip
+    from cf_hf.utils.tiny_clip import TinyCLIPSpec, build_tiny_clip
 
     spec = TinyCLIPSpec(image_size=32, patch_size=16, vision_width=64, vision_layers=1, vision_heads=2,
                         text_width=512, text_layers=12, text_heads=8, projection_dim=512)

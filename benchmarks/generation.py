@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def _components(args, root: Path | None) -> dict:
-    from cf_hf.generation.cli import GenerateArguments, build_components
+    from cf_hf.cli.generate import GenerateArguments, build_components
 
     if root is None:  # the real default models
         options = GenerateArguments(output_dir="unused", template_captions=True, device=args.device, dtype=args.dtype,

@@ -103,7 +103,7 @@ def _random_model(model_class, config, device: str, dtype):
 @functools.cache
 def _clip_tokenizer():
     """A small CLIP tokenizer: the text encoders' speed and memory do not depend on the vocabulary."""
-    from cf_hf.tiny_clip import train_clip_tokenizer
+    from cf_hf.utils.tiny_clip import train_clip_tokenizer
 
     return train_clip_tokenizer(["a photo of a doctor working in a hospital clinic at night"], vocab_size=300)
 

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
-from cf_hf.losses import clip_loss, counterfactual_clip_loss
-from cf_hf.modeling import CounterfactualCLIPModel
+from cf_hf.methods.counterfactual.losses import clip_loss, counterfactual_clip_loss
+from cf_hf.methods.counterfactual.modeling import CounterfactualCLIPModel
 
 CAPTION_LENGTH = 20  # tokens of a typical caption, end-of-text included
 EOS_TOKEN_ID = 2

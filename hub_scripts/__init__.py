@@ -6,7 +6,7 @@
 - `push_metrics(namespace)`: each `evaluate` module → a Space `<namespace>/<name>`.
 - `push_explorer(models, gallery, repo_id)`: the retrieval explorer → a self-contained Space.
 
-Command line: `cf-hf push dataset|model|metrics ...` (`hub_scripts.cli`). Every push is one commit
+Command line: `cf-hf push dataset|model|metrics ...` (`cf_hf.cli.push`). Every push is one commit
 per repo branch, re-pushing unchanged content makes none, `--dry_run` lists what would be uploaded,
 and the token comes from `HF_TOKEN` or `hf auth login` (never printed).
 """

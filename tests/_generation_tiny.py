@@ -36,7 +36,7 @@ _CORPUS = [
 def _tokenizer():
     # Trained once: BPE training breaks ties in no fixed order, and the text-to-image and the
     # inpainting pipelines must hold the same tokenizer (as the real SDXL checkpoints do).
-    from cf_hf.tiny_clip import train_clip_tokenizer
+    from cf_hf.utils.tiny_clip import train_clip_tokenizer
 
     return train_clip_tokenizer(_CORPUS, vocab_size=300)
 

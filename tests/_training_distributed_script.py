@@ -20,9 +20,10 @@ import torch
 import torch.distributed as dist
 from accelerate import PartialState
 
-import cf_hf.data
-from cf_hf.modeling import CounterfactualCLIPModel
-from cf_hf.training import CounterfactualTrainingArguments, load_training_dataset, train
+import cf_hf.methods.counterfactual.sampler
+from cf_hf.methods.counterfactual.modeling import CounterfactualCLIPModel
+from cf_hf.methods.counterfactual.trainer import CounterfactualTrainingArguments, train
+from cf_hf.methods.training_utils import load_training_dataset
 
 CHECKED_PARAMETERS = ("logit_scale", "visual_projection.weight", "text_projection.weight",
                       "vision_model.encoder.layers.0.self_attn.q_proj.weight")
@@ -47,13 +48,13 @@ def loss_and_gradients(model_dir: str, batch_path: str, out_dir: Path, rank: int
 
 def trainer_batches(model_dir: str, dataset_dir: str, out_dir: Path, rank: int) -> None:
     seen: list[list[str]] = []
-    collate = cf_hf.data.CounterfactualCollator.__call__
+    collate = cf_hf.methods.counterfactual.sampler.CounterfactualCollator.__call__
 
     def recording_collate(self, rows):
         seen.append([row["group_id"] for row in rows])
         return collate(self, rows)
 
-    cf_hf.data.CounterfactualCollator.__call__ = recording_collate
+    cf_hf.methods.counterfactual.sampler.CounterfactualCollator.__call__ = recording_collate
     args = CounterfactualTrainingArguments(
         output_dir=str(out_dir / "model"), per_device_train_batch_size=8, group_size=4, max_steps=2,
         save_strategy="no", logging_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,

@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# As `cf-hf` sets it (cf_hf.cli.main): spinning OpenMP threads slow torch many times on shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 TINY_CORPUS = [
     f"a photo of {article} {name} {where}"
@@ -21,7 +23,7 @@ TINY_CORPUS = [
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A saved tiny `CLIPModel` + `CLIPProcessor` (32 px images, 2 layers per tower)."""
-    from cf_hf.tiny_clip import build_tiny_clip
+    from cf_hf.utils.tiny_clip import build_tiny_clip
 
     model, processor = build_tiny_clip(TINY_CORPUS)
     path = tmp_path_factory.mktemp("tiny_clip")

@@ -12,24 +12,23 @@ import numpy as np
 import pytest
 import torch
 
-from cf_hf.methods.bias_alignment import (
-    BiasAlignedCLIPModel,
-    bias_alignment_loss,
-    bias_embeddings,
-    combined_loss,
-    counterfactual_debiasing_loss,
-)
-from cf_hf.methods.bias_alignment_training import (
-    BiasAlignmentArguments,
+from cf_hf.methods.bias_alignment.data import (
     BiasAlignmentData,
     attribute_captions,
     counterfactual_data,
     gallery_data,
     group_partners,
-    train_bias_alignment,
 )
+from cf_hf.methods.bias_alignment.losses import (
+    bias_alignment_loss,
+    bias_embeddings,
+    combined_loss,
+    counterfactual_debiasing_loss,
+)
+from cf_hf.methods.bias_alignment.modeling import BiasAlignedCLIPModel
+from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments, train_bias_alignment
 from cf_hf.methods.linear import MethodError
-from cf_hf.tiny_clip import build_tiny_clip
+from cf_hf.utils.tiny_clip import build_tiny_clip
 
 WORDS = "this is the photo of a male female nurse doctor chef aged 20-29 30-39 white black indian".split()
 
@@ -324,10 +323,10 @@ def test_train_ba_command_trains_resumes_and_reports_bad_options(saved_original,
 def test_compare_scores_bias_alignment_checkpoints_beside_the_original(saved_original, fairface_gallery, tmp_path):
     from cf_hf.evaluation.embedding import EmbeddingConfig
     from cf_hf.evaluation.protocol import EvaluationConfig, FairnessConfig
-    from cf_hf.methods.base import METHODS
+    from cf_hf.methods import get_method
     from cf_hf.methods.compare import compare
 
-    checkpoints = METHODS["bias_alignment"](
+    checkpoints = get_method("bias_alignment").fit(
         saved_original, tmp_path / "methods", fairface_gallery, "gender",
         training_arguments=_arguments(tmp_path, max_steps=2),
         variants=["bias_alignment", "bias_alignment_cd_only"], embedding_config=EmbeddingConfig(progress=False))
@@ -340,5 +339,5 @@ def test_compare_scores_bias_alignment_checkpoints_beside_the_original(saved_ori
     assert results["methods"]["bias_alignment-alpha=0.3"]["settings"]["variant"] == "bias_alignment"
     assert "bias_alignment_cd_only-alpha=1" in (tmp_path / "compare" / "report.md").read_text()
     with pytest.raises(MethodError, match="needs the counterfactual dataset"):
-        METHODS["bias_alignment"](saved_original, tmp_path / "other", fairface_gallery, "gender",
+        get_method("bias_alignment").fit(saved_original, tmp_path / "other", fairface_gallery, "gender",
                                   variants=["bias_alignment_image_cf"])

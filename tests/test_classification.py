@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from cf_hf.classification.evaluation import classification_metrics, majority_values, synthetic_probe
-from cf_hf.classification.groupdro import GroupDROLoss
-from cf_hf.classification.training import RECORD_KEY, ClassifierTrainingArguments, train_classifier
+from cf_hf.methods.ffr.evaluation import classification_metrics, majority_values, synthetic_probe
+from cf_hf.methods.ffr.groupdro import GroupDROLoss
+from cf_hf.methods.ffr.trainer import RECORD_KEY, ClassifierTrainingArguments, train_classifier
 
 SIGNATURE = 6.0
 
@@ -26,7 +26,7 @@ SIGNATURE = 6.0
 def world_data(tmp_path_factory):
     """(real, synthetic train, synthetic test) from the world's producers: a biased real set and
     an exported counterfactual dataset with the generator signature."""
-    from cf_hf.training import load_training_dataset
+    from cf_hf.methods.training_utils import load_training_dataset
     from cf_hf.world.ffr.data import counterfactual_rows, real_classification_set, synthetic_dataset
 
     folder = tmp_path_factory.mktemp("ffr_world")
@@ -228,8 +228,8 @@ def test_probe_sees_the_worlds_signature_through_a_classifier(tiny_clip_dir):
     from PIL import Image as PILImage
     from transformers import CLIPForImageClassification, CLIPImageProcessor
 
-    from cf_hf.classification.data import GroupSpace, encode_dataset
-    from cf_hf.classification.evaluation import predict
+    from cf_hf.methods.ffr.encoding import GroupSpace, encode_dataset
+    from cf_hf.methods.ffr.evaluation import predict
     from cf_hf.world.components import add_signature
     from cf_hf.world.ffr.data import balanced_real_set
 

@@ -11,16 +11,17 @@ from importlib.metadata import version
 
 import pytest
 
-from cf_hf import cli_help
+from cf_hf.cli import COMMANDS
+from cf_hf.cli import help as cli_help
 from cf_hf.cli import main
 
 HEAVY_MODULES = ("torch", "transformers", "datasets", "diffusers")
 
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
-    from cf_hf.evaluation.cli import build_parser as evaluate_parser
+    from cf_hf.cli.evaluate import build_parser as evaluate_parser
 
-    return {command: cli_help.real_parser(command) for command in cli_help.PARSERS} | {
+    return {command: cli_help.real_parser(command) for command in COMMANDS} | {
         "evaluate": evaluate_parser()
     }
 
@@ -37,17 +38,17 @@ def _help_file() -> dict:
     data = json.loads(cli_help.HELP_FILE.read_text(encoding="utf-8"))
     if data["transformers"] != version("transformers"):
         # `--help` then uses the real parser (tested below); the fast path needs a regenerated file.
-        pytest.skip(f"cli_help.json was made with transformers {data['transformers']}, {version('transformers')} "
-                    "is installed: regenerate it with `python -m cf_hf.cli_help`")
+        pytest.skip(f"help.json was made with transformers {data['transformers']}, {version('transformers')} "
+                    "is installed: regenerate it with `python -m cf_hf.cli.help`")
     return data
 
 
 def test_help_file_equals_a_fresh_build():
-    # Fails after an option changes: regenerate with `python -m cf_hf.cli_help`.
+    # Fails after an option changes: regenerate with `python -m cf_hf.cli.help`.
     assert _help_file() == json.loads(json.dumps(cli_help.build_help_file()))
 
 
-@pytest.mark.parametrize("command", sorted(cli_help.PARSERS))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_fast_help_is_the_real_parsers_help(command):
     description = _help_file()["commands"][command]
     real = cli_help.real_parser(command)
@@ -57,7 +58,7 @@ def test_fast_help_is_the_real_parsers_help(command):
     assert options == {option for action in light._actions for option in action.option_strings}
 
 
-@pytest.mark.parametrize("command", sorted(cli_help.PARSERS))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_imports_no_heavy_library(command):
     _help_file()
     code = (
@@ -123,7 +124,7 @@ def test_version_prints_the_package_version(capsys):
 
 
 def test_push_datasets_take_space_separated_values_and_repeat():
-    from hub_scripts.cli import _parser
+    from cf_hf.cli.push import build_parser as _parser
 
     args = _parser().parse_args(["model", "sweep", "--repo_id", "org/m", "--dataset", "org/a", "org/b",
                                  "--dataset", "org/c"])

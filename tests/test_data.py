@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from cf_hf.data import (
+from cf_hf.methods.counterfactual.sampler import (
     CounterfactualCollator,
     GroupBatchSampler,
     caption_with_suffixes,
@@ -53,7 +53,7 @@ def test_sampling_is_deterministic_given_seed_and_epoch():
 
 
 def test_small_groups_are_topped_up_with_replacement_and_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="cf_hf.data"):
+    with caplog.at_level(logging.INFO, logger="cf_hf.methods.counterfactual.sampler"):
         sampler = GroupBatchSampler(GROUP_IDS, groups_per_batch=1, group_size=4, small_groups="replace")
     assert "1 single-image groups dropped; 2 groups smaller than group_size=4 topped up" in caplog.text
     batches = list(sampler)
@@ -62,7 +62,7 @@ def test_small_groups_are_topped_up_with_replacement_and_logged(caplog):
 
 
 def test_small_groups_can_be_dropped(caplog):
-    with caplog.at_level(logging.INFO, logger="cf_hf.data"):
+    with caplog.at_level(logging.INFO, logger="cf_hf.methods.counterfactual.sampler"):
         sampler = GroupBatchSampler(GROUP_IDS, groups_per_batch=1, group_size=4, small_groups="drop")
     assert "2 groups smaller than group_size=4 dropped" in caplog.text
     assert {group for batch in sampler for group in _groups_of(batch)} == set("abc")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from cf_hf.cli import main as cf_hf_main
+from cf_hf.cli.demo import build_parser, config_from_args
 from cf_hf.world.corpus import make_corpus
 from cf_hf.world.demo import DemoConfig
-from cf_hf.world.demo.cli import build_parser, config_from_args, main
 from cf_hf.world.demo.run import Progress, prepare_original
 from cf_hf.world.demo.stages import PRETRAINED, SHIPPED, find_shipped_original
 from cf_hf.world.original import read_record, settings_record, shipped_original
@@ -24,7 +25,7 @@ def _config(*argv: str) -> DemoConfig:
 def tiny_shipped(tmp_path_factory):
     """A shipped original written by `cf-hf demo --pretrain` (the real producer) to a temporary folder."""
     folder = tmp_path_factory.mktemp("shipped") / "original_clip"
-    assert main([*TINY, "--pretrain", "--quiet", "--original_dir", str(folder)]) == 0
+    assert cf_hf_main(["demo", *TINY, "--pretrain", "--quiet", "--original_dir", str(folder)]) == 0
     return folder, _config(*TINY)
 
 
@@ -44,7 +45,7 @@ def test_seeds_and_ablations_bring_back_the_full_measurement():
 
 def test_seeds_below_one_are_refused(capsys):
     with pytest.raises(SystemExit):
-        main(["--seeds", "0"])
+        cf_hf_main(["demo", "--seeds", "0"])
     assert "--seeds must be >= 1" in capsys.readouterr().err
 
 

@@ -24,10 +24,10 @@ from cf_hf.evaluation import (
     load_imagenet_folder,
     load_karpathy,
     load_pata,
-    load_sweep,
     random_floor,
 )
 from cf_hf.evaluation.embedding import open_image
+from cf_hf.interpolation import load_sweep
 
 QUIET = EmbeddingConfig(progress=False, batch_size=16)
 LN_2 = float(np.log(2.0))

@@ -9,8 +9,13 @@ import pytest
 from _evaluation_fixtures import make_fairface, make_imagenet, make_karpathy
 from conftest import assert_no_progress_bar
 
-from cf_hf.evaluation.cli import main
+from cf_hf.cli import main as cf_hf_main
 from cf_hf.evaluation.results import load_results
+
+def main(argv):
+    """`cf-hf evaluate` with these options, through the dispatcher."""
+    return cf_hf_main(["evaluate", *argv])
+
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from cf_hf.interpolation import alpha_key
 from cf_hf.evaluation.results import (
     SCHEMA_VERSION,
     ResultsError,
-    alpha_key,
     load_results,
     parse_results,
     write_results,

@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 from _evaluation_fixtures import make_fairface
 
+from cf_hf.cli import main as cf_hf_main
 from cf_hf.evaluation.embedding import EmbeddingConfig
 from cf_hf.explorer import ExplorerError, build_explorer, load_world_gallery
-from cf_hf.explorer.cli import main as explore_main
 from cf_hf.explorer.ui import answer_outputs, shares_html
 from cf_hf.metrics.fairness import fairness_metrics, top_k_indices
+
+def explore_main(argv):
+    """`cf-hf explore` with these options, through the dispatcher."""
+    return cf_hf_main(["explore", *argv])
+
 
 PER_CELL = 2  # 32 people of the world's FairFace: 16 (gender, skin tone, age) cells
 
@@ -169,7 +174,7 @@ def test_explore_help_imports_no_heavy_library_and_every_option_has_help():
     import subprocess
     import sys
 
-    from cf_hf.explorer.cli import build_parser
+    from cf_hf.cli.explore import build_parser
 
     code = ("import sys\nfrom cf_hf.cli import main\ntry:\n    main(['explore', '--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'gradio') if m in sys.modules))")

@@ -52,7 +52,7 @@ def page(tmp_path_factory):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from cf_hf.evaluation.embedding import EmbeddingConfig
     from cf_hf.explorer import build_app, build_explorer, gallery_image, load_world_gallery
-    from cf_hf.methods.base import METHODS
+    from cf_hf.methods import get_method
     from cf_hf.world import render
     from cf_hf.world.corpus import ATTRIBUTES
     from cf_hf.world.demo.stages import WORLD_DIR
@@ -60,7 +60,7 @@ def page(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("explorer_browser")
     config = EmbeddingConfig(cache_dir=str(work / "cache"), progress=False)
-    (fitted,) = METHODS["biased_prompts"](ORIGINAL_DIR, work / "methods", list(ATTRIBUTES), list(render.PROFESSIONS),
+    (fitted,) = get_method("biased_prompts").fit(ORIGINAL_DIR, work / "methods", list(ATTRIBUTES), list(render.PROFESSIONS),
                                           [1000.0], WORLD_DIR / "biased_prompts.yaml", embedding_config=config)
     gallery = load_world_gallery("test", per_cell=PER_CELL)
     explorer, _ = build_explorer({"original": ORIGINAL_DIR, "biased prompts (λ = 1000)": fitted.path}, gallery, config)

@@ -14,10 +14,15 @@ import pytest
 from _hub_helpers import TOKEN, point_client_at
 from hub_server import HubServer
 
+from cf_hf.cli import main as cf_hf_main
 from cf_hf.evaluation.embedding import EmbeddingConfig
 from cf_hf.explorer import build_explorer, load_world_gallery
 from hub_scripts import HubPushError
-from hub_scripts.cli import main as push_main
+
+def push_main(argv):
+    """`cf-hf push` with these options, through the dispatcher."""
+    return cf_hf_main(["push", *argv])
+
 
 pytest.importorskip("gradio", reason="the Space's page needs gradio: pip install 'cf_hf[explorer]'")
 

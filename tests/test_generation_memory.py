@@ -23,10 +23,10 @@ from _generation_tiny import (
 )
 from PIL import Image
 
+from cf_hf.cli.generate import GenerateArguments, build_components, memory_plan
 from cf_hf.concepts import load_concepts
 from cf_hf.generation import generate
 from cf_hf.generation.captions import LLMCaptionWriter
-from cf_hf.generation.cli import GenerateArguments, build_components, memory_plan
 from cf_hf.generation.inpainting import DiffusersInpainter, native_size, shareable_components
 from cf_hf.generation.interfaces import InpaintRequest
 from cf_hf.generation.memory import parameter_counts, plan_memory

@@ -269,7 +269,7 @@ def test_exports_with_the_same_folder_name_do_not_share_a_cache(reference_run, c
     keys on the files themselves."""
     from dataclasses import replace
 
-    from cf_hf.training import load_training_dataset
+    from cf_hf.methods.training_utils import load_training_dataset
 
     generate(replace(tiny_config(), seed=7), **components, output_dir=tmp_path / "other", show_progress=False)
     first = export_dataset(reference_run[0], tmp_path / "a" / "dataset", test_size=0.0)

@@ -19,8 +19,14 @@ import pytest
 from _hub_helpers import TOKEN, build_dataset_folder, build_sweep, point_client_at
 from hub_server import HubServer
 
+from cf_hf.cli import main as cf_hf_main
 from hub_scripts import HubPushError, push_dataset, push_metrics, push_model
-from hub_scripts.cli import main as push_main
+
+
+def push_main(argv):
+    """`cf-hf push` with these options, through the dispatcher."""
+    return cf_hf_main(["push", *argv])
+
 
 NAMESPACE = "org"
 DATASET_REPO = f"{NAMESPACE}/they-are-all-doctors"

@@ -8,12 +8,12 @@ import pytest
 import torch
 from transformers import CLIPModel, CLIPProcessor
 
+from cf_hf.cli import main as cf_hf_main
 from cf_hf.interpolation import (
     SWEEP_FILE,
     alpha_name,
     interpolate,
     interpolate_sweep,
-    main,
     read_sweep,
 )
 
@@ -161,13 +161,13 @@ def test_cli_writes_a_sweep(endpoints, tmp_path, capsys):
     original_dir, finetuned_dir, _, _ = endpoints
     argv = ["--original", str(original_dir), "--finetuned", str(finetuned_dir),
             "--alphas", "0", "0.5", "1", "--output_dir", str(tmp_path)]
-    assert main(argv) == 0
+    assert cf_hf_main(["interpolate", *argv]) == 0
     assert list(read_sweep(tmp_path)["checkpoints"]) == ["0", "0.5", "1"]
     assert "alpha=0.5" in capsys.readouterr().out
 
 
 def test_the_evaluation_harness_reads_the_sweep(endpoints, tmp_path):
-    from cf_hf.evaluation.protocol import load_sweep
+    from cf_hf.interpolation import load_sweep
 
     original_dir, finetuned_dir, _, _ = endpoints
     interpolate_sweep(original_dir, finetuned_dir, [0, 0.5], tmp_path)
@@ -180,7 +180,7 @@ def test_cli_reports_bad_alphas_in_one_line(endpoints, tmp_path, capsys):
     original_dir, finetuned_dir, _, _ = endpoints
     argv = ["--original", str(original_dir), "--finetuned", str(finetuned_dir),
             "--alphas", "0.5", "0.5", "--output_dir", str(tmp_path)]
-    assert main(argv) == 2
+    assert cf_hf_main(["interpolate", *argv]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("cf-hf interpolate: error: duplicate alphas")
 
@@ -218,7 +218,7 @@ def test_an_original_with_the_hubs_position_ids_interpolates(endpoints, tmp_path
 
 
 def test_a_second_run_adds_its_alphas_to_the_existing_sweep(endpoints, tmp_path):
-    from cf_hf.evaluation.protocol import load_sweep
+    from cf_hf.interpolation import load_sweep
     from hub_scripts.push_model import find_checkpoints
 
     original_dir, finetuned_dir, _, _ = endpoints

@@ -13,7 +13,7 @@ from cf_hf.cli import main
 from cf_hf.generation.base_images import DiffusersTextToImage
 from cf_hf.generation.captions import LLMCaptionWriter
 from cf_hf.generation.masks import SegformerSegmenter
-from cf_hf.loading import ModelLoadError, check_model_source
+from cf_hf.utils.model_loading import ModelLoadError, check_model_source
 
 UNCACHED_HUB_ID = "cf-hf-tests/never-downloaded"
 
@@ -114,7 +114,7 @@ def test_a_failed_model_load_leaves_no_run_and_the_corrected_rerun_needs_no_resu
 def test_training_names_a_missing_clip_folder(tmp_path, offline):
     from _training_helpers import make_counterfactual_dataset
 
-    from cf_hf.training import CounterfactualTrainingArguments, train
+    from cf_hf.methods.counterfactual.trainer import CounterfactualTrainingArguments, train
 
     args = CounterfactualTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none")
     with pytest.raises(ModelLoadError, match="CLIP model: no such local folder: './no-such-clip'"):

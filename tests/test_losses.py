@@ -9,7 +9,12 @@ import torch
 import torch.nn.functional as F
 from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 
-from cf_hf.losses import NoPositivesError, clip_loss, counterfactual_clip_loss, counterfactual_loss
+from cf_hf.methods.counterfactual.losses import (
+    NoPositivesError,
+    clip_loss,
+    counterfactual_clip_loss,
+    counterfactual_loss,
+)
 
 
 def _unit(*shape, seed=0):

@@ -9,9 +9,13 @@ import pytest
 import torch
 
 from cf_hf.methods import METHOD_CONFIG_FIELD, MethodError, fold, save_folded
-from cf_hf.methods.biased_prompts import biased_prompts_map, fit_biased_prompts, load_biased_prompts
-from cf_hf.methods.clip_clip import fit_clip_clip, kept_dimensions, mutual_information
-from cf_hf.tiny_clip import build_tiny_clip
+from cf_hf.methods.biased_prompts.projection import (
+    biased_prompts_map,
+    biased_prompts_maps,
+    load_biased_prompts,
+)
+from cf_hf.methods.clip_clip.estimator import clip_clip_maps, kept_dimensions, mutual_information
+from cf_hf.utils.tiny_clip import build_tiny_clip
 
 WORDS = "a photo of the male female nurse doctor chef person in hospital kitchen".split()
 
@@ -67,7 +71,7 @@ def _planted(n=600, dimension=12, signal=(3, 7), seed=0):
 
 def test_clip_clip_drops_the_dimensions_that_carry_a_planted_attribute_signal():
     embeddings, labels = _planted()
-    (fit,) = fit_clip_clip(embeddings, labels, keep=[10], attribute="gender")
+    (fit,) = clip_clip_maps(embeddings, labels, keep=[10], attribute="gender")
     kept = np.flatnonzero(np.diag(fit.image_map))
     assert sorted(set(range(12)) - set(kept)) == [3, 7]
     assert np.array_equal(fit.image_map, fit.text_map)
@@ -78,7 +82,7 @@ def test_clip_clip_with_several_attributes_drops_the_dimensions_of_each():
     embeddings, gender = _planted(signal=(3,), seed=0)
     skin_tone = np.random.default_rng(5).integers(0, 3, size=len(gender))
     embeddings[:, 9] += 2.0 * skin_tone
-    (fit,) = fit_clip_clip(embeddings, {"gender": gender, "skin_tone": skin_tone}, keep=[10])
+    (fit,) = clip_clip_maps(embeddings, {"gender": gender, "skin_tone": skin_tone}, keep=[10])
     assert sorted(set(range(12)) - set(np.flatnonzero(np.diag(fit.image_map)))) == [3, 9]
     assert fit.settings["attribute"] == "gender+skin_tone"
     assert set(fit.fitted_on["mutual_information"]) == {"gender", "skin_tone"}
@@ -124,9 +128,9 @@ def test_folded_checkpoints_load_without_cf_hf_and_give_the_methods_similarities
     original_texts = _text_embeddings(model, processor, texts)
 
     images_for_fit = np.random.default_rng(0).normal(size=(200, model.config.projection_dim))
-    clip_clip = fit_clip_clip(images_for_fit, np.arange(200) % 2, keep=[9], attribute="gender")[0]
+    clip_clip = clip_clip_maps(images_for_fit, np.arange(200) % 2, keep=[9], attribute="gender")[0]
     prompts = load_biased_prompts("gender", ["nurse", "doctor", "chef"])
-    biased = fit_biased_prompts(lambda batch: _text_embeddings(model, processor, batch), prompts)[0]
+    biased = biased_prompts_maps(lambda batch: _text_embeddings(model, processor, batch), prompts)[0]
 
     for method in (clip_clip, biased):
         folder = save_folded(original, method, tmp_path / method.name)
@@ -155,17 +159,17 @@ def test_folded_checkpoints_load_without_cf_hf_and_give_the_methods_similarities
 def test_bad_input_is_refused_with_a_clear_error(tiny_clip, tmp_path):
     embeddings, labels = _planted()
     with pytest.raises(MethodError, match="single value"):
-        fit_clip_clip(embeddings, np.zeros(len(labels)), keep=[4], attribute="gender")
+        clip_clip_maps(embeddings, np.zeros(len(labels)), keep=[4], attribute="gender")
     with pytest.raises(MethodError, match="between 1 and the embedding size 12"):
-        fit_clip_clip(embeddings, labels, keep=[13], attribute="gender")
+        clip_clip_maps(embeddings, labels, keep=[13], attribute="gender")
     with pytest.raises(MethodError, match=r"no 'gender' label \(rows \[1\]\)"):
-        fit_clip_clip(embeddings[:3], [0, None, 1], keep=[4], attribute="gender")
+        clip_clip_maps(embeddings[:3], [0, None, 1], keep=[4], attribute="gender")
     with pytest.raises(MethodError, match="no value"):
         load_biased_prompts("gender", ["nurse"], values=["female", "martian"])
     with pytest.raises(MethodError, match="no attribute 'religion'"):
         load_biased_prompts("religion", ["nurse"])
     model, _ = tiny_clip
-    wrong = fit_clip_clip(np.random.default_rng(0).normal(size=(50, 20)), np.arange(50) % 2, keep=[5],
+    wrong = clip_clip_maps(np.random.default_rng(0).normal(size=(50, 20)), np.arange(50) % 2, keep=[5],
                           attribute="gender")[0]
     with pytest.raises(MethodError, match="20, 20.*16 dimensions"):
         fold(model, wrong)
@@ -181,11 +185,11 @@ def test_bad_input_is_refused_with_a_clear_error(tiny_clip, tmp_path):
 
 def test_methods_fit_from_a_fairface_folder_and_a_saved_original(saved_original, fairface_gallery, tmp_path):
     from cf_hf.evaluation.embedding import EmbeddingConfig
-    from cf_hf.methods.base import METHODS
+    from cf_hf.methods import get_method
 
     original, gallery = saved_original, fairface_gallery
     embedding = EmbeddingConfig(cache_dir=str(tmp_path / "cache"), progress=False)
-    clipped = METHODS["clip_clip"](original, tmp_path / "out", gallery, "gender", keep=[8, 12],
+    clipped = get_method("clip_clip").fit(original, tmp_path / "out", gallery, "gender", keep=[8, 12],
                                    embedding_config=embedding)
     assert [checkpoint.name for checkpoint in clipped] == ["clip_clip-keep=8", "clip_clip-keep=12"]
     assert all(checkpoint.swept == "keep" and checkpoint.fit_seconds > 0 for checkpoint in clipped)
@@ -193,8 +197,8 @@ def test_methods_fit_from_a_fairface_folder_and_a_saved_original(saved_original,
     assert config[METHOD_CONFIG_FIELD]["fitted_on"]["gallery"] == "fairface"
     assert config[METHOD_CONFIG_FIELD]["fitted_on"]["images"] == 40
     with pytest.raises(MethodError, match="no attribute 'religion'"):
-        METHODS["clip_clip"](original, tmp_path / "out", gallery, "religion", keep=[8])
-    prompted = METHODS["biased_prompts"](original, tmp_path / "out", "gender", ["nurse", "chef"],
+        get_method("clip_clip").fit(original, tmp_path / "out", gallery, "religion", keep=[8])
+    prompted = get_method("biased_prompts").fit(original, tmp_path / "out", "gender", ["nurse", "chef"],
                                          lambdas=[10, 1000], embedding_config=embedding)
     assert [checkpoint.name for checkpoint in prompted] == ["biased_prompts-lambda=10", "biased_prompts-lambda=1000"]
     config = json.loads((prompted[1].path / "config.json").read_text())
@@ -208,15 +212,15 @@ def test_compare_scores_every_method_in_one_results_file_table_and_frontier(save
     from cf_hf.evaluation.embedding import EmbeddingConfig
     from cf_hf.evaluation.loaders import load_imagenet_folder
     from cf_hf.evaluation.protocol import EvaluationConfig, FairnessConfig
-    from cf_hf.methods.base import METHODS
+    from cf_hf.methods import get_method
     from cf_hf.methods.compare import compare
 
     original, gallery = saved_original, fairface_gallery
     zero_shot = load_imagenet_folder(make_imagenet(tmp_path / "imagenet"))
     embedding = EmbeddingConfig(cache_dir=None, progress=False)
-    checkpoints = METHODS["clip_clip"](original, tmp_path / "fits", gallery, "gender", keep=[6, 12],
+    checkpoints = get_method("clip_clip").fit(original, tmp_path / "fits", gallery, "gender", keep=[6, 12],
                                        embedding_config=embedding)
-    checkpoints += METHODS["biased_prompts"](original, tmp_path / "fits", "gender", ["nurse", "chef"],
+    checkpoints += get_method("biased_prompts").fit(original, tmp_path / "fits", "gender", ["nurse", "chef"],
                                              embedding_config=embedding)
     config = EvaluationConfig(fairness=FairnessConfig(concepts=["nurse", "chef"], ks=[10]), embedding=embedding)
     results = compare(original, checkpoints, tmp_path / "compare", fairness=gallery, zero_shot=zero_shot,
@@ -287,13 +291,13 @@ def test_the_counterfactual_method_trains_and_writes_its_sweep_as_checkpoints(ti
     from _training_helpers import make_counterfactual_dataset
     from transformers import CLIPModel
 
-    from cf_hf.methods.base import METHODS
-    from cf_hf.training import CounterfactualTrainingArguments
+    from cf_hf.methods import get_method
+    from cf_hf.methods.counterfactual.trainer import CounterfactualTrainingArguments
 
     arguments = CounterfactualTrainingArguments(
         output_dir=str(tmp_path / "unused"), per_device_train_batch_size=8, group_size=4, max_steps=2,
         save_strategy="no", logging_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
-    checkpoints = METHODS["counterfactual"](tiny_clip_dir, tmp_path / "cf", make_counterfactual_dataset(), arguments,
+    checkpoints = get_method("counterfactual").fit(tiny_clip_dir, tmp_path / "cf", make_counterfactual_dataset(), arguments,
                                             alphas=[0.0, 1.0])
     assert [(checkpoint.name, checkpoint.settings, checkpoint.swept) for checkpoint in checkpoints] == [
         ("alpha=0", {"alpha": 0.0}, "alpha"), ("alpha=1", {"alpha": 1.0}, "alpha")]

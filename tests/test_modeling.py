@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import CLIPModel
 
-from cf_hf.losses import NoPositivesError, clip_loss, counterfactual_loss
-from cf_hf.modeling import CounterfactualCLIPModel
+from cf_hf.methods.counterfactual.losses import NoPositivesError, clip_loss, counterfactual_loss
+from cf_hf.methods.counterfactual.modeling import CounterfactualCLIPModel
 
 GROUP_IDS = torch.tensor([0, 0, 1, 1, 2, 2])
 

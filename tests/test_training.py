@@ -11,9 +11,11 @@ from conftest import assert_no_progress_bar
 from safetensors.torch import load_file
 from transformers import CLIPModel, CLIPProcessor
 
-from cf_hf.data import CounterfactualCollator, group_index
-from cf_hf.modeling import CounterfactualCLIPModel
-from cf_hf.training import CounterfactualTrainingArguments, apply_lora, main, resolve_checkpoint, train
+from cf_hf.cli import main as cf_hf_main
+from cf_hf.methods.counterfactual.modeling import CounterfactualCLIPModel
+from cf_hf.methods.counterfactual.sampler import CounterfactualCollator, group_index
+from cf_hf.methods.counterfactual.trainer import CounterfactualTrainingArguments, apply_lora, train
+from cf_hf.methods.training_utils import resolve_checkpoint
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -103,8 +105,9 @@ def test_freeze_vision_leaves_the_vision_tower_unchanged(tiny_clip_dir, dataset,
 
 
 def _cli(model_dir, dataset_dir, output_dir, *extra):
-    return main(
+    return cf_hf_main(
         [
+            "train",
             "--model_name_or_path",
             str(model_dir),
             "--dataset",
@@ -209,7 +212,7 @@ def test_lora_target_matching_no_module_is_an_error(tiny_clip_dir, tmp_path):
 
 def _one_line_error(capsys, argv) -> str:
     """Run `cf-hf train argv`; the error must be one line on stderr, with no traceback."""
-    assert main(argv) == 2
+    assert cf_hf_main(["train", *argv]) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("cf-hf train: error:")]
     assert len(errors) == 1 and "Traceback" not in err, err
@@ -321,7 +324,7 @@ def test_no_progress_silences_every_bar(tiny_clip_dir, dataset, tmp_path, capfd,
     capfd.readouterr()
     # A parquet folder: datasets builds its cache (a bar), the model loads (a bar), the Trainer trains.
     argv = _cli_argv(tiny_clip_dir, tmp_path / "dataset", tmp_path / "out", "--max_steps", "2", "--no_progress")
-    assert main(argv) == 0
+    assert cf_hf_main(["train", *argv]) == 0
     assert_no_progress_bar(capfd.readouterr().err)
 
 

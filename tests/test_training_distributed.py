@@ -19,7 +19,7 @@ import torch
 from _training_helpers import make_counterfactual_dataset
 from transformers import CLIPModel, CLIPProcessor
 
-from cf_hf.modeling import CounterfactualCLIPModel
+from cf_hf.methods.counterfactual.modeling import CounterfactualCLIPModel
 
 SCRIPT = Path(__file__).with_name("_training_distributed_script.py")
 # Group ids of the fixed batch: every group has one member in each half, i.e. in each process.

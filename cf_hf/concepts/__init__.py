@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cf_hf.generation.interfaces import Concept
+from cf_hf.concepts.concept import Concept
 
 DATA_DIR = Path(__file__).resolve().parent
 PROFESSIONS_FILE = DATA_DIR / "professions.yaml"

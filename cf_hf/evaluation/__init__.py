@@ -22,18 +22,17 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "AttributeGallery": "data", "RetrievalSet": "data", "ZeroShotSet": "data", "Query": "data",
-    "DatasetImages": "data", "fingerprint_images": "data", "protocol_defaults": "data",
+    "AttributeGallery": "sets", "RetrievalSet": "sets", "ZeroShotSet": "sets", "Query": "sets",
+    "DatasetImages": "sets", "fingerprint_images": "sets", "protocol_defaults": "sets",
     "load_fairface": "loaders", "load_utkface": "loaders", "load_pata": "loaders", "load_karpathy": "loaders",
     "load_imagenet_folder": "loaders", "load_hf_gallery": "loaders", "load_hf_retrieval": "loaders",
     "load_hf_zero_shot": "loaders",
     "EmbeddingConfig": "embedding", "EmbeddingEngine": "embedding", "EmbeddingCache": "embedding",
     "FairnessConfig": "protocol", "EvaluationConfig": "protocol", "evaluate_models": "protocol",
     "evaluate_engine": "protocol", "evaluate_fairness": "protocol", "evaluate_retrieval": "protocol",
-    "evaluate_zero_shot": "protocol", "build_queries": "protocol", "load_sweep": "protocol",
-    "random_floor": "protocol",
+    "evaluate_zero_shot": "protocol", "build_queries": "protocol", "random_floor": "protocol",
     "Results": "results", "ModelResults": "results", "ResultsError": "results", "load_results": "results",
-    "parse_results": "results", "write_results": "results", "alpha_key": "results",
+    "parse_results": "results", "write_results": "results",
     "write_report": "report",
 }
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import fingerprint_images
+from .sets import fingerprint_images
 
 # Parameter-name prefixes of each CLIP tower (transformers `CLIPModel`).
 IMAGE_TOWER_PREFIXES = ("vision_model.", "visual_projection.")
@@ -295,14 +295,28 @@ def _plain_clip_towers(model) -> dict | None:
 
 
 def clip_model_class(path: str | Path, revision: str | None = None):
-    """The class a checkpoint loads as: `BiasAlignedCLIPModel` for `model_type: clip_bias_aligned`
-    (cf_hf.methods.bias_alignment), `CLIPModel` otherwise."""
+    """The class a checkpoint loads as: `CLIPModel` for `model_type: clip`, otherwise the class
+    registered for its model type with `AutoModel` (e.g. cf_hf's bias-aligned CLIP, registered by
+    `cf_hf.methods.register_model_types()` or by importing its module)."""
     from transformers import CLIPModel, PretrainedConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
     config, _ = PretrainedConfig.get_config_dict(str(path), revision=revision)
-    from cf_hf.methods.bias_alignment import MODEL_TYPE, BiasAlignedCLIPModel
+    model_type = config.get("model_type")
+    if model_type in (None, "clip"):
+        return CLIPModel
+    from transformers import AutoConfig, AutoModel
 
-    return BiasAlignedCLIPModel if config.get("model_type") == MODEL_TYPE else CLIPModel
+    try:
+        AutoConfig.for_model(model_type)
+    except ValueError:
+        raise ValueError(
+            f"{path}: model_type {model_type!r} is not registered with transformers' AutoConfig; import the module "
+            "that registers it (cf_hf's own: cf_hf.methods.register_model_types())"
+        ) from None
+    if model_type in MODEL_MAPPING_NAMES and MODEL_MAPPING_NAMES[model_type] != "CLIPModel":
+        raise ValueError(f"{path}: a {model_type!r} checkpoint, not a CLIP model")
+    return AutoModel
 
 
 class EmbeddingEngine:
@@ -343,7 +357,7 @@ class EmbeddingEngine:
         import torch
         from transformers import AutoProcessor
 
-        from cf_hf.loading import model_loading
+        from cf_hf.utils.model_loading import model_loading
 
         config = config or EmbeddingConfig()
         with model_loading(str(path), "CLIP checkpoint", revision):

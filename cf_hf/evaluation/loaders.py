@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .data import (
+from .sets import (
     AttributeGallery,
     DatasetImages,
     Query,

@@ -17,8 +17,6 @@ and recalls are fractions in [0, 1].
 
 from __future__ import annotations
 
-import json
-import math
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,7 +27,9 @@ import numpy as np
 
 from cf_hf import metrics
 
-from .data import (
+from .embedding import EmbeddingCache, EmbeddingConfig, EmbeddingEngine
+from .results import FAIRNESS_METRICS, RESERVED_KEYS, SCHEMA_VERSION
+from .sets import (
     AttributeGallery,
     Query,
     RetrievalSet,
@@ -38,8 +38,6 @@ from .data import (
     fill_template,
     protocol_defaults,
 )
-from .embedding import EmbeddingCache, EmbeddingConfig, EmbeddingEngine
-from .results import FAIRNESS_METRICS, RESERVED_KEYS, SCHEMA_VERSION, alpha_key
 
 # The worst query: highest MaxSkew and NDKL, lowest (most negative) MinSkew.
 WORST = {"max_skew": max, "min_skew": min, "ndkl": max}
@@ -602,64 +600,3 @@ def evaluate_models(
         del engine
     results["protocol"]["embedding_cache"] = {"hits": cache.hits - hits, "misses": cache.misses - misses}
     return results
-
-
-# ---------------------------------------------------------------------------------------------
-# α sweeps written by `cf-hf interpolate`
-
-
-def load_sweep(directory: str | Path) -> tuple[dict[str, Path], dict[str, float]]:
-    """The checkpoints of an α sweep folder (`sweep.json` + `alpha-<α>/` checkpoint folders).
-
-    `sweep.json` may list the α's (`"alphas": [...]`) or the checkpoints (`"checkpoints": [{"alpha":
-    ..., "path": ...}]`, paths relative to the folder); otherwise every `alpha-<α>` folder is used.
-
-    Returns:
-        (name -> checkpoint folder, name -> α), names "alpha=<α>", in increasing α.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise NotADirectoryError(f"{directory}: no such sweep folder (the output_dir of `cf-hf interpolate`)")
-    from cf_hf.interpolation import ALPHA_FOLDER_PREFIX, SWEEP_FILE
-
-    folders: dict[float, Path] = {}
-    for path in directory.iterdir():
-        if path.is_dir() and path.name.startswith(ALPHA_FOLDER_PREFIX):
-            try:
-                folders[float(path.name[len(ALPHA_FOLDER_PREFIX):])] = path
-            except ValueError:
-                continue
-    manifest_path = directory / SWEEP_FILE
-    if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{manifest_path}: not valid JSON ({error})") from None
-        checkpoints = manifest.get("checkpoints") if isinstance(manifest, dict) else None
-        if isinstance(checkpoints, Mapping):
-            checkpoints = [{"alpha": alpha, "path": path} for alpha, path in checkpoints.items()]
-        if isinstance(checkpoints, list):
-            listed = {}
-            for index, item in enumerate(checkpoints):
-                if not isinstance(item, Mapping) or "alpha" not in item:
-                    raise ValueError(f"{manifest_path}: checkpoints[{index}] needs an 'alpha'")
-                alpha = float(item["alpha"])
-                path = item.get("path") or item.get("dir") or item.get("folder")
-                listed[alpha] = (directory / path) if path else folders.get(alpha)
-            folders = listed
-        elif isinstance(manifest, dict) and "alphas" in manifest:
-            wanted = [float(alpha) for alpha in manifest["alphas"]]
-            absent = [alpha for alpha in wanted if alpha not in folders]
-            if absent:
-                raise FileNotFoundError(f"{manifest_path}: no alpha-<α> folder for α = {absent}")
-            folders = {alpha: folders[alpha] for alpha in wanted}
-    if not folders:
-        raise FileNotFoundError(f"{directory}: no alpha-<α> checkpoint folders and no usable sweep.json")
-    for alpha, path in folders.items():
-        if path is None or not (Path(path) / "config.json").is_file():
-            raise FileNotFoundError(f"{directory}: α = {alpha:g}: {path} is not a checkpoint folder (no config.json)")
-    ordered = sorted(folders)
-    if any(math.isnan(alpha) for alpha in ordered):
-        raise ValueError(f"{directory}: α must be a number")
-    return ({alpha_key(alpha): Path(folders[alpha]) for alpha in ordered},
-            {alpha_key(alpha): alpha for alpha in ordered})

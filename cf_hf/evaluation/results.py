@@ -34,10 +34,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cf_hf.interpolation.sweep import ALPHA_KEY_PREFIX
+
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 ORIGINAL = "original"
-ALPHA_PREFIX = "alpha="
 FAIRNESS_METRICS = ("max_skew", "min_skew", "ndkl")
 METRIC_LABELS = {"max_skew": "MaxSkew", "min_skew": "MinSkew", "ndkl": "NDKL"}
 DOWNSTREAM_METRICS = ("zero_shot_accuracy", "recall_at_5")
@@ -48,12 +49,6 @@ RESERVED_KEYS = ("model", "alpha", "fairness", "fairness_k", "retrieval", "zero_
 class ResultsError(ValueError):
     """A results file or document that does not follow the schema; the message names the file, the
     model, the key and the value."""
-
-
-def alpha_key(alpha: float) -> str:
-    """The results name of the sweep member with this α: `alpha=` + α in `%g` form (`alpha=0.25`).
-    (Folders and Hub branches spell it `alpha-0.25`: `cf_hf.interpolation.alpha_name`.)"""
-    return f"{ALPHA_PREFIX}{float(alpha):g}"
 
 
 @dataclass(frozen=True)
@@ -120,9 +115,9 @@ def _number(value, where: str) -> float | None:
 def _alpha_of(name: str, entry: Mapping, where: str) -> float | None:
     if "alpha" in entry:
         return _number(entry["alpha"], f"{where} 'alpha'")
-    if name.startswith(ALPHA_PREFIX):
+    if name.startswith(ALPHA_KEY_PREFIX):
         try:
-            return float(name[len(ALPHA_PREFIX):])
+            return float(name[len(ALPHA_KEY_PREFIX):])
         except ValueError:
             return None
     return None
@@ -158,7 +153,7 @@ def parse_results(document: Mapping, source: str = "results") -> Results:
         raise ResultsError(f"{source}: expected a JSON object, got {type(document).__name__}")
     version = document.get("schema_version", SCHEMA_VERSION if "models" in document else None)
     if version is None:
-        flat = [key for key in document if key == ORIGINAL or str(key).startswith(ALPHA_PREFIX)]
+        flat = [key for key in document if key == ORIGINAL or str(key).startswith(ALPHA_KEY_PREFIX)]
         if flat:
             raise ResultsError(
                 f"{source}: results in the flat layout of older `cf-hf demo` runs ({flat[:3]} at the top level, "

@@ -15,7 +15,7 @@ from PIL import Image
 
 from cf_hf.generation.interfaces import ImageRequest
 from cf_hf.generation.runtime import check_diffusers_version, torch_dtype
-from cf_hf.loading import check_model_source, model_loading
+from cf_hf.utils.model_loading import check_model_source, model_loading
 
 logger = logging.getLogger(__name__)
 

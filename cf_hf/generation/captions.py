@@ -23,7 +23,7 @@ from cf_hf.concepts import (
 )
 from cf_hf.generation.interfaces import Concept
 from cf_hf.generation.runtime import derive_seed, release_accelerator_memory, torch_dtype
-from cf_hf.loading import check_model_source, model_loading
+from cf_hf.utils.model_loading import check_model_source, model_loading
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,9 @@ only ever talks to these interfaces.
 
 from __future__ import annotations
 
+__all__ = ["CaptionWriter", "Concept", "ImageRequest", "InpaintRequest", "Inpainter", "Segmenter", "TextToImage",
+           "component_provenance"]
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -14,14 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-
-@dataclass(frozen=True)
-class Concept:
-    """A concept to debias, e.g. a profession: `name="doctor", plural="doctors", article="a"`."""
-
-    name: str
-    plural: str
-    article: str = "a"
+from cf_hf.concepts.concept import Concept  # the data layer's type, re-exported for the components
 
 
 @dataclass(frozen=True)

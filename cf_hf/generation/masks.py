@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from cf_hf.generation.runtime import torch_dtype
-from cf_hf.loading import check_model_source, model_loading
+from cf_hf.utils.model_loading import check_model_source, model_loading
 
 logger = logging.getLogger(__name__)
 

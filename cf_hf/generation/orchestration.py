@@ -437,7 +437,7 @@ def generate(
     `resume=True` continues a run found in `output_dir`; without it, a folder that already holds
     this run is refused, so that nothing is overwritten by accident. A folder holding another run
     (different config or components) is always refused. A new run first calls each component's
-    `check_model()` where it has one (`cf_hf.loading.ModelLoadError` if a model cannot be found),
+    `check_model()` where it has one (`cf_hf.utils.model_loading.ModelLoadError` if a model cannot be found),
     so that a failed check writes nothing.
 
     `distributed` defaults to `accelerate`'s process state; any object with `process_index`,

@@ -1,18 +1,22 @@
-"""Debiasing methods in one harness: each is fitted from an original CLIP and the data it needs, and
-yields checkpoints that the evaluation harness and `cf-hf push` already read.
+"""Debiasing methods, one folder each, in one registry (`registry.METHODS`, `get_method`).
 
-- `clip_clip` (`cf_hf.methods.clip_clip`): drop the embedding dimensions most informative of the
-  protected attribute; folded into both projections.
-- `biased_prompts` (`cf_hf.methods.biased_prompts`): project the spurious prompts' span out of the
-  text embeddings, calibrated on prompt pairs; folded into the text projection.
-- `bias_alignment` (`cf_hf.methods.bias_alignment`): the bias-alignment module (CVPR 2025), small
-  heads trained on a frozen CLIP's cached embeddings; its checkpoints carry the heads
-  (`BiasAlignedCLIPModel`, training in `cf_hf.methods.bias_alignment_training`).
+- `counterfactual/`: the paper's method — `CounterfactualCLIPModel`, the losses, the group sampler,
+  the trainer and `fit_counterfactual` (fine-tuning + WiSE-FT sweep).
+- `clip_clip/`: drop the embedding dimensions most informative of the protected attribute; folded
+  into both projections.
+- `biased_prompts/`: project the spurious prompts' span out of the text embeddings, calibrated on
+  prompt pairs; folded into the text projection.
+- `bias_alignment/`: the bias-alignment module (CVPR 2025), small heads trained on a frozen CLIP's
+  cached embeddings (`BiasAlignedCLIPModel`, registered with the Auto classes).
+- `ffr/`: From Fake to Real — CLIP image classifiers trained on balanced synthetic data, then real data
+  (ERM or GroupDRO).
 
-The training-free methods are linear maps of the embeddings (`cf_hf.methods.linear`), so their
-checkpoints are plain `CLIPModel` checkpoints that record the method in their config.
+Shared: `checkpoints` (what a fit returns), `linear` (folding a linear map into a plain `CLIPModel`),
+`training_utils` (datasets, resume), `compare` (every method under one protocol).
 """
 
 from cf_hf.methods.linear import METHOD_CONFIG_FIELD, LinearMethod, MethodError, fold, save_folded
+from cf_hf.methods.registry import METHODS, MODEL_TYPES, MethodSpec, get_method, register_model_types
 
-__all__ = ["METHOD_CONFIG_FIELD", "LinearMethod", "MethodError", "fold", "save_folded"]
+__all__ = ["METHODS", "METHOD_CONFIG_FIELD", "MODEL_TYPES", "LinearMethod", "MethodError", "MethodSpec", "fold",
+           "get_method", "register_model_types", "save_folded"]

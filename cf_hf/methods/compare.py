@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cf_hf.evaluation.results import ORIGINAL
-from cf_hf.methods.base import MethodCheckpoint
+from cf_hf.methods.checkpoints import MethodCheckpoint
 from cf_hf.methods.linear import MethodError
 
 FRONTIER_PLOT = "frontier.png"

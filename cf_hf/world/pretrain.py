@@ -1,6 +1,6 @@
 """Pretraining the world's "original CLIP" from scratch on the biased corpus.
 
-The model is a real `transformers` `CLIPModel` (built by `cf_hf.tiny_clip`) with a BPE
+The model is a real `transformers` `CLIPModel` (built by `cf_hf.utils.tiny_clip`) with a BPE
 `CLIPTokenizer` trained on the world's vocabulary; it is saved with `save_pretrained`, so every
 later stage (fine-tuning, interpolation, evaluation, model cards) loads it exactly as it would load
 `openai/clip-vit-base-patch32`. A plain training loop is used: the corpus fits in memory as
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cf_hf.tiny_clip import TinyCLIPSpec, build_tiny_clip
+from cf_hf.utils.tiny_clip import TinyCLIPSpec, build_tiny_clip
 
 from . import vocabulary
 from .corpus import SceneSet
@@ -70,7 +70,7 @@ def world_tokenizer():
 def train_world_tokenizer():
     """A BPE `CLIPTokenizer` trained on every sentence the world writes (`vocabulary_texts`) and a
     sample of corpus captions."""
-    from cf_hf.tiny_clip import train_clip_tokenizer
+    from cf_hf.utils.tiny_clip import train_clip_tokenizer
 
     from .corpus import CorpusConfig, make_corpus
 

@@ -14,7 +14,7 @@ Stages, each through the public API the real pipeline uses:
    run's settings on this corpus, otherwise a tiny `CLIPModel` pretrained from scratch (`pretrain`);
 3. per seed: the counterfactual dataset made by `cf_hf.generation.generate` with the world's
    components and exported by `dataset_builder.export_dataset` (a folder `load_dataset` reads);
-   fine-tuning with the counterfactual loss (`cf_hf.training.train`); the WiSE-FT α sweep
+   fine-tuning with the counterfactual loss (`cf_hf.methods.counterfactual.trainer.train`); the WiSE-FT α sweep
    (`cf_hf.interpolation.interpolate_sweep`); with `--ablations`, the ablations (β_cf = 0;
    unbalanced counterfactuals; fine-tuning on a same-size sample of the biased corpus);
 4. evaluation of every model with `cf_hf.evaluation.evaluate_models` — fairness (MaxSkew, MinSkew,
@@ -29,11 +29,10 @@ counterfactual data, the fine-tuning and the ablations, which is where runs diff
 Modules: `config` (settings, presets, targets), `stages` (the stages above), `ablations`, `run`
 (`run_demo`, the order of the stages and the models compared per seed), `statistics` (numbers over
 seeds), `selection` (the rule that chooses α, or any swept setting), `summary` (results.json),
-`report` (report.md and the printed table), `plots`, `model_cards`, `cli` (`cf-hf demo`).
+`report` (report.md and the printed table), `plots`, `model_cards`. The command: `cf_hf.cli.demo`.
 """
 
-from .cli import build_parser, main
 from .config import DemoConfig
 from .run import run_demo
 
-__all__ = ["DemoConfig", "build_parser", "main", "run_demo"]
+__all__ = ["DemoConfig", "run_demo"]

@@ -33,7 +33,7 @@ class DemoConfig:
     captions_per_concept: int = 12
     decorators_per_caption: int = 8
     appearances_per_base: int | None = 8  # None: all 16 cells of the world's grid
-    # Fine-tuning (cf_hf.training).
+    # Fine-tuning (cf_hf.methods.counterfactual.trainer).
     finetune_steps: int = 600
     batch_size: int = 64
     group_size: int = 4  # many small groups: more negatives per batch that differ in context

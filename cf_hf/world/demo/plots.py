@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cf_hf.evaluation.results import ORIGINAL, alpha_key
+from cf_hf.evaluation.results import ORIGINAL
+from cf_hf.interpolation import alpha_key
 
 from ..corpus import ATTRIBUTES
 

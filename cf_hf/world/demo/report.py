@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cf_hf.evaluation.results import FAIRNESS_METRICS, ORIGINAL, alpha_key
+from cf_hf.evaluation.results import FAIRNESS_METRICS, ORIGINAL
+from cf_hf.interpolation import alpha_key
 
 from .. import galleries, render
 from ..corpus import ATTRIBUTES

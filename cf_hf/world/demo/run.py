@@ -9,7 +9,8 @@ import shutil
 import time
 from pathlib import Path
 
-from cf_hf.evaluation.results import ORIGINAL, RESULTS_FILE, alpha_key, write_results
+from cf_hf.evaluation.results import ORIGINAL, RESULTS_FILE, write_results
+from cf_hf.interpolation import alpha_key
 
 from .. import corpus as corpus_module
 from ..gallery_files import GalleryFiles, write_gallery_files

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from cf_hf.evaluation.results import alpha_key
+from cf_hf.interpolation import alpha_key
 
 from ..corpus import ATTRIBUTES
 from .statistics import mean_and_std, reductions

@@ -60,13 +60,13 @@ def fit_methods(config: DemoConfig, original_dir: Path, gallery, output_dir: Pat
     """CLIP-clip (every `clip_clip_keep`) and biased prompts (every `biased_prompts_lambdas`),
     fitted on the original to remove the world's three attributes at once: `MethodCheckpoint`s; with
     `config.bias_alignment`, the bias-alignment variants too (`fit_bias_alignment`)."""
-    from cf_hf.methods.base import METHODS
+    from cf_hf.methods import get_method
 
     from ..corpus import ATTRIBUTES
 
-    checkpoints = METHODS["clip_clip"](original_dir, output_dir, gallery, list(ATTRIBUTES), config.clip_clip_keep,
+    checkpoints = get_method("clip_clip").fit(original_dir, output_dir, gallery, list(ATTRIBUTES), config.clip_clip_keep,
                                        seed=seed, embedding_config=evaluation.embedding)
-    checkpoints += METHODS["biased_prompts"](original_dir, output_dir, list(ATTRIBUTES), list(render.PROFESSIONS),
+    checkpoints += get_method("biased_prompts").fit(original_dir, output_dir, list(ATTRIBUTES), list(render.PROFESSIONS),
                                              config.biased_prompts_lambdas, WORLD_DIR / "biased_prompts.yaml",
                                              embedding_config=evaluation.embedding)
     if config.bias_alignment:
@@ -86,8 +86,8 @@ def fit_bias_alignment(config: DemoConfig, original_dir: Path, gallery, output_d
     is given), and the L_ba-only and L_cd-only ablations."""
     import yaml
 
-    from cf_hf.methods.base import METHODS
-    from cf_hf.methods.bias_alignment_training import BiasAlignmentArguments
+    from cf_hf.methods import get_method
+    from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments
 
     from ..corpus import ATTRIBUTES
 
@@ -100,7 +100,7 @@ def fit_bias_alignment(config: DemoConfig, original_dir: Path, gallery, output_d
     variants = ["bias_alignment", "bias_alignment_ba_only", "bias_alignment_cd_only"]
     if counterfactual_dataset is not None:
         variants.insert(1, "bias_alignment_image_cf")
-    return METHODS["bias_alignment"](original_dir, output_dir, gallery, list(ATTRIBUTES), training_arguments=arguments,
+    return get_method("bias_alignment").fit(original_dir, output_dir, gallery, list(ATTRIBUTES), training_arguments=arguments,
                                      template=BIAS_ALIGNMENT_TEMPLATE, words=prompts["attributes"],
                                      counterfactual_dataset=counterfactual_dataset, variants=variants,
                                      embedding_config=evaluation.embedding)
@@ -224,7 +224,7 @@ def decorator_columns() -> tuple[str, ...]:
 
 def training_arguments(config: DemoConfig, output_dir: Path, seed: int, quiet: bool, **overrides):
     """`CounterfactualTrainingArguments` of the demo's fine-tuning; `overrides` replace any field."""
-    from cf_hf.training import CounterfactualTrainingArguments
+    from cf_hf.methods.counterfactual.trainer import CounterfactualTrainingArguments
 
     values = dict(
         output_dir=str(output_dir),
@@ -256,8 +256,8 @@ def training_arguments(config: DemoConfig, output_dir: Path, seed: int, quiet: b
 def fine_tune(
     config: DemoConfig, original_dir: Path, dataset, output_dir: Path, seed: int, quiet: bool, **overrides
 ) -> Path:
-    """`cf_hf.training.train` from the original checkpoint; returns the fine-tuned checkpoint folder."""
-    from cf_hf.training import train
+    """`cf_hf.methods.counterfactual.trainer.train` from the original checkpoint; returns the fine-tuned checkpoint folder."""
+    from cf_hf.methods.counterfactual.trainer import train
 
     args = training_arguments(config, output_dir, seed, quiet, **overrides)
     return Path(train(str(original_dir), dataset, args))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from cf_hf.evaluation.results import ORIGINAL, alpha_key
+from cf_hf.evaluation.results import ORIGINAL
+from cf_hf.interpolation import alpha_key
 
 from ..corpus import ATTRIBUTES
 from .ablations import ABLATION_NAMES

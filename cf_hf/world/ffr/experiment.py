@@ -146,7 +146,7 @@ class SeedData:
 
 def prepare_seed(config: FFRConfig, seed: int, data_dir: Path, show_progress: bool) -> SeedData:
     """Render, generate and save every dataset of a seed (reused when already saved)."""
-    from cf_hf.training import load_training_dataset
+    from cf_hf.methods.training_utils import load_training_dataset
 
     pool = _saved(data_dir / "real-pool", lambda: render_groups(real_pool_counts(config), seed))
     real = {bias: _saved(data_dir / f"real-bias-{bias}", lambda bias=bias: biased_subset(pool, config.per_class, bias))
@@ -168,7 +168,7 @@ def prepare_seed(config: FFRConfig, seed: int, data_dir: Path, show_progress: bo
 
 
 def training_arguments(config: FFRConfig, output_dir: Path, seed: int, schedule: str, loss: str, quiet: bool):
-    from cf_hf.classification.training import ClassifierTrainingArguments
+    from cf_hf.methods.ffr.trainer import ClassifierTrainingArguments
 
     steps = config.real_steps + (config.synthetic_steps if schedule == "mixed" else 0)
     return ClassifierTrainingArguments(
@@ -184,7 +184,7 @@ def training_arguments(config: FFRConfig, output_dir: Path, seed: int, schedule:
 
 def evaluate_run(model_dir: Path, data: SeedData, signatures, seed: int) -> dict:
     """Metrics on the real test set and, per signature, the probe accuracy (`probe_accuracy/<signature>`)."""
-    from cf_hf.classification.evaluation import evaluate_checkpoint
+    from cf_hf.methods.ffr.evaluation import evaluate_checkpoint
 
     stereotypes = {profession: STEREOTYPES[profession].gender for profession in render.PROFESSIONS}
     probes = {str(signature): data.synthetic_test[signature] for signature in signatures}
@@ -195,7 +195,7 @@ def run_experiment(config: FFRConfig, output_dir: str | Path, quiet: bool = Fals
     """Run every cell not yet in `results.jsonl` (resume), write the report; returns all results."""
     from tqdm.auto import tqdm
 
-    from cf_hf.classification.training import train_classifier
+    from cf_hf.methods.ffr.trainer import train_classifier
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,148 @@
+"""`cf-hf compare`: fit debiasing methods and score them with any existing checkpoints under one protocol.
+
+    cf-hf compare --original openai/clip-vit-base-patch32 --sweep outputs/sweep \\
+        --methods clip_clip biased_prompts --attribute gender \\
+        --clip_clip_fairface ~/data/fairface --clip_clip_keep 256 384 448 \\
+        --fairface ~/data/fairface --imagenet ~/data/imagenet/val --imagenet_classes classnames.txt \\
+        --output_dir outputs/compare
+
+The evaluation sets, the protocol and the embedding options are those of `cf-hf evaluate`. Writes the
+fitted checkpoints under OUTPUT_DIR/methods/, and results.json (the `cf-hf evaluate` schema plus a
+`methods` section), report.md (the comparison table first) and plots/frontier.png under OUTPUT_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cf_hf.cli.command import Command
+from cf_hf.methods.registry import register_model_types
+
+FITTED_METHODS = ("clip_clip", "biased_prompts", "bias_alignment")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`cf-hf evaluate`'s parser with the method options (argparse alone: `--help` is fast)."""
+    from cf_hf.cli.evaluate import build_parser as evaluation_parser
+
+    parser = evaluation_parser()
+    parser.prog = "cf-hf compare"
+    parser.description = (
+        "Fit debiasing methods (CLIP-clip, biased prompts, the bias-alignment module) on an original CLIP and score them, the original "
+        "and any given checkpoints (--model, --sweep: the counterfactual CF_alpha sweep) on the same sets; "
+        "writes results.json, report.md with one comparison table, and a fairness-accuracy frontier plot. "
+        "List options take space-separated values."
+    )
+    methods = parser.add_argument_group("methods")
+    methods.add_argument("--original", required=True, metavar="PATH",
+                         help="the original CLIP (folder or Hub id) the methods are fitted on and compared with")
+    methods.add_argument("--methods", nargs="+", default=[], choices=FITTED_METHODS,
+                         help="training-free methods to fit, space-separated; unset: none (compare --model/--sweep only)")
+    methods.add_argument("--attribute", nargs="+", default=["gender"],
+                         help="the protected attribute(s) the fitted methods remove, space-separated")
+    methods.add_argument("--clip_clip_keep", type=int, nargs="+",
+                         help="CLIP-clip: numbers of embedding dimensions kept, space-separated (one checkpoint "
+                              "each); unset: 50%%, 75%% and 90%% of the embedding size")
+    methods.add_argument("--clip_clip_fairface", metavar="DIR",
+                         help="CLIP-clip: FairFace folder whose labelled images rank the dimensions (the train split)")
+    methods.add_argument("--clip_clip_fairface_csv", metavar="CSV",
+                         help="CLIP-clip: labels CSV of --clip_clip_fairface; unset: DIR/fairface_label_train.csv")
+    methods.add_argument("--biased_prompts_lambda", type=float, nargs="+",
+                         help="biased prompts: calibration strengths λ, space-separated; unset: 1000")
+    methods.add_argument("--biased_prompts_file", metavar="YAML",
+                         help="biased prompts: the prompts file; unset: the shipped cf_hf/methods/biased_prompts/biased_prompts.yaml")
+    methods.add_argument("--bias_alignment_variants", nargs="+", default=["bias_alignment"],
+                         choices=["bias_alignment", "bias_alignment_image_cf", "bias_alignment_ba_only",
+                                  "bias_alignment_cd_only"],
+                         help="bias alignment: which models to train, space-separated (image_cf: with cf_hf's image "
+                              "counterfactuals; ba_only / cd_only: the paper's ablations); trained on --clip_clip_fairface")
+    methods.add_argument("--bias_alignment_epochs", type=float, default=100.0,
+                         help="bias alignment: training epochs (the authors' upper bound)")
+    methods.add_argument("--bias_alignment_counterfactual_dataset", metavar="DIR",
+                         help="bias alignment: cf_hf's counterfactual dataset (for bias_alignment_image_cf)")
+    methods.add_argument("--bias_alignment_template", help="bias alignment: caption template with {attribute} "
+                         "fields; unset: 'This is the photo of a {race} {gender} aged {age}.'")
+    return parser
+
+
+def _default_keep(original: str) -> list[int]:
+    from transformers import CLIPConfig
+
+    dimension = CLIPConfig.from_pretrained(original).projection_dim
+    return sorted({max(1, round(dimension * share)) for share in (0.5, 0.75, 0.9)})
+
+
+def _concept_names(config) -> list[str]:
+    from cf_hf.concepts import load_concepts
+
+    concepts = config.fairness.concepts
+    if concepts is None:
+        return [concept.name for concept in load_concepts()]
+    return [getattr(concept, "name", concept) for concept in concepts]
+
+
+class CompareCommand(Command):
+    """`cf-hf compare`: fit, evaluate, write the comparison."""
+
+    name = "compare"
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        return build_parser()
+
+    def run(self, args) -> int:
+        register_model_types()  # every cf_hf checkpoint loads through AutoModel
+        from cf_hf.cli.evaluate import evaluation_config, models_from_args, print_summary, sets_from_args
+        from cf_hf.evaluation.loaders import load_fairface
+        from cf_hf.methods import get_method
+        from cf_hf.methods.checkpoints import MethodCheckpoint
+        from cf_hf.methods.compare import compare
+        from cf_hf.methods.linear import MethodError
+
+        models, alphas = models_from_args(args, self.parser, required=not args.methods)
+        fairness, retrieval, zero_shot = sets_from_args(args, self.parser)
+        config = evaluation_config(args)
+        output_dir = Path(args.output_dir)
+        checkpoints = [
+            MethodCheckpoint(name=name, method="counterfactual" if name in alphas else "checkpoint", path=Path(path),
+                             settings={"alpha": alphas[name]} if name in alphas else {},
+                             swept="alpha" if name in alphas else None)
+            for name, path in models.items()
+        ]
+        if "clip_clip" in args.methods:
+            if not args.clip_clip_fairface:
+                raise MethodError("--methods clip_clip needs --clip_clip_fairface DIR: labelled images to rank the "
+                                  "embedding dimensions by (FairFace's train split)")
+            csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
+            gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding,
+                                    attributes=args.fairface_attributes, skip_missing=args.skip_missing,
+                                    label_values=args.fairface_labels, name="fairface-train")
+            keep = args.clip_clip_keep or _default_keep(args.original)
+            checkpoints += get_method("clip_clip").fit(args.original, output_dir / "methods", gallery, args.attribute, keep,
+                                                embedding_config=config.embedding)
+        if "biased_prompts" in args.methods:
+            checkpoints += get_method("biased_prompts").fit(args.original, output_dir / "methods", args.attribute,
+                                                     _concept_names(config), args.biased_prompts_lambda,
+                                                     args.biased_prompts_file, embedding_config=config.embedding)
+        if "bias_alignment" in args.methods:
+            from cf_hf.methods.bias_alignment.data import DEFAULT_TEMPLATE
+            from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments
+
+            if not args.clip_clip_fairface:
+                raise MethodError("--methods bias_alignment needs --clip_clip_fairface DIR: labelled images to train on "
+                                  "(FairFace's train split)")
+            csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
+            gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
+                                    label_values=args.fairface_labels, name="fairface-train")
+            training = BiasAlignmentArguments(output_dir=str(output_dir / "methods"), num_train_epochs=args.bias_alignment_epochs,
+                                              use_cpu=args.device == "cpu", disable_tqdm=args.quiet, save_strategy="no")
+            checkpoints += get_method("bias_alignment").fit(
+                args.original, output_dir / "methods", gallery, args.attribute, training_arguments=training,
+                template=args.bias_alignment_template or DEFAULT_TEMPLATE,
+                counterfactual_dataset=args.bias_alignment_counterfactual_dataset,
+                variants=args.bias_alignment_variants, embedding_config=config.embedding)
+        results = compare(args.original, checkpoints, output_dir, fairness, retrieval, zero_shot, config,
+                          plots=not args.no_plots)
+        print_summary(results)
+        print(f"wrote {output_dir / 'results.json'}, {output_dir / 'report.md'}")
+        return 0

@@ -1,0 +1,115 @@
+"""`cf-hf train-ba`: train the bias-alignment module (`cf_hf.methods.bias_alignment`) on a frozen CLIP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cf_hf.cli.command import QUIET_HELP, Command
+from cf_hf.methods.bias_alignment.data import (
+    DEFAULT_TEMPLATE,
+    BiasAlignmentData,
+    check_caption_setup,
+    counterfactual_data,
+    gallery_data,
+)
+from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments, train_bias_alignment
+from cf_hf.methods.linear import MethodError
+
+
+@dataclass
+class TrainBiasAlignmentCommandArguments:
+    """The `cf-hf train-ba` options that are not `BiasAlignmentArguments`."""
+
+    fairface: str = field(metadata={"help": "FairFace folder with the labelled training images (the train split)"})
+    model_name_or_path: str = field(default="openai/clip-vit-base-patch16",
+                                    metadata={"help": "the original CLIP (kept frozen); the authors' ViT-B/16 by default"})
+    fairface_csv: str | None = field(default=None, metadata={"help": "labels CSV; unset: FAIRFACE/fairface_label_train.csv"})
+    fairface_padding: str | None = field(default=None, metadata={"help": "which FairFace crop when both are present",
+                                                                  "choices": ["0.25", "1.25"]})
+    fairface_labels: str | None = field(default=None, metadata={
+        "help": "YAML/JSON 'attribute: [values]' of a CSV that does not use FairFace's own label values"})
+    skip_missing: bool = field(default=False, metadata={"help": "skip (and count) rows whose image is missing"})
+    attribute: list[str] = field(default_factory=lambda: ["gender"], metadata={
+        "help": "attribute(s) whose values the counterfactual captions swap, space-separated"})
+    caption_template: str = field(default=DEFAULT_TEMPLATE, metadata={
+        "help": "caption of a labelled image, with {attribute} fields; must mention every --attribute"})
+    caption_words: str | None = field(default=None, metadata={
+        "help": "YAML/JSON 'attribute: {label: word}' to write labels as other words in the captions"})
+    counterfactual_dataset: str | None = field(default=None, metadata={
+        "help": "cf_hf's counterfactual dataset (folder or Hub id): adds image counterfactuals to L_cd"})
+    embedding_batch_size: int = field(default=64, metadata={"help": "images or texts per CLIP forward pass"})
+    cache_dir: str | None = field(default=None, metadata={
+        "help": "cache of CLIP's embeddings of the training rows; unset: OUTPUT_DIR/embeddings"})
+    device: str = field(default="cpu", metadata={"help": "device CLIP embeds the rows on"})
+    quiet: bool = field(default=False, metadata={"aliases": ["--no_progress"], "help": QUIET_HELP})
+
+
+def _caption_words(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        words = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise MethodError(f"cannot read the caption words {path}: {error}") from None
+    if not isinstance(words, dict) or not all(isinstance(value, dict) for value in words.values()):
+        raise MethodError(f"{path}: expected 'attribute: {{label: word}}' mappings")
+    return words
+
+
+def build_parser():
+    """The `cf-hf train-ba` parser: `HfArgumentParser` over the command's options and
+    `BiasAlignmentArguments`."""
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(
+        (TrainBiasAlignmentCommandArguments, BiasAlignmentArguments), prog="cf-hf train-ba",
+        description="Train the bias-alignment module (CVPR 2025) on a frozen CLIP from FairFace-format labelled "
+                    "images, optionally with cf_hf's image counterfactuals; CLIP's embeddings are computed once and "
+                    "cached. Writes a checkpoint that `cf-hf evaluate` and `cf-hf compare` read. Resume with "
+                    "--resume_from_checkpoint last. List options take space-separated values.")
+
+
+def run_command(command: TrainBiasAlignmentCommandArguments, args: BiasAlignmentArguments) -> Path:
+    """Load the data, embed it (cached), train and save: `cf-hf train-ba` without the parsing."""
+    from cf_hf.evaluation.embedding import EmbeddingConfig, EmbeddingEngine
+    from cf_hf.evaluation.loaders import load_fairface
+
+    csv = command.fairface_csv or Path(command.fairface) / "fairface_label_train.csv"
+    gallery = load_fairface(command.fairface, csv, command.fairface_padding, skip_missing=command.skip_missing,
+                            label_values=command.fairface_labels, name="fairface-train")
+    words = _caption_words(command.caption_words)
+    check_caption_setup(command.attribute, command.caption_template, gallery.attributes, f"the gallery {gallery.name!r}")
+    embedding = EmbeddingConfig(device=command.device, batch_size=command.embedding_batch_size,
+                                cache_dir=command.cache_dir or str(Path(args.output_dir) / "embeddings"),
+                                progress=not command.quiet)
+    engine = EmbeddingEngine.from_pretrained(command.model_name_or_path, embedding)
+    data = gallery_data(engine, gallery, command.attribute, command.caption_template, words, seed=args.seed)
+    rows = len(data)
+    if command.counterfactual_dataset:
+        data = BiasAlignmentData.concatenate([data, counterfactual_data(engine, command.counterfactual_dataset)])
+    del engine
+    record = {"variant": "bias_alignment_image_cf" if command.counterfactual_dataset else "bias_alignment",
+              "attributes": list(command.attribute), "template": command.caption_template,
+              "gallery": str(csv), "rows": len(data), "labelled_rows": rows,
+              "image_counterfactual_rows": data.image_counterfactual_rows,
+              "counterfactual_dataset": command.counterfactual_dataset}
+    return train_bias_alignment(command.model_name_or_path, data, args, record)
+
+
+class TrainBiasAlignmentCommand(Command):
+    """`cf-hf train-ba`: parse with `HfArgumentParser`, train, print the checkpoint folder."""
+
+    name = "train-ba"
+
+    def build_parser(self):
+        return build_parser()
+
+    def run(self, args) -> int:
+        command, training_args = args
+        if command.quiet:
+            training_args.disable_tqdm = True
+        print(run_command(command, training_args))
+        return 0

@@ -1,0 +1,30 @@
+"""CLIP-clip fitted from a checkpoint and an attribute-labelled gallery: folded checkpoints, one per `keep`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cf_hf.methods.checkpoints import MethodCheckpoint, embedding_engine, save_linear_fits
+from cf_hf.methods.clip_clip.estimator import clip_clip_maps
+from cf_hf.methods.linear import MethodError
+
+
+def fit_clip_clip(original: str | Path, output_dir: str | Path, gallery, attribute: str | Sequence[str],
+                  keep: Sequence[int], seed: int = 0, embedding_config=None) -> list[MethodCheckpoint]:
+    """CLIP-clip fitted on an attribute-labelled gallery (`cf_hf.evaluation.AttributeGallery`,
+    e.g. FairFace train): one checkpoint per number of kept dimensions. Several attributes: the
+    dimensions are ranked by their information summed over them."""
+    attributes = [attribute] if isinstance(attribute, str) else list(attribute)
+    missing = [name for name in attributes if name not in gallery.attributes]
+    if missing or not attributes:
+        raise MethodError(f"clip_clip: the gallery {gallery.name!r} has no attribute {', '.join(map(repr, missing))}; "
+                          f"it has {sorted(gallery.attributes)}")
+    start = time.perf_counter()
+    engine = embedding_engine(original, embedding_config)
+    embeddings = engine.embed_images(gallery.images, gallery.fingerprint)
+    fits = clip_clip_maps(embeddings, {name: gallery.attributes[name] for name in attributes}, keep,
+                                   seed=seed, fitted_on={"gallery": gallery.name, "source": gallery.source,
+                                                         "model": str(original)})
+    return save_linear_fits(original, fits, output_dir, time.perf_counter() - start)

@@ -1,0 +1,84 @@
+"""The one registry of debiasing methods (as peft's `mapping.py`): name -> where its `fit` and its
+configuration live. Entries are strings, imported on first use, so that listing the methods imports
+nothing heavy."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method.
+
+    Attributes:
+        name: its name in `cf-hf compare --methods`, tables and checkpoint records.
+        summary: one line: what it does.
+        fit_path: "module:function" of `fit(original, output_dir, ...) -> list[MethodCheckpoint]` (for
+            `ffr`, the classifier trainer, which returns the output folder).
+        config_path: "module:Class" of its configuration (a dataclass or `TrainingArguments`), or None
+            when its options are keyword arguments of `fit`.
+    """
+
+    name: str
+    summary: str
+    fit_path: str
+    config_path: str | None = None
+
+    @staticmethod
+    def _load(path: str):
+        module, attribute = path.split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    @property
+    def fit(self) -> Callable:
+        """The method's fit function (imports its module)."""
+        return self._load(self.fit_path)
+
+    @property
+    def config(self) -> type | None:
+        """The method's configuration class, or None."""
+        return self._load(self.config_path) if self.config_path else None
+
+
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("counterfactual", "fine-tune CLIP on counterfactual images, then WiSE-FT (the paper's method)",
+                   "cf_hf.methods.counterfactual.fit:fit_counterfactual",
+                   "cf_hf.methods.counterfactual.trainer:CounterfactualTrainingArguments"),
+        MethodSpec("clip_clip", "drop the embedding dimensions most informative of the attribute (Wang et al. 2021)",
+                   "cf_hf.methods.clip_clip.fit:fit_clip_clip"),
+        MethodSpec("biased_prompts", "project the spurious prompts' span out of text embeddings (Chuang et al. 2023)",
+                   "cf_hf.methods.biased_prompts.fit:fit_biased_prompts"),
+        MethodSpec("bias_alignment", "heads that align image and text bias on a frozen CLIP (CVPR 2025)",
+                   "cf_hf.methods.bias_alignment.fit:fit_bias_alignment",
+                   "cf_hf.methods.bias_alignment.trainer:BiasAlignmentArguments"),
+        MethodSpec("ffr", "classifiers trained on balanced synthetic data, then real data (From Fake to Real)",
+                   "cf_hf.methods.ffr.trainer:train_classifier",
+                   "cf_hf.methods.ffr.trainer:ClassifierTrainingArguments"),
+    )
+}
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registered method `name`; a clear error naming the registered ones otherwise."""
+    from cf_hf.methods.linear import MethodError
+
+    if name not in METHODS:
+        raise MethodError(f"unknown method {name!r}: the registered methods are {sorted(METHODS)}")
+    return METHODS[name]
+
+
+# Model types of the methods whose checkpoints are their own model classes -> the module that registers
+# them with `AutoConfig`/`AutoModel` when imported.
+MODEL_TYPES = {"clip_bias_aligned": "cf_hf.methods.bias_alignment.modeling"}
+
+
+def register_model_types() -> None:
+    """Register every method's model class with the Auto classes, so that `AutoModel` (and the
+    evaluation harness) loads any cf_hf checkpoint; idempotent."""
+    for module in MODEL_TYPES.values():
+        importlib.import_module(module)

@@ -1,0 +1,133 @@
+"""What every method's trainer needs: the training dataset from a folder, a Dataset or a Hub id; a model
+or dataset that fails to load named with the corrupt file; the checkpoint to resume from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import datasets
+
+# Words of --resume_from_checkpoint meaning "the latest checkpoint in output_dir".
+LATEST_CHECKPOINT_WORDS = ("last", "True")
+
+
+def load_training_dataset(dataset: str | datasets.Dataset | datasets.DatasetDict, split: str = "train"):
+    """A `datasets.Dataset` from a Dataset, a DatasetDict (its `split`), a folder or a Hub id.
+
+    Folders written by `save_to_disk` are read with `load_from_disk`; other folders (parquet shards,
+    image folders) and Hub ids with `load_dataset(dataset, split=split)`.
+    """
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
+        return dataset
+    if isinstance(dataset, datasets.DatasetDict):
+        return dataset[split]
+    path = os.fspath(dataset)
+    if os.path.isdir(path) and any(
+        os.path.exists(os.path.join(path, marker)) for marker in ("state.json", "dataset_dict.json")
+    ):
+        loaded = datasets.load_from_disk(path)
+        return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    if os.path.isdir(path):
+        # `load_dataset(folder)` keys its cache on the folder's name and README metadata, not on the
+        # files: two folders both called `dataset` with the same card would share one (stale) cache
+        # entry. Loading the builder's resolved data files keys the cache on their paths and times.
+        builder = datasets.load_dataset_builder(path)
+        if split not in (builder.config.data_files or {}):
+            available = sorted(builder.config.data_files or {})
+            raise ValueError(f"{path} has no split {split!r}; its splits are {available}")
+        return datasets.load_dataset(
+            builder.name, data_files=builder.config.data_files, features=builder.info.features, split=split
+        )
+    return datasets.load_dataset(path, split=split)
+
+
+def unreadable_data_file(folder: str) -> str | None:
+    """The first parquet or Arrow file under `folder` that pyarrow cannot read, with the reason."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    readers = {".parquet": lambda path: pq.read_metadata(path), ".arrow": lambda path: pa.ipc.open_stream(
+        pa.memory_map(str(path))).read_all()}  # fmt: skip
+    for path in sorted(Path(folder).rglob("*")):
+        reader = readers.get(path.suffix)
+        if reader is None or not path.is_file():
+            continue
+        try:
+            reader(path)
+        except (pa.ArrowException, OSError) as error:
+            return f"{path} is not a readable {path.suffix[1:]} file ({error}): it is truncated or corrupt"
+    return None
+
+
+def load_dataset_or_name_the_file(dataset, split: str):
+    """`load_training_dataset`, with a failure to load a folder or Hub id named, and the corrupt file
+    named when a folder holds one."""
+    try:
+        return load_training_dataset(dataset, split)
+    except Exception as error:
+        if not isinstance(dataset, (str, os.PathLike)):
+            raise
+        path = os.fspath(dataset)
+        reason = unreadable_data_file(path) if os.path.isdir(path) else None
+        if reason is None and isinstance(error, ValueError) and path in str(error):
+            raise  # already names the dataset (e.g. a missing split)
+        raise ValueError(
+            f"cannot load the training dataset {path}: {reason or f'{type(error).__name__}: {error}'}"
+        ) from error
+
+
+def unreadable_weights_file(folder: str) -> str | None:
+    """The first `*.safetensors` file in `folder` whose header safetensors cannot read, with the reason."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as weights:
+                weights.keys()
+        except (SafetensorError, OSError) as error:
+            return f"{path} is not a readable safetensors file ({error}): it is truncated or corrupt"
+    return None
+
+
+def from_pretrained_or_name_the_file(loader, model_name_or_path: str, what: str):
+    from safetensors import SafetensorError
+
+    try:
+        return loader.from_pretrained(model_name_or_path)
+    except (OSError, ValueError, SafetensorError) as error:
+        reason = unreadable_weights_file(model_name_or_path) if os.path.isdir(model_name_or_path) else None
+        if reason is None and isinstance(error, (OSError, ValueError)):
+            raise  # a model that cannot be found: `cf_hf.utils.model_loading.model_loading` names the cause
+        raise ValueError(
+            f"cannot load the {what} from {model_name_or_path}: {reason or f'{type(error).__name__}: {error}'}"
+        ) from error
+
+
+def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
+    """The checkpoint folder to resume from: a folder as given, or for 'last' / 'True' (any case,
+    or True) the latest `checkpoint-*` in `output_dir`; None for None, False or 'False'."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume_from_checkpoint in (None, False) or str(resume_from_checkpoint).lower() == "false":
+        return None
+    words = [word.lower() for word in LATEST_CHECKPOINT_WORDS]
+    if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() in words:
+        latest = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if latest is None:
+            raise ValueError(
+                f"resume_from_checkpoint={resume_from_checkpoint!r}: there is no checkpoint-* folder in "
+                f"output_dir {output_dir} to resume from (start without --resume_from_checkpoint, or name "
+                "a checkpoint folder)"
+            )
+        return latest
+    if not os.path.isdir(resume_from_checkpoint):
+        raise ValueError(
+            f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder; give one, or "
+            f"{' / '.join(LATEST_CHECKPOINT_WORDS)} for the latest checkpoint in output_dir"
+        )
+    return resume_from_checkpoint
