@@ -16,7 +16,7 @@ TEST_STAMP := $(VENV)/.cf_hf-test-installed
 INSTALL = { $(BIN)/pip install -q uv && $(BIN)/uv pip install --python $(BIN)/python -C editable_mode=compat $(2) $(1); } \
 	|| $(BIN)/pip install --config-settings editable_mode=compat $(1)
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-fast lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,10 +37,15 @@ setup: $(TEST_STAMP)
 demo: $(STAMP)
 	PYTHONDONTWRITEBYTECODE= $(BIN)/cf-hf demo --output_dir outputs/demo
 
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+
 test: $(TEST_STAMP)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
-		$(BIN)/python -m pytest -q tests
+	$(OFFLINE) $(BIN)/python -m pytest -q tests
 	$(BIN)/ruff check .
+
+# The inner loop: every test but those marked slow (the demo, several processes, the Hub server).
+test-fast: $(TEST_STAMP)
+	$(OFFLINE) $(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
