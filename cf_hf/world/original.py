@@ -90,7 +90,7 @@ def shipped_original(corpus: SceneSet | None, corpus_config: CorpusConfig, pretr
 
     `corpus=None` skips the corpus digest: the demo does so to spare building a corpus it would only
     hash, and the test suite checks instead that today's world draws the recorded corpus
-    (tests/test_world_original.py), so a change of the world's rendering cannot ship unnoticed."""
+    (tests/world/test_world_original.py), so a change of the world's rendering cannot ship unnoticed."""
     path = Path(path)
     record = read_record(path)
     if record is None:
