@@ -70,7 +70,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from cf_hf.evaluation.embedding import EmbeddingConfig, EmbeddingEngine
-    from cf_hf.methods.bias_alignment.data import EncodedBiasAlignmentData, attribute_captions, gallery_data
+    from cf_hf.methods.bias_alignment.rows import EncodedBiasAlignmentData, attribute_captions, gallery_data
     from cf_hf.world import galleries
     from cf_hf.world.corpus import ATTRIBUTES
     from cf_hf.world.demo.config import METHOD_FIT_SEED, DemoConfig

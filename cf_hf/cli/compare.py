@@ -125,7 +125,7 @@ class CompareCommand(Command):
                                                      _concept_names(config), args.biased_prompts_lambda,
                                                      args.biased_prompts_file, embedding_config=config.embedding)
         if "bias_alignment" in args.methods:
-            from cf_hf.methods.bias_alignment.data import DEFAULT_TEMPLATE
+            from cf_hf.methods.bias_alignment.rows import DEFAULT_TEMPLATE
             from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments
 
             if not args.clip_clip_fairface:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cf_hf.cli.command import QUIET_HELP, Command
-from cf_hf.methods.bias_alignment.data import (
+from cf_hf.methods.bias_alignment.rows import (
     DEFAULT_TEMPLATE,
     BiasAlignmentData,
     check_caption_setup,

@@ -2,7 +2,7 @@
 
 - `modeling`: `BiasAlignedCLIPConfig`, `BiasAlignedCLIPModel` (registered with `AutoConfig`/`AutoModel`).
 - `losses`: L_ba and L_cd, pure tensor functions.
-- `data`: attribute captions, their counterfactuals, and the training rows (cached embeddings).
+- `rows`: attribute captions, their counterfactuals, and the training rows (cached embeddings).
 - `trainer`: `BiasAlignmentArguments`, the `Trainer` with queues and momentum heads, `train_bias_alignment`.
 - `fit`: `fit_bias_alignment`, the variants the comparison trains.
 """

@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cf_hf.methods.bias_alignment.data import (
+from cf_hf.methods.bias_alignment.rows import (
     DEFAULT_TEMPLATE,
     BiasAlignmentData,
     counterfactual_data,

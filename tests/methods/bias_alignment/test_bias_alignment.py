@@ -12,13 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from cf_hf.methods.bias_alignment.data import (
-    BiasAlignmentData,
-    attribute_captions,
-    counterfactual_data,
-    gallery_data,
-    group_partners,
-)
 from cf_hf.methods.bias_alignment.losses import (
     bias_alignment_loss,
     bias_embeddings,
@@ -26,6 +19,13 @@ from cf_hf.methods.bias_alignment.losses import (
     counterfactual_debiasing_loss,
 )
 from cf_hf.methods.bias_alignment.modeling import BiasAlignedCLIPModel
+from cf_hf.methods.bias_alignment.rows import (
+    BiasAlignmentData,
+    attribute_captions,
+    counterfactual_data,
+    gallery_data,
+    group_partners,
+)
 from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments, train_bias_alignment
 from cf_hf.methods.linear import MethodError
 from cf_hf.utils.tiny_clip import build_tiny_clip
