@@ -26,9 +26,9 @@ _EXPORTS = {
     "plan_bases": "cf_hf.generation.orchestration",
     "ProcessFailedError": "cf_hf.generation.orchestration",
     "RunFolderError": "cf_hf.generation.run_folder",
-    "VerificationConfig": "cf_hf.generation.verify",
-    "Verifier": "cf_hf.generation.verify",
-    "verify_dataset": "cf_hf.generation.verify",
+    "VerificationConfig": "cf_hf.generation.verification.scores",
+    "Verifier": "cf_hf.generation.verification.scoring",
+    "verify_dataset": "cf_hf.generation.verification.scoring",
 }
 __all__ = sorted(_EXPORTS)
 
