@@ -72,9 +72,10 @@ def main() -> None:
 
     import datasets
 
+    from cf_hf.cli.verify import clip_attribute_classifier
     from cf_hf.concepts import load_attribute_grid
     from cf_hf.generation import generate
-    from cf_hf.generation.verify import CLIPAttributeClassifier, PixelEmbedder, VerificationConfig, Verifier
+    from cf_hf.generation.verification import PixelEmbedder, VerificationConfig, Verifier
     from cf_hf.world.components import (
         WorldAttributeReader,
         WorldCaptionWriter,
@@ -141,7 +142,7 @@ def main() -> None:
 
     unverified = datasets.load_dataset(str(out / "unverified"), split="train")
     clip_rows = unverified.select(range(min(args.clip_rows, len(unverified))))
-    clip = CLIPAttributeClassifier(grid, WORLD_DIR / "original_clip", batch_size=64)
+    clip = clip_attribute_classifier(grid, WORLD_DIR / "original_clip", batch_size=64)
     clip_verifier = Verifier(grid, clip, None, WorldSegmenter(), VerificationConfig(), show_progress=False)
     clip_verified, clip_summary = clip_verifier({"train": clip_rows})
     clip_report = clip_verifier.reports["train"]

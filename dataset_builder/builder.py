@@ -21,7 +21,7 @@ from pathlib import Path
 
 import datasets
 
-from cf_hf.generation.orchestration import DECORATOR_PREFIX
+from cf_hf.generation.orchestration.config import DECORATOR_PREFIX
 from cf_hf.generation.run_folder import RunFolder, RunFolderError
 
 DESCRIPTION = (

@@ -150,7 +150,7 @@ def render_card(manifest: dict, split_stats: dict[str, dict[str, int]], info, re
     """
     from datasets import DatasetInfo
 
-    from cf_hf.generation.verify import render_verification_section
+    from cf_hf.generation.verification.report import render_verification_section
 
     if not isinstance(info, DatasetInfo):
         info = DatasetInfo(features=info)
@@ -296,7 +296,7 @@ def export_dataset(
     export of another run (or edited exported files) and writes beside files cf_hf did not write.
     Only files an export wrote (listed in `.cf_hf_export.json`) are ever deleted.
 
-    `verifier` (a `cf_hf.generation.verify.Verifier`) scores every counterfactual first: the
+    `verifier` (a `cf_hf.generation.verification.Verifier`) scores every counterfactual first: the
     scores become columns, failing rows a `rejected` split, the card gains its pass rates and
     plot. Its scores are kept per chunk in `<run_dir>/verification/`, so an interrupted
     verification resumes.
@@ -317,7 +317,7 @@ def export_dataset(
         splits = builder.as_dataset()
         summary = None
         if verifier is not None:
-            from cf_hf.generation.verify import VERIFICATION_PLOT
+            from cf_hf.generation.verification.report import VERIFICATION_PLOT
 
             splits, summary = verifier(splits, Path(run_dir) / "verification", where=str(run_dir))
         shard_paths = {
@@ -363,7 +363,7 @@ def export_dataset(
         )
         card = render_card(manifest, split_stats, info, repo_id, verification=summary)
         if summary is not None:
-            from cf_hf.generation.verify import plot_pass_rates
+            from cf_hf.generation.verification.report import plot_pass_rates
 
             plot_pass_rates(summary, output_dir / VERIFICATION_PLOT)
         del splits, builder  # release the memory-mapped cache before the folder goes

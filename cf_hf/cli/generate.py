@@ -111,7 +111,7 @@ class GenerateArguments:
 def build_config(args: GenerateArguments):
     """The `GenerationConfig` the arguments describe."""
     from cf_hf.concepts import load_attribute_grid, load_concepts, load_decorators
-    from cf_hf.generation.orchestration import GenerationConfig
+    from cf_hf.generation.orchestration.config import GenerationConfig
 
     return GenerationConfig(
         concepts=load_concepts(args.concepts_file, _names(args.concepts, "concepts") or None),

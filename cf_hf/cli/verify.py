@@ -18,7 +18,9 @@ from typing import Literal
 
 from cf_hf.cli.command import QUIET_HELP, Command
 from cf_hf.generation.masks import DEFAULT_SEGMENTATION_MODEL
-from cf_hf.generation.verify import DEFAULT_CLASSIFIER_MODEL, REJECTED_SPLIT, VerificationConfig
+from cf_hf.generation.verification.classifier import DEFAULT_CLASSIFIER_MODEL
+from cf_hf.generation.verification.report import REJECTED_SPLIT
+from cf_hf.generation.verification.scores import VerificationConfig
 
 _DEFAULTS = VerificationConfig()
 NO_SEGMENTER = "none"
@@ -72,9 +74,25 @@ def grid_from_manifest(manifest: dict):
     return AttributeGrid(attributes, recorded["prompt_template"])
 
 
+def clip_attribute_classifier(grid, model_id: str | Path, *, device: str = "cpu", dtype: str = "float32",
+                              batch_size: int = 64):  # fmt: skip
+    """The zero-shot `CLIPAttributeClassifier` of a CLIP checkpoint, reading through an
+    `EmbeddingEngine` (device, dtype, batch size) that loads on first use."""
+    from cf_hf.generation.verification.classifier import CLIPAttributeClassifier
+
+    def load_embedder():
+        from cf_hf.evaluation.embedding import EmbeddingCache, EmbeddingConfig, EmbeddingEngine
+
+        config = EmbeddingConfig(device=device, dtype=dtype, batch_size=batch_size, progress=False)
+        return EmbeddingEngine.from_pretrained(model_id, config=config, cache=EmbeddingCache(memory_budget_mb=0))
+
+    return CLIPAttributeClassifier(grid, load_embedder, model_id=str(model_id), dtype=dtype)
+
+
 def build_verifier(args: VerifyArguments, grid, mask_settings: dict | None = None):
     """The `Verifier` the arguments describe (models load on first use)."""
-    from cf_hf.generation.verify import CLIPAttributeClassifier, PixelEmbedder, Verifier
+    from cf_hf.generation.verification.scores import PixelEmbedder
+    from cf_hf.generation.verification.scoring import Verifier
 
     config = args.verification_config(mask_settings)
     if args.world:
@@ -87,7 +105,7 @@ def build_verifier(args: VerifyArguments, grid, mask_settings: dict | None = Non
         from cf_hf.generation.runtime import resolve_dtype
 
         segmenter = SegformerSegmenter(args.segmentation_model, device=args.device, dtype=resolve_dtype(args.dtype, args.device))
-    classifier = CLIPAttributeClassifier(grid, args.classifier_model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    classifier = clip_attribute_classifier(grid, args.classifier_model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
     return Verifier(grid, classifier, None, segmenter, config, not args.quiet)
 
 
@@ -162,7 +180,11 @@ def _verify_folder(args: VerifyArguments, source: Path) -> Path:
     import yaml
 
     from cf_hf.concepts import load_attribute_grid
-    from cf_hf.generation.verify import VERIFICATION_PLOT, plot_pass_rates, render_verification_section
+    from cf_hf.generation.verification.report import (
+        VERIFICATION_PLOT,
+        plot_pass_rates,
+        render_verification_section,
+    )
     from dataset_builder.export import CARD_NAME, DATA_DIR, ROWS_PER_PARQUET_SHARD
 
     output = Path(args.output_dir or f"{source.as_posix().rstrip('/')}-verified")

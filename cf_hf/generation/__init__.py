@@ -20,15 +20,15 @@ _EXPORTS = {
     "Concept": "cf_hf.generation.interfaces",
     "ImageRequest": "cf_hf.generation.interfaces",
     "InpaintRequest": "cf_hf.generation.interfaces",
-    "GenerationConfig": "cf_hf.generation.orchestration",
-    "GenerationReport": "cf_hf.generation.orchestration",
-    "generate": "cf_hf.generation.orchestration",
-    "plan_bases": "cf_hf.generation.orchestration",
-    "ProcessFailedError": "cf_hf.generation.orchestration",
+    "GenerationConfig": "cf_hf.generation.orchestration.config",
+    "GenerationReport": "cf_hf.generation.orchestration.pipeline",
+    "generate": "cf_hf.generation.orchestration.pipeline",
+    "plan_bases": "cf_hf.generation.orchestration.planning",
+    "ProcessFailedError": "cf_hf.generation.orchestration.distributed",
     "RunFolderError": "cf_hf.generation.run_folder",
-    "VerificationConfig": "cf_hf.generation.verify",
-    "Verifier": "cf_hf.generation.verify",
-    "verify_dataset": "cf_hf.generation.verify",
+    "VerificationConfig": "cf_hf.generation.verification.scores",
+    "Verifier": "cf_hf.generation.verification.scoring",
+    "verify_dataset": "cf_hf.generation.verification.scoring",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from cf_hf.concepts import load_attribute_grid
 from cf_hf.generation.interfaces import ImageRequest, InpaintRequest, component_provenance
-from cf_hf.generation.verify import (
+from cf_hf.generation.verification import (
     FAIL_CONTEXT_DIFFERENCE,
     FAIL_CONTEXT_SSIM,
     FAIL_DUPLICATE,

@@ -217,7 +217,7 @@ def make_counterfactual_dataset(config: DemoConfig, seed: int, run_dir: Path, da
 def decorator_columns() -> tuple[str, ...]:
     """The counterfactual dataset's decorator columns, in the order of the world's decorators file."""
     from cf_hf.concepts import load_decorators
-    from cf_hf.generation.orchestration import DECORATOR_PREFIX
+    from cf_hf.generation.orchestration.config import DECORATOR_PREFIX
 
     return tuple(DECORATOR_PREFIX + name for name in load_decorators(WORLD_DIR / "decorators.yaml"))
 

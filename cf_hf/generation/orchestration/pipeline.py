@@ -4,19 +4,10 @@
 report = generate(config, caption_writer=..., text_to_image=..., segmenter=..., inpainter=...,
                   output_dir="outputs/run")
 ```
-takes any components implementing `cf_hf.generation.interfaces`. What to generate is planned up
-front from the config and the seed alone: every base image has a fixed `group_id`, seed and
-decorator draw, every counterfactual a fixed grid cell and seed. Work is cut into shards of
-`shard_size` base images; a shard is written (atomically) only when all its rows are done. A
-restarted run re-checks every shard's checksum and generates only what is missing or corrupt,
-so the result is the same as an uninterrupted run. With several processes (`accelerate launch`),
-process `i` takes shards `i, i + n, ...`.
-
-Several processes meet through collectives only while setting up, where they arrive within
-seconds; after that, a process that has finished its share waits by polling the run folder for
-the others' captions and shard receipts, however long they take (uneven shares are the rule after
-a resume). A process that fails records its error in the run folder; every other process stops
-with that error instead of waiting for work that will never come.
+takes any components implementing `cf_hf.generation.interfaces`, and makes what `planning` plans.
+A shard is written (atomically) only when all its rows are done. A restarted run re-checks every
+shard's checksum and generates only what is missing or corrupt, so the result is the same as an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -27,169 +18,35 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-import numpy as np
-
-from cf_hf.concepts import AttributeGrid
-from cf_hf.generation.base_images import decorated_prompt, draw_decorators
 from cf_hf.generation.inpainting import check_inpainting_pipeline
 from cf_hf.generation.interfaces import (
     CaptionWriter,
-    Concept,
-    ImageRequest,
     Inpainter,
     InpaintRequest,
     Segmenter,
     TextToImage,
     component_provenance,
 )
-from cf_hf.generation.masks import MaskPostprocessing
+from cf_hf.generation.orchestration.config import DECORATOR_PREFIX, GenerationConfig, run_schema
+from cf_hf.generation.orchestration.distributed import (
+    ProcessFailedError,
+    distributed_state,
+    raise_if_another_failed,
+    record_failure,
+    together,
+    wait_for,
+)
+from cf_hf.generation.orchestration.planning import plan_bases, process_shards, shard_bases
 from cf_hf.generation.run_folder import RUN_FORMAT, RUN_FORMAT_VERSION, RunFolder, RunFolderError
 from cf_hf.generation.runtime import derive_seed
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("captions", "base_images", "masks", "counterfactuals", "writing")
-# Columns every row has; attribute columns and `decorator_<field>` columns come in between.
-RESERVED_COLUMNS = (
-    "image", "caption", "concept", "group_id", "is_base", "seed", "mask_area", "prompt", "source_model",
-)  # fmt: skip
-DECORATOR_PREFIX = "decorator_"
-# Only the set-up meetings use collectives (the long stages poll the run folder), but checking the
-# models may fetch their config files from the Hub first; NCCL's default (10 minutes) is too short.
-PROCESS_GROUP_TIMEOUT = timedelta(hours=1)
-# How often a waiting process looks at the run folder, and how long a failed process waits for
-# the others to read its error before it exits (a launcher may kill them when it exits).
-POLL_SECONDS = 1.0
-FAILURE_GRACE_SECONDS = 30.0
-
-_Result = TypeVar("_Result")
-
-
-class ProcessFailedError(RuntimeError):
-    """Another process of the run failed; the message is its error."""
-
-
-@dataclass
-class GenerationConfig:
-    """What to generate. Everything here except the batch sizes determines the data and enters the
-    run's fingerprint; batch sizes only change how work is grouped into calls.
-
-    `decorators_per_caption` base images are drawn per caption, each with its own decorator values;
-    `appearances_per_base` grid cells are painted per base image (None: the whole grid), cycling
-    through a seeded permutation of the grid so that cells stay balanced within each concept.
-    """
-
-    concepts: Sequence[Concept]
-    attribute_grid: AttributeGrid
-    decorators: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    captions_per_concept: int = 4
-    decorators_per_caption: int = 2
-    appearances_per_base: int | None = None
-    seed: int = 0
-    shard_size: int = 8
-    mask_postprocessing: MaskPostprocessing = field(default_factory=MaskPostprocessing)
-    text_to_image_batch_size: int = 4
-    segmentation_batch_size: int = 8
-    inpainting_batch_size: int = 4
-
-    def __post_init__(self):
-        self.concepts = list(self.concepts)
-        self.decorators = {name: tuple(values) for name, values in self.decorators.items()}
-        if not self.concepts:
-            raise ValueError("no concepts to generate.")
-        names = [concept.name for concept in self.concepts]
-        if len(set(names)) != len(names):
-            raise ValueError(f"concepts listed twice: {sorted({n for n in names if names.count(n) > 1})}.")
-        for name in ("captions_per_concept", "decorators_per_caption", "shard_size",
-                     "text_to_image_batch_size", "segmentation_batch_size", "inpainting_batch_size"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}.")
-        cells = len(self.attribute_grid.cells())
-        if self.appearances_per_base is not None and not 1 <= self.appearances_per_base <= cells:
-            raise ValueError(f"appearances_per_base must be between 1 and the grid's {cells} cells.")
-        columns = set(RESERVED_COLUMNS) | {DECORATOR_PREFIX + name for name in self.decorators}
-        clashes = sorted(set(self.attribute_grid.names) & columns)
-        if clashes:
-            raise ValueError(f"attribute names {clashes} clash with dataset columns; rename them.")
-        for name, values in self.decorators.items():
-            if not values:
-                raise ValueError(f"decorator field {name!r} has no values.")
-
-    def content(self) -> dict:
-        """The part of the config that determines the data (JSON-serialisable)."""
-        return {
-            "concepts": [asdict(concept) for concept in self.concepts],
-            "attribute_grid": self.attribute_grid.to_dict(),
-            "decorators": {name: list(values) for name, values in self.decorators.items()},
-            "captions_per_concept": self.captions_per_concept,
-            "decorators_per_caption": self.decorators_per_caption,
-            "appearances_per_base": self.appearances_per_base,
-            "seed": self.seed,
-            "shard_size": self.shard_size,
-            "mask_postprocessing": asdict(self.mask_postprocessing),
-        }
-
-    @property
-    def num_bases(self) -> int:
-        return len(self.concepts) * self.captions_per_concept * self.decorators_per_caption
-
-    @property
-    def num_shards(self) -> int:
-        return -(-self.num_bases // self.shard_size)
-
-
-@dataclass(frozen=True)
-class PlannedBase:
-    """One base image to make, and the counterfactuals to paint from it."""
-
-    group_id: str
-    concept: Concept
-    request: ImageRequest
-    appearances: tuple[dict[str, str], ...]
-    appearance_seeds: tuple[int, ...]
-
-
-def plan_bases(config: GenerationConfig, captions: Mapping[str, Sequence[str]]) -> list[PlannedBase]:
-    """Every base image of the run, in order (concept, caption, decorator draw), from the config,
-    the seed and the captions alone."""
-    cells = config.attribute_grid.cells()
-    plan = []
-    for concept_index, concept in enumerate(config.concepts):
-        order = list(range(len(cells)))
-        np.random.default_rng(derive_seed(config.seed, "grid", concept.name)).shuffle(order)
-        per_base = config.appearances_per_base or len(cells)
-        for caption_index, caption in enumerate(captions[concept.name]):
-            for draw in range(config.decorators_per_caption):
-                base_index = caption_index * config.decorators_per_caption + draw
-                group_id = f"{concept_index:04d}-{base_index:06d}"
-                decorators = draw_decorators(config.decorators, derive_seed(config.seed, "decorators", group_id))
-                request = ImageRequest(
-                    concept=concept.name,
-                    caption=caption,
-                    prompt=decorated_prompt(caption, decorators),
-                    seed=derive_seed(config.seed, "base", group_id),
-                    decorators=decorators,
-                )
-                if per_base == len(cells):
-                    chosen = list(range(len(cells)))
-                else:  # consecutive windows of the permutation: each cell equally often
-                    chosen = [order[(base_index * per_base + k) % len(cells)] for k in range(per_base)]
-                plan.append(
-                    PlannedBase(
-                        group_id=group_id,
-                        concept=concept,
-                        request=request,
-                        appearances=tuple(cells[cell] for cell in chosen),
-                        appearance_seeds=tuple(derive_seed(config.seed, "counterfactual", group_id, cell) for cell in chosen),
-                    )
-                )
-    return plan
 
 
 @dataclass
@@ -227,91 +84,6 @@ class GenerationReport:
             rate = f"{items / seconds:10.2f}" if seconds > 0 else f"{'-':>10}"
             lines.append(f"{stage:<16}{items:>8}{seconds:>10.2f}{rate}")
         return "\n".join(lines)
-
-
-class _SingleProcess:
-    process_index = 0
-    local_process_index = 0
-    num_processes = 1
-    is_main_process = True
-
-    def wait_for_everyone(self) -> None:
-        pass
-
-
-def distributed_state():
-    """`accelerate`'s process state when launched with it (process group timeout
-    `PROCESS_GROUP_TIMEOUT`), a single process otherwise."""
-    try:
-        from accelerate import PartialState
-        from accelerate.utils import InitProcessGroupKwargs
-    except ImportError:
-        return _SingleProcess()
-    return PartialState(**InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT).to_kwargs())
-
-
-def _describe_error(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-def _gather_errors(state, error: BaseException | None) -> list[str | None]:
-    """Every process's error message (None where it succeeded); a collective, so a meeting point.
-    Without a process group (one process, or a state object that only has a barrier) each
-    process knows only its own."""
-    message = None if error is None else _describe_error(error)
-    if state.num_processes > 1:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            messages = [None] * state.num_processes
-            dist.all_gather_object(messages, message)
-            return messages
-    state.wait_for_everyone()
-    return [message if index == state.process_index else None for index in range(state.num_processes)]
-
-
-def _together(state, action: Callable[[], _Result]) -> _Result:
-    """Run `action` on every process, then meet: if it failed anywhere, it fails everywhere (with
-    that process's error), rather than leaving the others waiting for it at the next meeting."""
-    result, error = None, None
-    try:
-        result = action()
-    except Exception as raised:
-        error = raised
-    messages = _gather_errors(state, error)
-    if error is not None:
-        raise error
-    for index, message in enumerate(messages):
-        if message is not None:
-            raise ProcessFailedError(f"process {index} failed: {message}")
-    return result
-
-
-def _raise_if_another_failed(state, folder: RunFolder) -> None:
-    for index, record in sorted(folder.process_records().items()):
-        if index != state.process_index and record.get("status") == "failed":
-            message = f"process {index} failed: {record.get('error')}"
-            folder.write_process_record(state.process_index, "stopped", message)
-            raise ProcessFailedError(message)
-
-
-def _wait_for(state, folder: RunFolder, ready: Callable[[], bool]) -> None:
-    """Poll the run folder until `ready()`; stop with another process's error if one failed."""
-    while not ready():
-        _raise_if_another_failed(state, folder)
-        time.sleep(POLL_SECONDS)
-
-
-def _record_failure(state, folder: RunFolder, error: BaseException) -> None:
-    """Tell the other processes that this one failed, and give the waiting ones time to read it."""
-    folder.write_process_record(state.process_index, "failed", _describe_error(error))
-    deadline = time.monotonic() + FAILURE_GRACE_SECONDS
-
-    def stopped() -> int:  # a "done" process still waits for this one's shards: it has not read the error yet
-        return sum(record.get("status") != "done" for record in folder.process_records().values())
-
-    while time.monotonic() < deadline and stopped() < state.num_processes:
-        time.sleep(POLL_SECONDS / 5)
 
 
 def _check_models(*components) -> None:
@@ -375,19 +147,6 @@ def _encode_png(image) -> bytes:
 def _chunks(items: Sequence, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def run_schema(config: GenerationConfig):
-    """The `pyarrow` schema of a run's shards (one row per image; images as PNG bytes)."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [("image", pa.binary()), ("caption", pa.string()), ("concept", pa.string()),
-         ("group_id", pa.string()), ("is_base", pa.bool_())]
-        + [(name, pa.string()) for name in config.attribute_grid.names]
-        + [(DECORATOR_PREFIX + name, pa.string()) for name in config.decorators]
-        + [("seed", pa.int64()), ("mask_area", pa.float32()), ("prompt", pa.string()), ("source_model", pa.string())]
-    )  # fmt: skip
 
 
 class _Stages:
@@ -484,8 +243,8 @@ def generate(
             folder.clean_temporary_files()
             folder.clear_process_records()
 
-    existing = _together(state, check_folder)  # every process has checked the folder before it changes
-    _together(state, prepare)
+    existing = together(state, check_folder)  # every process has checked the folder before it changes
+    together(state, prepare)
 
     report = GenerationReport(folder.path, complete=False, num_shards=config.num_shards)
     stages = _Stages(report, show_progress and state.is_main_process)
@@ -501,7 +260,7 @@ def generate(
         raise
     except Exception as error:
         if several:
-            _record_failure(state, folder, error)
+            record_failure(state, folder, error)
         raise
     finally:
         stages.close()
@@ -532,7 +291,7 @@ def _captions_stage(config, folder: RunFolder, caption_writer, state, stages: _S
     release = getattr(caption_writer, "release", None)
     if callable(release):
         release()
-    _wait_for(state, folder, lambda: all(
+    wait_for(state, folder, lambda: all(
         folder.read_captions(index, concept.name, config.captions_per_concept) is not None
         for index, concept in enumerate(config.concepts)
     ))  # fmt: skip
@@ -548,7 +307,7 @@ def _captions_stage(config, folder: RunFolder, caption_writer, state, stages: _S
 def _shards_stage(config, folder, plan, components, state, stages, text_to_image, segmenter, inpainter) -> None:
     report = stages.report
     pending = []
-    for index in range(state.process_index, config.num_shards, state.num_processes):
+    for index in process_shards(config, state):
         status, _ = folder.shard_status(index)
         if status == "finished":
             report.shards_resumed += 1
@@ -559,18 +318,18 @@ def _shards_stage(config, folder, plan, components, state, stages, text_to_image
             pending.append(index)
     if not pending:
         return
-    bases_to_make = sum(len(plan[i * config.shard_size : (i + 1) * config.shard_size]) for i in pending)
+    bases_to_make = sum(len(shard_bases(config, plan, i)) for i in pending)
     stages.bar("base_images", bases_to_make, "base images")
     stages.bar("masks", bases_to_make, "masks")
     stages.bar("counterfactuals", sum(
-        len(base.appearances) for i in pending for base in plan[i * config.shard_size : (i + 1) * config.shard_size]
+        len(base.appearances) for i in pending for base in shard_bases(config, plan, i)
     ), "counterfactuals")  # fmt: skip
     text_to_image_model = _source_name(components["text_to_image"])
     inpainter_model = _source_name(components["inpainter"])
     for index in pending:
         if state.num_processes > 1:
-            _raise_if_another_failed(state, folder)
-        bases = plan[index * config.shard_size : (index + 1) * config.shard_size]
+            raise_if_another_failed(state, folder)
+        bases = shard_bases(config, plan, index)
         table, receipt = _make_shard(config, bases, stages, text_to_image, segmenter, inpainter,
                                      text_to_image_model, inpainter_model)  # fmt: skip
         start = time.perf_counter()
@@ -654,7 +413,7 @@ def _wait_for_shards(config, folder: RunFolder, state) -> list[dict]:
                     receipts[index] = receipt
         return len(receipts) == config.num_shards or all_done
 
-    _wait_for(state, folder, ready)
+    wait_for(state, folder, ready)
     return [receipts[index] for index in sorted(receipts)]
 
 
