@@ -17,7 +17,6 @@ import argparse
 from pathlib import Path
 
 from cf_hf.cli.command import Command
-from cf_hf.methods.registry import register_model_types
 
 FITTED_METHODS = ("clip_clip", "biased_prompts", "bias_alignment")
 
@@ -91,6 +90,8 @@ class CompareCommand(Command):
         return build_parser()
 
     def run(self, args) -> int:
+        from cf_hf.methods.registry import register_model_types
+
         register_model_types()  # every cf_hf checkpoint loads through AutoModel
         from cf_hf.cli.evaluate import evaluation_config, models_from_args, print_summary, sets_from_args
         from cf_hf.evaluation.loaders import load_fairface

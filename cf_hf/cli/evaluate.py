@@ -16,7 +16,6 @@ import argparse
 from pathlib import Path
 
 from cf_hf.cli.command import Command, add_quiet_option
-from cf_hf.methods.registry import register_model_types
 
 
 def add_gallery_options(group) -> None:
@@ -215,6 +214,7 @@ class EvaluateCommand(Command):
     def run(self, args) -> int:
         from cf_hf.evaluation.protocol import evaluate_models
         from cf_hf.evaluation.report import write_report
+        from cf_hf.methods.registry import register_model_types
 
         register_model_types()  # every cf_hf checkpoint loads through AutoModel
         models, alphas = models_from_args(args, self.parser)

@@ -15,7 +15,6 @@ import argparse
 from pathlib import Path
 
 from cf_hf.cli.command import Command, add_quiet_option
-from cf_hf.methods.registry import register_model_types
 
 DEFAULT_CACHE_DIR = Path("~/.cache/cf_hf/explorer").expanduser()
 DEFAULT_PORT = 7860
@@ -170,5 +169,7 @@ class ExploreCommand(Command):
         return build_parser()
 
     def run(self, args) -> int:
+        from cf_hf.methods.registry import register_model_types
+
         register_model_types()  # every cf_hf checkpoint loads through AutoModel
         return _explore(args, self.parser)

@@ -18,6 +18,10 @@ import json
 from pathlib import Path
 
 HELP_FILE = Path(__file__).resolve().with_name("help.json")
+# Every registered command but `push`, whose sub-commands argparse cannot describe this way (its parser
+# is argparse alone: its help is fast without the file).
+FAST_HELP_COMMANDS = ("generate", "verify", "train", "interpolate", "evaluate", "compare", "train-ba", "demo",
+                      "explore", "metrics-demo", "classify", "ffr-demo")
 FORMATTERS = {
     formatter.__name__: formatter
     for formatter in (
@@ -127,13 +131,11 @@ def print_help(command: str) -> bool:
 
 
 def build_help_file() -> dict:
-    """The description of every registered command, from the real parsers."""
-    from cf_hf.cli import COMMANDS
-
+    """The description of every command in `FAST_HELP_COMMANDS`, from the real parsers."""
     return {
         "generated_by": "python -m cf_hf.cli.help (do not edit by hand)",
         "transformers": _transformers_version(),
-        "commands": {command: describe(real_parser(command)) for command in COMMANDS},
+        "commands": {command: describe(real_parser(command)) for command in FAST_HELP_COMMANDS},
     }
 
 

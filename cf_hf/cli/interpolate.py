@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cf_hf.cli.command import Command
+from cf_hf.cli.command import QUIET_HELP, Command
 from cf_hf.interpolation import DEFAULT_ALPHAS, alpha_key, interpolate_sweep
 
 
@@ -22,6 +22,7 @@ class InterpolationArguments:
     allow_extrapolation: bool = field(default=False, metadata={"help": "accept alphas outside [0, 1]"})
     processor_from: str | None = field(default=None, metadata={"help": "folder to copy the processor from; unset: the fine-tuned checkpoint's, else the original's"})
     overwrite: bool = field(default=False, metadata={"help": "replace existing alpha-* folders"})
+    quiet: bool = field(default=False, metadata={"aliases": ["--no_progress"], "help": QUIET_HELP})
 
 
 def build_parser():

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 
 from cf_hf.cli.command import Command
-from cf_hf.methods.registry import register_model_types
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +83,8 @@ class PushCommand(Command):
         return build_parser()
 
     def run(self, args) -> int:
+        from cf_hf.methods.registry import register_model_types
+
         register_model_types()  # every cf_hf checkpoint loads through AutoModel
         options = {"private": args.private, "dry_run": args.dry_run}
         if args.kind == "dataset":

@@ -47,7 +47,7 @@ def test_help_file_equals_a_fresh_build():
     assert _help_file() == json.loads(json.dumps(cli_help.build_help_file()))
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("command", sorted(cli_help.FAST_HELP_COMMANDS))
 def test_fast_help_is_the_real_parsers_help(command):
     description = _help_file()["commands"][command]
     real = cli_help.real_parser(command)
@@ -84,7 +84,7 @@ def test_train_help_lists_the_cf_hf_options_first():
     groups = [group.title for group in parser._action_groups if group._group_actions]
     assert groups[1:] == ["cf-hf train options", "transformers TrainingArguments"]
     own = [action.dest for action in _own_options("train", parser)]
-    assert {"dataset", "output_dir", "beta_cf", "group_size", "caption_suffix_columns", "no_progress"} <= set(own)
+    assert {"dataset", "output_dir", "beta_cf", "group_size", "caption_suffix_columns", "quiet"} <= set(own)
     usage = parser.format_usage()
     assert usage.index("--beta_cf") < usage.index("--learning_rate")
 
@@ -128,3 +128,18 @@ def test_push_datasets_take_space_separated_values_and_repeat():
     args = _parser().parse_args(["model", "sweep", "--repo_id", "org/m", "--dataset", "org/a", "org/b",
                                  "--dataset", "org/c"])
     assert args.datasets == ["org/a", "org/b", "org/c"]
+
+
+@pytest.mark.parametrize("command", sorted(set(COMMANDS) - {"push", "metrics-demo"}))
+def test_every_command_has_the_one_quiet_flag_and_its_older_spelling(command):
+    options = {option for action in cli_help.real_parser(command)._actions for option in action.option_strings}
+    assert {"--quiet", "--no_progress"} <= options
+
+
+def test_every_registered_command_has_the_one_command_shape():
+    from cf_hf.cli import load_command
+    from cf_hf.cli.command import Command
+
+    for name in COMMANDS:
+        command = load_command(name)
+        assert isinstance(command, Command) and command.name == name
