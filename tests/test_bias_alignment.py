@@ -46,7 +46,7 @@ def saved_original(tmp_path_factory):
 def fairface_gallery(tmp_path_factory):
     from _evaluation_fixtures import make_fairface
 
-    from cf_hf.evaluation.loaders import load_fairface
+    from cf_hf.evaluation import load_fairface
 
     return load_fairface(make_fairface(tmp_path_factory.mktemp("fairface"), n=32))
 

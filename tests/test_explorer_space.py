@@ -19,6 +19,7 @@ from cf_hf.evaluation.embedding import EmbeddingConfig
 from cf_hf.explorer import build_explorer, load_world_gallery
 from hub_scripts import HubPushError
 
+
 def push_main(argv):
     """`cf-hf push` with these options, through the dispatcher."""
     return cf_hf_main(["push", *argv])
@@ -168,7 +169,7 @@ def pointer_space(server, tiny_clip_dir, tmp_path_factory):
 
 
 def test_a_space_can_point_to_the_hub_dataset_that_holds_the_gallery(pointer_space, tiny_clip_dir):
-    from cf_hf.evaluation.loaders import load_hf_gallery
+    from cf_hf.evaluation import load_hf_gallery
 
     work, folder, observed = pointer_space
     assert not any(name.startswith("gallery/images/") for name in observed["files"])

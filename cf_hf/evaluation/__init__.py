@@ -10,7 +10,7 @@ zero-shot classification, for one model or an α sweep, with a report and plots.
     )
     write_report(results, "outputs/eval")
 
-Modules: `data` (the set dataclasses), `loaders` (on-disk formats), `embedding` (batched, cached
+Modules: `sets` (the set dataclasses), `galleries` (the on-disk formats, one module each), `embedding` (batched, cached
 embedding engine), `protocol` (metrics over bounded score blocks, `evaluate_models`), `results` (the results.json
 schema: `load_results`, `write_results`), `report`
 (results.json, report.md, plots), `cli` (`cf-hf evaluate`). Imports are lazy: torch loads only when
@@ -24,9 +24,9 @@ import importlib
 _EXPORTS = {
     "AttributeGallery": "sets", "RetrievalSet": "sets", "ZeroShotSet": "sets", "Query": "sets",
     "DatasetImages": "sets", "fingerprint_images": "sets", "protocol_defaults": "sets",
-    "load_fairface": "loaders", "load_utkface": "loaders", "load_pata": "loaders", "load_karpathy": "loaders",
-    "load_imagenet_folder": "loaders", "load_hf_gallery": "loaders", "load_hf_retrieval": "loaders",
-    "load_hf_zero_shot": "loaders",
+    "load_fairface": "galleries.fairface", "load_utkface": "galleries.utkface", "load_pata": "galleries.pata",
+    "load_karpathy": "galleries.karpathy", "load_imagenet_folder": "galleries.imagenet",
+    "load_hf_gallery": "galleries.hf", "load_hf_retrieval": "galleries.hf", "load_hf_zero_shot": "galleries.hf",
     "EmbeddingConfig": "embedding", "EmbeddingEngine": "embedding", "EmbeddingCache": "embedding",
     "FairnessConfig": "protocol", "EvaluationConfig": "protocol", "evaluate_models": "protocol",
     "evaluate_engine": "protocol", "evaluate_fairness": "protocol", "evaluate_retrieval": "protocol",
