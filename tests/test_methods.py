@@ -209,9 +209,8 @@ def test_compare_scores_every_method_in_one_results_file_table_and_frontier(save
                                                                             tmp_path):
     from _evaluation_fixtures import make_imagenet
 
-    from cf_hf.evaluation import load_imagenet_folder
+    from cf_hf.evaluation import EvaluationConfig, FairnessConfig, load_imagenet_folder
     from cf_hf.evaluation.embedding import EmbeddingConfig
-    from cf_hf.evaluation.protocol import EvaluationConfig, FairnessConfig
     from cf_hf.methods import get_method
     from cf_hf.methods.compare import compare
 

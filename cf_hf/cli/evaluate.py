@@ -170,8 +170,8 @@ def sets_from_args(args, parser):
 
 def evaluation_config(args):
     """The `EvaluationConfig` the protocol and embedding options describe (shared with `cf-hf compare`)."""
+    from cf_hf.evaluation import EvaluationConfig, FairnessConfig
     from cf_hf.evaluation.embedding import EmbeddingConfig
-    from cf_hf.evaluation.protocol import EvaluationConfig, FairnessConfig
 
     templates = None
     if args.templates:
