@@ -94,7 +94,7 @@ class CompareCommand(Command):
 
         register_model_types()  # every cf_hf checkpoint loads through AutoModel
         from cf_hf.cli.evaluate import evaluation_config, models_from_args, print_summary, sets_from_args
-        from cf_hf.evaluation.loaders import load_fairface
+        from cf_hf.evaluation import load_fairface
         from cf_hf.methods import get_method
         from cf_hf.methods.checkpoints import MethodCheckpoint
         from cf_hf.methods.compare import compare

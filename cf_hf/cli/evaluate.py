@@ -142,25 +142,25 @@ def _concepts(values):
 
 def sets_from_args(args, parser):
     """The fairness, retrieval and zero-shot sets the data options name (at least one)."""
-    from cf_hf.evaluation import loaders
+    from cf_hf.evaluation import galleries
 
     fairness, retrieval, zero_shot = [], [], []
     if args.fairface:
-        fairness.append(loaders.load_fairface(args.fairface, args.fairface_csv, args.fairface_padding,
-                                              attributes=args.fairface_attributes, skip_missing=args.skip_missing,
-                                              label_values=args.fairface_labels))
+        fairness.append(galleries.load_fairface(args.fairface, args.fairface_csv, args.fairface_padding,
+                                                attributes=args.fairface_attributes, skip_missing=args.skip_missing,
+                                                label_values=args.fairface_labels))
     if args.utkface:
-        fairness.append(loaders.load_utkface(args.utkface, skip_malformed=args.skip_missing))
+        fairness.append(galleries.load_utkface(args.utkface, skip_malformed=args.skip_missing))
     if args.pata:
-        fairness.append(loaders.load_pata(args.pata, args.pata_captions, args.pata_images, skip_missing=args.skip_missing))
+        fairness.append(galleries.load_pata(args.pata, args.pata_captions, args.pata_images, skip_missing=args.skip_missing))
     if args.hf_gallery:
-        fairness.append(loaders.load_hf_gallery(args.hf_gallery, args.attribute_columns, args.image_column,
-                                                args.concept_column, args.hf_split))
+        fairness.append(galleries.load_hf_gallery(args.hf_gallery, args.attribute_columns, args.image_column,
+                                                  args.concept_column, args.hf_split))
     for option, images, name in ((args.flickr, args.flickr_images, "flickr30k"), (args.coco, args.coco_images, "coco")):
         if option:
-            retrieval.append(loaders.load_karpathy(option, images or Path(option).parent, args.retrieval_split, name=name))
+            retrieval.append(galleries.load_karpathy(option, images or Path(option).parent, args.retrieval_split, name=name))
     if args.imagenet:
-        zero_shot.append(loaders.load_imagenet_folder(args.imagenet, args.imagenet_classes, args.imagenet_templates))
+        zero_shot.append(galleries.load_imagenet_folder(args.imagenet, args.imagenet_classes, args.imagenet_templates))
     if not (fairness or retrieval or zero_shot):
         parser.error("give at least one evaluation set (--fairface, --utkface, --pata, --hf_gallery, --flickr, "
                      "--coco, --imagenet)")
@@ -169,8 +169,8 @@ def sets_from_args(args, parser):
 
 def evaluation_config(args):
     """The `EvaluationConfig` the protocol and embedding options describe (shared with `cf-hf compare`)."""
+    from cf_hf.evaluation import EvaluationConfig, FairnessConfig
     from cf_hf.evaluation.embedding import EmbeddingConfig
-    from cf_hf.evaluation.protocol import EvaluationConfig, FairnessConfig
 
     templates = None
     if args.templates:

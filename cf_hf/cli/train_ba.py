@@ -74,8 +74,8 @@ def build_parser():
 
 def run_command(command: TrainBiasAlignmentCommandArguments, args: BiasAlignmentArguments) -> Path:
     """Load the data, embed it (cached), train and save: `cf-hf train-ba` without the parsing."""
+    from cf_hf.evaluation import load_fairface
     from cf_hf.evaluation.embedding import EmbeddingConfig, EmbeddingEngine
-    from cf_hf.evaluation.loaders import load_fairface
 
     csv = command.fairface_csv or Path(command.fairface) / "fairface_label_train.csv"
     gallery = load_fairface(command.fairface, csv, command.fairface_padding, skip_missing=command.skip_missing,

@@ -10,11 +10,13 @@ zero-shot classification, for one model or an α sweep, with a report and plots.
     )
     write_report(results, "outputs/eval")
 
-Modules: `data` (the set dataclasses), `loaders` (on-disk formats), `embedding` (batched, cached
-embedding engine), `protocol` (metrics over bounded score blocks, `evaluate_models`), `results` (the results.json
-schema: `load_results`, `write_results`), `report`
-(results.json, report.md, plots), `cli` (`cf-hf evaluate`). Imports are lazy: torch loads only when
-a model is embedded.
+Modules: `sets` (the set dataclasses), `galleries` (loaders of the on-disk formats, one module each),
+`embedding` (batched, cached embedding engine), `queries` (fairness queries: templates x concepts),
+`fairness` (fairness retrieval over bounded score blocks, the random floor), `downstream` (image-text
+retrieval, zero-shot classification), `protocol` (`EvaluationConfig`, `evaluate_models`), `results`
+(the results.json schema: `load_results`, `write_results`), `report` (report.md, plots); the command
+is `cf-hf evaluate` (`cf_hf.cli.evaluate`). Imports are lazy: torch loads only when a model is
+embedded.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import importlib
 _EXPORTS = {
     "AttributeGallery": "sets", "RetrievalSet": "sets", "ZeroShotSet": "sets", "Query": "sets",
     "DatasetImages": "sets", "fingerprint_images": "sets", "protocol_defaults": "sets",
-    "load_fairface": "loaders", "load_utkface": "loaders", "load_pata": "loaders", "load_karpathy": "loaders",
-    "load_imagenet_folder": "loaders", "load_hf_gallery": "loaders", "load_hf_retrieval": "loaders",
-    "load_hf_zero_shot": "loaders",
+    "load_fairface": "galleries.fairface", "load_utkface": "galleries.utkface", "load_pata": "galleries.pata",
+    "load_karpathy": "galleries.karpathy", "load_imagenet_folder": "galleries.imagenet",
+    "load_hf_gallery": "galleries.hf", "load_hf_retrieval": "galleries.hf", "load_hf_zero_shot": "galleries.hf",
     "EmbeddingConfig": "embedding", "EmbeddingEngine": "embedding", "EmbeddingCache": "embedding",
-    "FairnessConfig": "protocol", "EvaluationConfig": "protocol", "evaluate_models": "protocol",
-    "evaluate_engine": "protocol", "evaluate_fairness": "protocol", "evaluate_retrieval": "protocol",
-    "evaluate_zero_shot": "protocol", "build_queries": "protocol", "random_floor": "protocol",
+    "EvaluationConfig": "protocol", "evaluate_models": "protocol", "evaluate_engine": "protocol",
+    "FairnessConfig": "fairness", "evaluate_fairness": "fairness", "random_floor": "fairness",
+    "build_queries": "queries", "evaluate_retrieval": "downstream", "evaluate_zero_shot": "downstream",
     "Results": "results", "ModelResults": "results", "ResultsError": "results", "load_results": "results",
     "parse_results": "results", "write_results": "results",
     "write_report": "report",

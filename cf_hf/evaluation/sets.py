@@ -1,6 +1,6 @@
 """The in-memory evaluation sets every loader returns, and the shipped protocol defaults.
 
-Three plain dataclasses, constructed by the loaders (`cf_hf.evaluation.loaders`) or directly — the
+Three plain dataclasses, constructed by the loaders (`cf_hf.evaluation.galleries`) or directly — the
 professions world builds its galleries this way:
 
 * `AttributeGallery`: images with sensitive-attribute labels (FairFace, UTKFace, PATA), ranked by

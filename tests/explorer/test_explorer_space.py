@@ -172,7 +172,7 @@ def pointer_space(server, tiny_clip_dir, tmp_path_factory):
 
 
 def test_a_space_can_point_to_the_hub_dataset_that_holds_the_gallery(pointer_space, tiny_clip_dir):
-    from cf_hf.evaluation.loaders import load_hf_gallery
+    from cf_hf.evaluation import load_hf_gallery
 
     work, folder, observed = pointer_space
     assert not any(name.startswith("gallery/images/") for name in observed["files"])

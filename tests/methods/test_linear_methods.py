@@ -40,7 +40,7 @@ def saved_original(tiny_clip, tmp_path_factory):
 def fairface_gallery(tmp_path_factory):
     from testing_utils.evaluation import make_fairface
 
-    from cf_hf.evaluation.loaders import load_fairface
+    from cf_hf.evaluation import load_fairface
 
     return load_fairface(make_fairface(tmp_path_factory.mktemp("fairface"), n=40))
 
@@ -210,9 +210,8 @@ def test_compare_scores_every_method_in_one_results_file_table_and_frontier(save
                                                                             tmp_path):
     from testing_utils.evaluation import make_imagenet
 
+    from cf_hf.evaluation import EvaluationConfig, FairnessConfig, load_imagenet_folder
     from cf_hf.evaluation.embedding import EmbeddingConfig
-    from cf_hf.evaluation.loaders import load_imagenet_folder
-    from cf_hf.evaluation.protocol import EvaluationConfig, FairnessConfig
     from cf_hf.methods import get_method
     from cf_hf.methods.compare import compare
 

@@ -46,7 +46,7 @@ def saved_original(tmp_path_factory):
 def fairface_gallery(tmp_path_factory):
     from testing_utils.evaluation import make_fairface
 
-    from cf_hf.evaluation.loaders import load_fairface
+    from cf_hf.evaluation import load_fairface
 
     return load_fairface(make_fairface(tmp_path_factory.mktemp("fairface"), n=32))
 
@@ -321,8 +321,8 @@ def test_train_ba_command_trains_resumes_and_reports_bad_options(saved_original,
 
 
 def test_compare_scores_bias_alignment_checkpoints_beside_the_original(saved_original, fairface_gallery, tmp_path):
+    from cf_hf.evaluation import EvaluationConfig, FairnessConfig
     from cf_hf.evaluation.embedding import EmbeddingConfig
-    from cf_hf.evaluation.protocol import EvaluationConfig, FairnessConfig
     from cf_hf.methods import get_method
     from cf_hf.methods.compare import compare
 
