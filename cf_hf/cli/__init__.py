@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if {"-h", "--help"} & set(rest):
         from cf_hf.cli import help as fast_help
 
-        if fast_help.print_help(name):  # without importing the command's heavy libraries
-            return 0
+        if not fast_help.print_help(name):  # from help.json: without importing the command's heavy libraries
+            load_command(name).build_parser().print_help()
+        return 0
     return run_command(name, rest)

@@ -74,9 +74,8 @@ def test_help_imports_no_heavy_library(command):
 def test_help_falls_back_to_the_real_parser_for_another_transformers(monkeypatch, capsys):
     monkeypatch.setattr(cli_help, "_transformers_version", lambda: "0.0.0")
     assert cli_help.print_help("train") is False
-    with pytest.raises(SystemExit) as exited:
-        main(["train", "--help"])
-    assert exited.value.code == 0 and "--caption_suffix_columns" in capsys.readouterr().out
+    assert main(["train", "--help"]) == 0
+    assert "--caption_suffix_columns" in capsys.readouterr().out
 
 
 def test_train_help_lists_the_cf_hf_options_first():
