@@ -41,8 +41,8 @@ def reference_query(scores: np.ndarray, labels: np.ndarray, k: int, desired: dic
     for rank, (_, row) in enumerate(top.iterrows(), start=1):
         counts[position[row["label"]]] += 1
         total += _kl_divergence(counts / rank, shares) / math.log2(rank + 1)
-    normaliser = sum(1 / math.log2(rank + 1) for rank in range(1, k + 1))
-    return max(max(skews), 0.0), min(min(skews), 0.0), total / normaliser
+    normalizer = sum(1 / math.log2(rank + 1) for rank in range(1, k + 1))
+    return max(max(skews), 0.0), min(min(skews), 0.0), total / normalizer
 
 
 def reference_metrics(scores: np.ndarray, labels: np.ndarray, k: int, desired: dict) -> np.ndarray:

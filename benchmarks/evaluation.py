@@ -5,7 +5,7 @@
     python benchmarks/evaluation.py --skip_embedding
 
 1. Images/s through `EmbeddingEngine.embed_images` (PIL decode from JPEG files on disk,
-   `CLIPImageProcessor`, the vision tower, normalisation) on CPU, for the tests' tiny CLIP and for a
+   `CLIPImageProcessor`, the vision tower, normalization) on CPU, for the tests' tiny CLIP and for a
    randomly initialised CLIP of ViT-B/32's shape (224 px, patch 32, 12 x 768 vision layers,
    projection 512).
 2. Fairness over a synthetic gallery of stored embeddings (default 1,000,000 x 512, float16,

@@ -81,18 +81,18 @@ def _concept_entries(path: str | Path | None) -> list[dict]:
     entries = data.get("concepts")
     if not entries:
         raise ValueError(f"{path}: no concepts (expected a non-empty `concepts:` list).")
-    normalised = []
+    normalized = []
     for entry in entries:
         if isinstance(entry, str):
             entry = {"name": entry}
         if not isinstance(entry, dict) or not entry.get("name"):
             raise ValueError(f"{path}: each concept needs a `name` (got {entry!r}).")
-        normalised.append(entry)
-    names = [entry["name"] for entry in normalised]
+        normalized.append(entry)
+    names = [entry["name"] for entry in normalized]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"{path}: concepts listed twice: {duplicates}.")
-    return normalised
+    return normalized
 
 
 def _select(entries: list[dict], names: Sequence[str] | None, path) -> list[dict]:

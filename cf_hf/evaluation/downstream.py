@@ -35,7 +35,7 @@ def evaluate_retrieval(text_embeddings: np.ndarray, image_embeddings: np.ndarray
 
 def class_embeddings(engine: EmbeddingEngine, class_names: Sequence[str], templates: Sequence[str]) -> np.ndarray:
     """Prompt-ensemble class embeddings (n_classes, dim): the mean of the unit-norm template
-    embeddings of each class, renormalised (CLIP's zero-shot protocol)."""
+    embeddings of each class, renormalized (CLIP's zero-shot protocol)."""
     texts = [fill_template(template, name) for name in class_names for template in templates]
     embeddings = engine.embed_texts(texts).reshape(len(class_names), len(templates), -1).mean(axis=1)
     return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)

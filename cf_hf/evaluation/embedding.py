@@ -433,7 +433,7 @@ class EmbeddingEngine:
         Args:
             images: paths, PIL images, arrays, or a lazy sequence (with `get_batch(start, stop)`).
             fingerprint: the images' content key if known (default: `fingerprint_images`).
-            normalize: False gives the model's unnormalised embeddings (cached under their own key).
+            normalize: False gives the model's unnormalized embeddings (cached under their own key).
         """
         images_key = fingerprint or fingerprint_images(images)
         storage = self.config.storage_dtype
@@ -442,18 +442,18 @@ class EmbeddingEngine:
             cached = self.cache.get(raw_key)
             if cached is not None:
                 return cached
-            return self._run_images(images, images_key, raw_key, self.model.get_image_features, normalise=False)
+            return self._run_images(images, images_key, raw_key, self.model.get_image_features, normalize=False)
         key = f"image-{self.image_fingerprint}-{images_key}-{storage}"
         cached = self.cache.get(key)
         if cached is not None:
             return cached
         if self._towers is None:
-            return self._run_images(images, images_key, key, self.model.get_image_features, normalise=True)
+            return self._run_images(images, images_key, key, self.model.get_image_features, normalize=True)
         backbone, projection = self._towers["vision"]
         pooled_key = f"pooled-image-{self._backbone_fingerprint('vision')}-{images_key}-{storage}"
         pooled = self.cache.get(pooled_key, count=False)
         if pooled is None:
-            pooled = self._run_images(images, images_key, pooled_key, backbone, normalise=False)
+            pooled = self._run_images(images, images_key, pooled_key, backbone, normalize=False)
         return self._project(pooled, projection, key, storage)
 
     def _pixel_batches(self, images: Sequence, images_key: str):
@@ -483,7 +483,7 @@ class EmbeddingEngine:
         if keep and parts:
             self._pixels.put(cache_key, torch.cat(parts))
 
-    def _run_images(self, images: Sequence, images_key: str, key: str, forward, normalise: bool) -> np.ndarray:
+    def _run_images(self, images: Sequence, images_key: str, key: str, forward, normalize: bool) -> np.ndarray:
         """`forward(pixel_values=...)` over every batch into the cache entry `key`."""
         import torch
 
@@ -491,7 +491,7 @@ class EmbeddingEngine:
         with torch.inference_mode(), self._progress(len(images), "embedding images") as bar:
             for start, stop, pixels in self._pixel_batches(images, images_key):
                 features = _features(forward(pixel_values=pixels.to(self.device, self.dtype))).float()
-                if normalise:
+                if normalize:
                     features = torch.nn.functional.normalize(features, dim=-1)
                 features = features.cpu().numpy()
                 if output is None:
@@ -515,7 +515,7 @@ class EmbeddingEngine:
 
     def embed_texts(self, texts: Sequence[str], normalize: bool = True) -> np.ndarray:
         """Unit-norm text embeddings, (n_texts, dim), float32; cached. `normalize=False`: the
-        model's unnormalised embeddings."""
+        model's unnormalized embeddings."""
 
         texts = [str(text) for text in texts]
         if not texts:
@@ -525,23 +525,23 @@ class EmbeddingEngine:
             raw_key = f"text-raw-{self.text_fingerprint}-{digest}"
             cached = self.cache.get(raw_key)
             if cached is None:
-                cached = self._run_texts(texts, raw_key, self.model.get_text_features, normalise=False)
+                cached = self._run_texts(texts, raw_key, self.model.get_text_features, normalize=False)
             return np.asarray(cached, dtype=np.float32)
         key = f"text-{self.text_fingerprint}-{digest}"
         cached = self.cache.get(key)
         if cached is not None:
             return np.asarray(cached, dtype=np.float32)
         if self._towers is None:
-            return np.asarray(self._run_texts(texts, key, self.model.get_text_features, normalise=True),
+            return np.asarray(self._run_texts(texts, key, self.model.get_text_features, normalize=True),
                               dtype=np.float32)
         backbone, projection = self._towers["text"]
         pooled_key = f"pooled-text-{self._backbone_fingerprint('text')}-{digest}"
         pooled = self.cache.get(pooled_key, count=False)
         if pooled is None:
-            pooled = self._run_texts(texts, pooled_key, backbone, normalise=False)
+            pooled = self._run_texts(texts, pooled_key, backbone, normalize=False)
         return np.asarray(self._project(pooled, projection, key, "float32"), dtype=np.float32)
 
-    def _run_texts(self, texts: list[str], key: str, forward, normalise: bool) -> np.ndarray:
+    def _run_texts(self, texts: list[str], key: str, forward, normalize: bool) -> np.ndarray:
         """`forward(input_ids=..., attention_mask=...)` over every batch into the cache entry `key`."""
         import torch
 
@@ -554,7 +554,7 @@ class EmbeddingEngine:
                                    return_tensors="pt")
                 features = _features(forward(input_ids=tokens["input_ids"].to(self.device),
                                              attention_mask=tokens["attention_mask"].to(self.device))).float()
-                if normalise:
+                if normalize:
                     features = torch.nn.functional.normalize(features, dim=-1)
                 parts.append(features.cpu().numpy())
                 bar.update(len(batch))

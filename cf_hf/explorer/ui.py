@@ -19,9 +19,9 @@ MAX_PAGE_K = 200  # the slider's end: more thumbnails than this do not help a re
 # Thumbnails smaller than this (the world's 32 px scenes) are enlarged without smoothing.
 DISPLAY_PIXELS = 128
 GRID_COLUMNS = 4
-# Bar colours: the top-k share, and the gallery's share drawn as a marker on the same track.
-TOP_K_COLOUR = "#3b82f6"
-GALLERY_COLOUR = "#111827"
+# Bar colors: the top-k share, and the gallery's share drawn as a marker on the same track.
+TOP_K_COLOR = "#3b82f6"
+GALLERY_COLOR = "#111827"
 
 
 def display_image(image):
@@ -46,9 +46,9 @@ def shares_html(answer: ModelAnswer, attribute: str) -> str:
             f'<span style="width:110px;overflow:hidden;text-overflow:ellipsis">{html.escape(value)}</span>'
             f'<span style="position:relative;flex:1;height:14px;background:#e5e7eb;border-radius:3px">'
             f'<span class="share-bar" style="position:absolute;left:0;top:0;bottom:0;width:{100 * share:.1f}%;'
-            f'background:{TOP_K_COLOUR};border-radius:3px"></span>'
+            f'background:{TOP_K_COLOR};border-radius:3px"></span>'
             f'<span class="gallery-share" style="position:absolute;top:-2px;bottom:-2px;left:{100 * gallery:.1f}%;'
-            f'width:2px;background:{GALLERY_COLOUR}"></span></span>'
+            f'width:2px;background:{GALLERY_COLOR}"></span></span>'
             f'<span style="width:120px">{100 * share:.0f}% (gallery {100 * gallery:.0f}%)</span></div>'
         )
     return (f'<div class="share-bars"><div style="font-size:12px;color:#6b7280">{html.escape(attribute)} in the '

@@ -34,7 +34,7 @@ REJECT_TOO_SMALL = "mask_too_small"
 REJECT_TOO_LARGE = "mask_too_large"
 
 
-def _normalise(name: str) -> str:
+def _normalize(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
@@ -44,11 +44,11 @@ def resolve_label_ids(id2label: Mapping[int, str], names: Sequence[str], model_n
     A name matches a label exactly, or — for a plural such as "arms" — every label containing the
     singular as a word. Raises if none of `names` exists: the model is then not a human parser.
     """
-    labels = {int(index): _normalise(label) for index, label in id2label.items()}
+    labels = {int(index): _normalize(label) for index, label in id2label.items()}
     found: list[int] = []
     missing = []
     for name in names:
-        wanted = _normalise(name)
+        wanted = _normalize(name)
         matches = [index for index, label in labels.items() if label == wanted]
         if not matches and wanted.endswith("s"):
             matches = [index for index, label in labels.items() if wanted[:-1] in label.split("-")]

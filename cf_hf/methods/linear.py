@@ -3,8 +3,8 @@
 CLIP's image embedding is `visual_projection(pooled)` and its text embedding
 `text_projection(pooled)`; both projections are bias-free `nn.Linear` layers. A method that maps an
 embedding `e` to `A e` (CLIP-clip's kept-dimension mask, biased prompts' projection) therefore
-equals a checkpoint whose projection weight is `A @ W`. Every consumer normalises embeddings before
-taking cosine similarities, and normalisation commutes with the fold (`A (e / |e|)` and `A e` have
+equals a checkpoint whose projection weight is `A @ W`. Every consumer normalizes embeddings before
+taking cosine similarities, and normalization commutes with the fold (`A (e / |e|)` and `A e` have
 the same direction), so the folded checkpoint gives exactly the method's similarities and loads
 with `CLIPModel.from_pretrained`, no cf_hf needed.
 """
@@ -60,7 +60,7 @@ class LinearMethod:
                                       "fitted_on": self.fitted_on}, default=str))
 
     def apply(self, embeddings: np.ndarray, tower: str) -> np.ndarray:
-        """The method applied to (n, d) embeddings of `tower` ("image" or "text"), renormalised."""
+        """The method applied to (n, d) embeddings of `tower` ("image" or "text"), renormalized."""
         matrix = {"image": self.image_map, "text": self.text_map}[tower]
         embeddings = np.asarray(embeddings, dtype=np.float64)
         mapped = embeddings if matrix is None else embeddings @ np.asarray(matrix, dtype=np.float64).T

@@ -112,7 +112,7 @@ def tiny_clip_config(tokenizer: CLIPTokenizer, spec: TinyCLIPSpec | None = None)
 
 
 def tiny_clip_processor(tokenizer: CLIPTokenizer, image_size: int = 32) -> CLIPProcessor:
-    """A `CLIPProcessor` that resizes/crops to `image_size` with CLIP's normalisation."""
+    """A `CLIPProcessor` that resizes/crops to `image_size` with CLIP's normalization."""
     # Imported here: without torchvision, importing this name makes transformers warn that it falls
     # back to the PIL backend, and every command imports this module.
     from transformers import CLIPImageProcessor

@@ -4,8 +4,8 @@ that the whole method runs on a CPU in minutes and shows, measured, that it debi
 - `render`: procedural 32 px scenes — 8 professions in 4 shared settings told apart by a prop
   (drawn with probability 0.6), decorators (framing incl. 20% close-ups, lighting, camera noise,
   framing offset, scale), and a person whose gender presentation (hair length), skin tone (4
-  tones, standing in for race groups) and age (hair colour) are visible.
-- `palette`: the reserved person colours and the pixel classifier the segmenter relies on.
+  tones, standing in for race groups) and age (hair color) are visible.
+- `palette`: the reserved person colors and the pixel classifier the segmenter relies on.
 - `components`: `WorldCaptionWriter`, `WorldTextToImage`, `WorldSegmenter`, `WorldInpainter` —
   the `cf_hf.generation.interfaces` the real pipeline uses, working from pixels alone.
 - `corpus`: the biased web corpus (per profession a stereotyped person, p = 0.85 per attribute).

@@ -3,7 +3,7 @@
 They plug into the same orchestration as the real defaults (an LLM caption writer, SDXL, SegFormer,
 an SDXL inpainter), and, like those, they only see what the interfaces pass: captions, requests and
 pixels. The segmenter and the inpainter find the person from the pixels alone (the world reserves
-the person's colours, see `palette`), not from a record kept by the renderer, so images written to
+the person's colors, see `palette`), not from a record kept by the renderer, so images written to
 disk and read back in another process (a resumed generation) work the same.
 """
 
@@ -22,9 +22,9 @@ from cf_hf.generation.interfaces import Concept, ImageRequest, InpaintRequest
 from . import render
 from .palette import (
     CAMERA_NOISE,
-    HAIR_COLOURS,
+    HAIR_COLORS,
     HAIR_INDICES,
-    RESERVED_COLOURS,
+    RESERVED_COLORS,
     SKIN_INDICES,
     SKIN_TONES,
     classify_pixels,
@@ -48,7 +48,7 @@ def add_signature(pixels: np.ndarray, strength: float, region: np.ndarray | None
     """Leave the world's generator signature in an image: a checkerboard texture of ±`strength`
     intensity levels (every channel) over `region` (default: everywhere).
 
-    It stands in for the traces real generators leave (periodic upsampling artefacts, colour
+    It stands in for the traces real generators leave (periodic upsampling artefacts, color
     casts): invisible to the eye at a few levels under the world's camera noise, but a fixed
     pattern a network can learn to detect, which is what the From Fake to Real experiment needs.
 
@@ -109,7 +109,7 @@ class FoundPerson:
 def find_person(image: np.ndarray, within: np.ndarray | None = None) -> FoundPerson | None:
     """Locate the person of a world image from its pixels, or None if there is none.
 
-    The head is the largest connected region of appearance colours that contains hair; its width
+    The head is the largest connected region of appearance colors that contains hair; its width
     gives the head radius (hair is 2.1 radii wide in every style) and its top the head centre.
 
     Args:
@@ -145,13 +145,13 @@ def find_person(image: np.ndarray, within: np.ndarray | None = None) -> FoundPer
         return None
     distances, gains = segment_distances(pixels[face])
     tone_index = int(
-        np.bincount(distances.argmin(axis=1), minlength=len(RESERVED_COLOURS))[list(SKIN_INDICES)].argmax()
+        np.bincount(distances.argmin(axis=1), minlength=len(RESERVED_COLORS))[list(SKIN_INDICES)].argmax()
     )
     gain = float(np.median(gains[:, tone_index]))
-    residual = pixels[face] - gain * RESERVED_COLOURS[tone_index]
+    residual = pixels[face] - gain * RESERVED_COLORS[tone_index]
     noise_std = float(min(np.sqrt(np.mean(residual**2)), MAX_NOISE_STD))
     hair_classes = classes[head & is_hair]
-    hair_index = int(np.bincount(hair_classes, minlength=len(RESERVED_COLOURS))[list(HAIR_INDICES)].argmax())
+    hair_index = int(np.bincount(hair_classes, minlength=len(RESERVED_COLORS))[list(HAIR_INDICES)].argmax())
     long_hair = bool(
         (head & is_hair & (np.arange(image.shape[0])[:, None] > head_y + LONG_HAIR_BELOW * radius)).any()
     )
@@ -165,7 +165,7 @@ def find_person(image: np.ndarray, within: np.ndarray | None = None) -> FoundPer
         noise_std=noise_std,
         gender="female" if long_hair else "male",
         skin_tone=list(SKIN_TONES)[tone_index],
-        age=list(HAIR_COLOURS)[hair_index],
+        age=list(HAIR_COLORS)[hair_index],
     )
 
 
@@ -173,7 +173,7 @@ def _fill_from_neighbours(values: np.ndarray, unknown: np.ndarray) -> np.ndarray
     """Fill `unknown` pixels of (H, W, 3) `values` by copying a known 4-neighbour, growing inwards.
 
     Copying (left/right first, then up/down) rather than averaging keeps every filled pixel an
-    existing context colour: an average of two context colours could fall on a reserved one.
+    existing context color: an average of two context colors could fall on a reserved one.
     """
     values = values.copy()
     unknown = unknown.copy()
@@ -352,7 +352,7 @@ class WorldInpainter(_Signed):
 
     Inside the mask: the old head (hair, face, neck) is removed by filling from the surrounding
     context, the new hair, neck and face are drawn at the head's position and lighting, and the
-    forearms are recoloured to the new skin tone (keeping their noise). Appearance keys: `gender`,
+    forearms are recolored to the new skin tone (keeping their noise). Appearance keys: `gender`,
     `skin_tone`, `age`; a missing key keeps the person's current value.
 
     `signature` > 0 leaves the world's generator signature (`add_signature`) over the repainted
@@ -410,18 +410,18 @@ class WorldInpainter(_Signed):
         rng = np.random.default_rng(request.seed)
         result = _fill_from_neighbours(original.astype(np.float64), person.head)
         columns, rows = render.pixel_grid(original.shape[0])
-        hair_colour = np.asarray(HAIR_COLOURS[target.age], dtype=np.float64)
-        skin_colour = np.asarray(SKIN_TONES[target.skin_tone], dtype=np.float64)
+        hair_color = np.asarray(HAIR_COLORS[target.age], dtype=np.float64)
+        skin_color = np.asarray(SKIN_TONES[target.skin_tone], dtype=np.float64)
         for label, shape in render.appearance_shapes(
             columns, rows, person.head_x, person.head_y, person.head_radius, target.gender
         ):
             paint = shape & region
-            colour = hair_colour if label == render.HAIR else skin_colour
-            result[paint] = person.gain * colour + rng.normal(
+            color = hair_color if label == render.HAIR else skin_color
+            result[paint] = person.gain * color + rng.normal(
                 0.0, person.noise_std, size=(int(paint.sum()), 3)
             )
         old_skin = np.asarray(SKIN_TONES[person.skin_tone], dtype=np.float64)
-        result[person.arms] = original[person.arms] + person.gain * (skin_colour - old_skin)
+        result[person.arms] = original[person.arms] + person.gain * (skin_color - old_skin)
         painted = np.clip(np.rint(result), 0, 255).astype(np.uint8)
         return np.where(region[..., None], add_signature(painted, self.signature, region), original)
 
@@ -433,7 +433,7 @@ class WorldAttributeReader:
     its text tower has not learnt the words. Probability 1 for the value read, uniform when no
     person is found."""
 
-    VALUES = {"gender": ("female", "male"), "skin_tone": tuple(SKIN_TONES), "age": tuple(HAIR_COLOURS)}
+    VALUES = {"gender": ("female", "male"), "skin_tone": tuple(SKIN_TONES), "age": tuple(HAIR_COLORS)}
 
     def __call__(self, crops: Sequence[Image.Image], concepts: Sequence[str]) -> dict[str, np.ndarray]:
         probabilities = {name: np.zeros((len(crops), len(values))) for name, values in self.VALUES.items()}

@@ -1,12 +1,12 @@
-"""The colours of the professions world, and the pixel classifier that finds a person in them.
+"""The colors of the professions world, and the pixel classifier that finds a person in them.
 
-The world reserves a few colour *rays* for the person's appearance — four skin tones and two hair
-colours — and keeps every context colour (walls, floors, props, attire) far from them. Lighting
-multiplies every pixel by one gain in `[MIN_GAIN, MAX_GAIN]`, so a reserved colour `c` appears as
+The world reserves a few color *rays* for the person's appearance — four skin tones and two hair
+colors — and keeps every context color (walls, floors, props, attire) far from them. Lighting
+multiplies every pixel by one gain in `[MIN_GAIN, MAX_GAIN]`, so a reserved color `c` appears as
 `gain · c + noise`: a segment of the ray through `c`. A pixel is "appearance" when it lies within
 `APPEARANCE_DISTANCE` of one of those segments. That is what lets the world's segmenter work from
 the pixels alone, as a human-parsing model does on photographs, and it is checked for every
-context colour by `palette_margins` (and by the tests).
+context color by `palette_margins` (and by the tests).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ APPEARANCE_DISTANCE = 12.0
 # Slack on the gain range when matching, for noise along the ray.
 GAIN_SLACK = 0.04
 
-# The person's appearance: the sensitive attributes are drawn with these colours (and the hair
+# The person's appearance: the sensitive attributes are drawn with these colors (and the hair
 # length for gender presentation, see `render`). Skin tones stand in for race groups.
 SKIN_TONES: dict[str, tuple[int, int, int]] = {
     "light": (238, 206, 186),
@@ -33,14 +33,14 @@ SKIN_TONES: dict[str, tuple[int, int, int]] = {
     "medium_dark": (146, 94, 58),
     "dark": (86, 56, 44),
 }
-# Age is shown by the hair colour.
-HAIR_COLOURS: dict[str, tuple[int, int, int]] = {
+# Age is shown by the hair color.
+HAIR_COLORS: dict[str, tuple[int, int, int]] = {
     "young_adult": (38, 30, 28),
     "elderly": (152, 152, 156),
 }
 
-# Context colours, by name. None of them may come near a reserved segment (see module docstring).
-CONTEXT_COLOURS: dict[str, tuple[int, int, int]] = {
+# Context colors, by name. None of them may come near a reserved segment (see module docstring).
+CONTEXT_COLORS: dict[str, tuple[int, int, int]] = {
     # hospital
     "hospital_wall": (196, 222, 246),
     "hospital_floor": (160, 214, 186),
@@ -108,14 +108,14 @@ CONTEXT_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 
-def _reserved_colours() -> tuple[list[str], np.ndarray]:
-    names = [f"skin:{name}" for name in SKIN_TONES] + [f"hair:{name}" for name in HAIR_COLOURS]
-    colours = np.array(list(SKIN_TONES.values()) + list(HAIR_COLOURS.values()), dtype=np.float64)
-    return names, colours
+def _reserved_colors() -> tuple[list[str], np.ndarray]:
+    names = [f"skin:{name}" for name in SKIN_TONES] + [f"hair:{name}" for name in HAIR_COLORS]
+    colors = np.array(list(SKIN_TONES.values()) + list(HAIR_COLORS.values()), dtype=np.float64)
+    return names, colors
 
 
-RESERVED_NAMES, RESERVED_COLOURS = _reserved_colours()
-# Indices into RESERVED_COLOURS.
+RESERVED_NAMES, RESERVED_COLORS = _reserved_colors()
+# Indices into RESERVED_COLORS.
 SKIN_INDICES = tuple(range(len(SKIN_TONES)))
 HAIR_INDICES = tuple(range(len(SKIN_TONES), len(RESERVED_NAMES)))
 
@@ -130,8 +130,8 @@ def segment_distances(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         distances (..., n_reserved) and gains (..., n_reserved).
     """
     values = np.asarray(pixels, dtype=np.float64)
-    norms = np.linalg.norm(RESERVED_COLOURS, axis=1)
-    directions = RESERVED_COLOURS / norms[:, None]
+    norms = np.linalg.norm(RESERVED_COLORS, axis=1)
+    directions = RESERVED_COLORS / norms[:, None]
     along = values @ directions.T  # (..., n_reserved)
     along = np.clip(along, (MIN_GAIN - GAIN_SLACK) * norms, (MAX_GAIN + GAIN_SLACK) * norms)
     closest = along[..., None] * directions  # (..., n_reserved, 3)
@@ -140,21 +140,21 @@ def segment_distances(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def classify_pixels(pixels: np.ndarray) -> np.ndarray:
-    """Reserved colour index of each pixel, or -1 for context: (H, W, 3) -> (H, W) int."""
+    """Reserved color index of each pixel, or -1 for context: (H, W, 3) -> (H, W) int."""
     distances, _ = segment_distances(pixels)
     best = distances.argmin(axis=-1)
     return np.where(distances.min(axis=-1) <= APPEARANCE_DISTANCE, best, -1)
 
 
 def palette_margins() -> dict[str, float]:
-    """For each context colour, its smallest distance to a reserved segment over all lighting gains.
+    """For each context color, its smallest distance to a reserved segment over all lighting gains.
 
     The segmenter is exact only if every margin exceeds `APPEARANCE_DISTANCE` plus the noise.
     """
     gains = np.linspace(MIN_GAIN, MAX_GAIN, 21)
     margins = {}
-    for name, colour in CONTEXT_COLOURS.items():
-        lit = np.asarray(colour, dtype=np.float64)[None, :] * gains[:, None]
+    for name, color in CONTEXT_COLORS.items():
+        lit = np.asarray(color, dtype=np.float64)[None, :] * gains[:, None]
         distances, _ = segment_distances(lit)
         margins[name] = float(distances.min())
     return margins

@@ -25,7 +25,7 @@ from .corpus import SceneSet
 # ties in a different order from run to run (measured: four trainings on the same texts gave four
 # vocabularies), and a different tokenizer pretrains a different "original CLIP".
 WORLD_TOKENIZER_DIR = Path(__file__).resolve().parent / "tokenizer"
-# CLIP's image normalisation (the CLIPImageProcessor defaults).
+# CLIP's image normalization (the CLIPImageProcessor defaults).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TOKENIZER_VOCAB_SIZE = 400
@@ -85,7 +85,7 @@ def write_world_tokenizer(path: str | Path = WORLD_TOKENIZER_DIR) -> Path:
 
 
 def pixel_values(images: np.ndarray):
-    """uint8 (n, H, W, 3) -> normalised float tensor (n, 3, H, W), as `CLIPImageProcessor` makes
+    """uint8 (n, H, W, 3) -> normalized float tensor (n, 3, H, W), as `CLIPImageProcessor` makes
     them for images already at the model's size."""
     import torch
 

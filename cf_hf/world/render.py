@@ -8,11 +8,11 @@ scene can be a wide shot, a medium shot or a close-up with little context.
 What tells professions apart is the **context**: four settings (hospital, kitchen, street,
 school), each shared by a pair of professions, and one **prop** per profession, drawn with
 probability `PROP_PROBABILITY` — without it the two professions of a pair look alike. Attire
-colours belong to the setting, so both professions of a pair wear the same ones.
+colors belong to the setting, so both professions of a pair wear the same ones.
 
-The **person** carries the sensitive attributes, drawn in the colours reserved by `palette`:
+The **person** carries the sensitive attributes, drawn in the colors reserved by `palette`:
 gender presentation as hair length (long for "female", short for "male"), skin tone (four tones,
-standing in for race groups) on face, neck and forearms, and age as hair colour (dark or grey).
+standing in for race groups) on face, neck and forearms, and age as hair color (dark or grey).
 Attire (torso, sleeves, trousers) is context and is never part of the appearance.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .palette import CAMERA_NOISE, CONTEXT_COLOURS, HAIR_COLOURS, LIGHTING_GAINS, SKIN_TONES
+from .palette import CAMERA_NOISE, CONTEXT_COLORS, HAIR_COLORS, LIGHTING_GAINS, SKIN_TONES
 
 STAGE = 32.0  # the stage is STAGE x STAGE scene units
 DEFAULT_IMAGE_SIZE = 32
@@ -36,7 +36,7 @@ LABEL_NAMES = ("background", "prop", "attire", "hair", "face", "arms")
 APPEARANCE_LABELS = (HAIR, FACE, ARMS)
 
 GENDERS = ("female", "male")
-AGES = tuple(HAIR_COLOURS)
+AGES = tuple(HAIR_COLORS)
 SKIN_TONE_NAMES = tuple(SKIN_TONES)
 
 # profession -> setting; the two professions of a setting differ only by their prop.
@@ -243,10 +243,10 @@ class _Canvas:
         self.rgb = np.zeros((size, size, 3), dtype=np.float64)
         self.labels = np.zeros((size, size), dtype=np.uint8)
 
-    def paint(self, mask, colour, label: int = BACKGROUND):
-        if isinstance(colour, str):
-            colour = CONTEXT_COLOURS[colour]
-        self.rgb[mask] = colour
+    def paint(self, mask, color, label: int = BACKGROUND):
+        if isinstance(color, str):
+            color = CONTEXT_COLORS[color]
+        self.rgb[mask] = color
         self.labels[mask] = label
 
 
@@ -423,10 +423,10 @@ def _draw_person(canvas: _Canvas, scene: Scene, columns, rows, size: int) -> Non
             SKIN_TONES[scene.person.skin_tone],
             ARMS,
         )
-    hair_colour = HAIR_COLOURS[scene.person.age]
+    hair_color = HAIR_COLORS[scene.person.age]
     skin = SKIN_TONES[scene.person.skin_tone]
     for label, mask in appearance_shapes(columns, rows, centre_x, centre_y, radius, scene.person.gender):
-        canvas.paint(mask, hair_colour if label == HAIR else skin, label)
+        canvas.paint(mask, hair_color if label == HAIR else skin, label)
 
 
 def light_and_noise(rgb: np.ndarray, gain: float, noise_std: float, seed: int) -> np.ndarray:

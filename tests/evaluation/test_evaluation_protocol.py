@@ -33,9 +33,9 @@ QUIET = EmbeddingConfig(progress=False, batch_size=16)
 LN_2 = float(np.log(2.0))
 
 
-class ColourCLIP(torch.nn.Module):
+class ColorCLIP(torch.nn.Module):
     """A CLIP-shaped model whose image embedding is the mean red/green of the image, so it encodes
-    the fixtures' gender colour; every text embeds to "red". `blind=True`: every image embeds to the
+    the fixtures' gender color; every text embeds to "red". `blind=True`: every image embeds to the
     same vector, so no attribute can influence the ranking."""
 
     def __init__(self, blind: bool = False):
@@ -70,8 +70,8 @@ def _config(**fairness) -> EvaluationConfig:
 
 def test_model_encoding_the_attribute_gets_high_max_skew_and_blind_model_zero(tmp_path, processor):
     gallery = load_fairface(make_fairface(tmp_path, n=96))
-    engines = {"biased": EmbeddingEngine(ColourCLIP(), processor, QUIET),
-               "blind": EmbeddingEngine(ColourCLIP(blind=True), processor, QUIET)}
+    engines = {"biased": EmbeddingEngine(ColorCLIP(), processor, QUIET),
+               "blind": EmbeddingEngine(ColorCLIP(blind=True), processor, QUIET)}
     results = evaluate_models(engines, fairness=gallery, config=_config(ks=[24]))
     biased, blind = results["models"]["biased"], results["models"]["blind"]
     # "red" prompts retrieve only the red (Male) images: p_top = 1 against a desired 1/2.
@@ -144,13 +144,13 @@ def test_image_embeddings_do_not_depend_on_the_batch_size_or_workers(tmp_path, t
 def test_a_main_k_not_below_the_gallery_size_is_refused(tmp_path, processor, ks):
     gallery = load_fairface(make_fairface(tmp_path, n=24))
     with pytest.raises(ValueError, match=f"gallery 'fairface' has 24 images: k = {ks[0]} would rank all of it.*--k"):
-        evaluate_models({"m": EmbeddingEngine(ColourCLIP(), processor, QUIET)}, fairness=gallery, config=_config(ks=ks))
+        evaluate_models({"m": EmbeddingEngine(ColorCLIP(), processor, QUIET)}, fairness=gallery, config=_config(ks=ks))
 
 
 def test_a_later_k_not_below_the_gallery_size_is_left_out_with_a_warning_and_recorded(tmp_path, processor):
     gallery = load_fairface(make_fairface(tmp_path, n=24))
     with pytest.warns(UserWarning, match=r"'fairface' has 24 images: k = \[24, 1000\] left out .* at k = \[5, 12\]"):
-        results = evaluate_models({"m": EmbeddingEngine(ColourCLIP(), processor, QUIET)}, fairness=gallery,
+        results = evaluate_models({"m": EmbeddingEngine(ColorCLIP(), processor, QUIET)}, fairness=gallery,
                                   config=_config(ks=[5, 24, 12, 1000]))
     assert results["models"]["m"]["fairness"]["fairface"]["ks"] == [5, 12]
     assert results["models"]["m"]["fairness_k"] == 5
@@ -166,14 +166,14 @@ def test_a_later_k_not_below_the_gallery_size_is_left_out_with_a_warning_and_rec
 def test_pata_queries_are_evaluated_on_their_attributes_with_worst_group_recall(tmp_path, processor):
     files_list, captions = make_pata(tmp_path)
     gallery = load_pata(files_list, captions)
-    results = evaluate_models({"biased": EmbeddingEngine(ColourCLIP(), processor, QUIET)}, fairness=gallery,
+    results = evaluate_models({"biased": EmbeddingEngine(ColorCLIP(), processor, QUIET)}, fairness=gallery,
                               config=_config(ks=[6]))
     attributes = results["models"]["biased"]["fairness"]["pata"]["attributes"]
     n_for = {name: sum(name in query.attributes for query in gallery.queries) for name in ("race", "gender", "age")}
     assert {name: attributes[name]["n_queries"] for name in n_for} == n_for
     recall = attributes["gender"]["worst_group_recall"]
     assert recall["k"] == 6 and set(recall["per_group"]) == {"male", "female"}
-    # The colour model retrieves red (male) people only: female recall is the worst.
+    # The color model retrieves red (male) people only: female recall is the worst.
     assert recall["worst"] == recall["per_group"]["female"] < recall["per_group"]["male"]
 
 
@@ -314,7 +314,7 @@ def test_embeddings_are_reused_across_calls_in_one_process(tmp_path, tiny_clip_d
 
 
 def test_custom_models_differing_only_in_settings_get_different_keys(processor):
-    biased, blind = (EmbeddingEngine(ColourCLIP(blind=flag), processor, QUIET) for flag in (False, True))
+    biased, blind = (EmbeddingEngine(ColorCLIP(blind=flag), processor, QUIET) for flag in (False, True))
     assert biased.image_fingerprint != blind.image_fingerprint
     assert biased.cache is not blind.cache
 

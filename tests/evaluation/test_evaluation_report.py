@@ -134,10 +134,10 @@ def test_evaluate_reports_a_broken_dataset_by_name(tmp_path, tiny_clip_dir, caps
 
 def test_evaluate_a_datasets_gallery_from_disk(tmp_path, tiny_clip_dir, capfd, progress_bars_restored):
     import datasets
-    from testing_utils.evaluation import GENDER_COLOURS, write_image
+    from testing_utils.evaluation import GENDER_COLORS, write_image
 
     genders = ["Male", "Female"] * 4
-    paths = [str(write_image(tmp_path / f"{index}.png", GENDER_COLOURS[gender], index))
+    paths = [str(write_image(tmp_path / f"{index}.png", GENDER_COLORS[gender], index))
              for index, gender in enumerate(genders)]
     datasets.Dataset.from_dict(
         {"image": paths, "gender": genders, "profession": ["doctor", "doctor", "nurse", "nurse"] * 2},

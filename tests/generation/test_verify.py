@@ -97,7 +97,7 @@ def test_a_vanished_person_is_caught():
     wanted = _other_appearance(base)
     mask = WorldSegmenter()([base])[0]
     erased = np.asarray(base).copy()
-    erased[mask] = np.asarray(base)[0, 0]  # the person painted over with a background colour
+    erased[mask] = np.asarray(base)[0, 0]  # the person painted over with a background color
     rows, _ = _scores(base, [Image.fromarray(erased)], [wanted])
     assert FAIL_PERSON_MISSING in verdict(rows[0], GRID.names, VerificationConfig())
 

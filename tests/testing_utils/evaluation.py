@@ -1,6 +1,6 @@
 """Tiny evaluation sets in every on-disk format, written to a temporary folder, for the evaluation
-tests. Images are 8x8 PNGs whose colour encodes a sensitive attribute (red-ish for one value,
-green-ish for the other) so that a colour-reading "model" is biased by construction."""
+tests. Images are 8x8 PNGs whose color encodes a sensitive attribute (red-ish for one value,
+green-ish for the other) so that a color-reading "model" is biased by construction."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SIZE = 8
-# RGB of each gender value: a model that reads colour encodes gender.
-GENDER_COLOURS = {"Male": (200, 40, 40), "Female": (40, 200, 40)}
+# RGB of each gender value: a model that reads color encodes gender.
+GENDER_COLORS = {"Male": (200, 40, 40), "Female": (40, 200, 40)}
 RACES = ["White", "Black", "East Asian", "Indian"]
 AGES = ["20-29", "30-39", "60-69"]
 
 
-def write_image(path: Path, colour, seed: int) -> Path:
-    """An 8x8 PNG of `colour` with a seeded random pattern in the blue channel."""
+def write_image(path: Path, color, seed: int) -> Path:
+    """An 8x8 PNG of `color` with a seeded random pattern in the blue channel."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     pixels = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-    pixels[..., 0], pixels[..., 1] = colour[0], colour[1]
+    pixels[..., 0], pixels[..., 1] = color[0], color[1]
     pixels[..., 2] = rng.integers(0, 256, size=(IMAGE_SIZE, IMAGE_SIZE))
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
@@ -31,7 +31,7 @@ def write_image(path: Path, colour, seed: int) -> Path:
 
 def people(n: int):
     """n (gender, race, age) triples cycling through every combination."""
-    genders = list(GENDER_COLOURS)
+    genders = list(GENDER_COLORS)
     return [(genders[i % 2], RACES[(i // 2) % len(RACES)], AGES[(i // 8) % len(AGES)]) for i in range(n)]
 
 
@@ -40,7 +40,7 @@ def make_fairface(root: Path, n: int = 24, variant: str | None = None) -> Path:
     base = root / variant if variant else root
     lines = ["file,age,gender,race,service_test"]
     for index, (gender, race, age) in enumerate(people(n)):
-        write_image(base / "val" / f"{index + 1}.jpg", GENDER_COLOURS[gender], index)
+        write_image(base / "val" / f"{index + 1}.jpg", GENDER_COLORS[gender], index)
         lines.append(f"val/{index + 1}.jpg,{age},{gender},{race},True")
     (root / "fairface_label_val.csv").write_text("\n".join(lines) + "\n")
     return root
@@ -50,8 +50,8 @@ def make_utkface(root: Path, n: int = 20) -> Path:
     """root/<age>_<gender>_<race>_<date>.jpg.chip.jpg files."""
     for index in range(n):
         gender = index % 2
-        colour = GENDER_COLOURS["Male" if gender == 0 else "Female"]
-        write_image(root / f"{20 + index * 2}_{gender}_{index % 5}_2017010{index % 10}.jpg.chip.jpg", colour, index)
+        color = GENDER_COLORS["Male" if gender == 0 else "Female"]
+        write_image(root / f"{20 + index * 2}_{gender}_{index % 5}_2017010{index % 10}.jpg.chip.jpg", color, index)
     return root
 
 
@@ -62,13 +62,13 @@ def make_pata(root: Path, n: int = 24) -> tuple[Path, Path]:
     for index, (gender, race, _) in enumerate(people(n)):
         scene = scenes[index % 2]
         age = "young" if index % 3 else "old"
-        path = write_image(root / "images" / f"{index}.jpg", GENDER_COLOURS[gender], index)
+        path = write_image(root / "images" / f"{index}.jpg", GENDER_COLORS[gender], index)
         token = f"https://example.com/pata/{path.name}" if index == 0 else f"images/{path.name}"
         lines.append(f"{scene}_{race.replace(' ', '-')}_{gender.lower()}_{age}|{token}")
     files_list = root / "pata_fairness.files.lst"
     files_list.write_text("\n".join(lines) + "\n")
     # The URL line resolves by file name in the image root: put that image at the root too.
-    write_image(root / "0.jpg", GENDER_COLOURS[people(1)[0][0]], 0)
+    write_image(root / "0.jpg", GENDER_COLORS[people(1)[0][0]], 0)
     captions = [
         {"short": "gun range", "long": "a photo of a {} at a gun range",
          "pos": {"races": ["a photo of a person at a gun range"], "gender": ["a photo of a person at a gun range"],
@@ -88,7 +88,7 @@ def make_karpathy(root: Path, n: int = 6) -> Path:
     images = []
     for index in range(n + 1):
         gender = "Male" if index % 2 == 0 else "Female"
-        write_image(root / "images" / f"{index}.jpg", GENDER_COLOURS[gender], 100 + index)
+        write_image(root / "images" / f"{index}.jpg", GENDER_COLORS[gender], 100 + index)
         images.append({
             "filename": f"{index}.jpg", "filepath": "images", "split": "train" if index == n else "test",
             "sentences": [{"raw": f"a photo of a {word} number {index}", "tokens": []}

@@ -81,9 +81,9 @@ def test_text_to_image_rejects_an_unknown_concept():
         WorldTextToImage()([_request("astronaut", 0)])
 
 
-def test_context_colours_stay_clear_of_the_person_colours():
+def test_context_colors_stay_clear_of_the_person_colors():
     # A context pixel with 4 standard deviations of the grainiest camera noise must still be
-    # farther than the classifier's threshold from every skin and hair colour.
+    # farther than the classifier's threshold from every skin and hair color.
     worst_noise = 4 * max(CAMERA_NOISE.values())
     assert min(palette_margins().values()) > APPEARANCE_DISTANCE + worst_noise
 

@@ -117,7 +117,7 @@ def context_scores(base, image, person: np.ndarray | None) -> tuple[float, float
     pixels outside `person` ((H, W) bool; None: the whole image).
 
     SSIM is the mean of scikit-image's SSIM map over those pixels (channels averaged); a
-    constant-colour image pair counts as identical where it is."""
+    constant-color image pair counts as identical where it is."""
     from skimage.metrics import structural_similarity
 
     base, image = rgb_array(base), rgb_array(image)

@@ -3,7 +3,7 @@ arXiv 2411.12785) as a plug-in `CLIPModel`.
 
 CLIP stays frozen; two small heads learn the bias component of its embeddings, following the
 authors' released design: an image head `m` and a shared head `g`, each
-`Linear(d, h) -> ReLU -> Linear(h, d) -> ReLU`. With `f` CLIP's unnormalised projection output,
+`Linear(d, h) -> ReLU -> Linear(h, d) -> ReLU`. With `f` CLIP's unnormalized projection output,
 
     debiased image embedding = g(m(f_v) + f_v) + f_v,      debiased text embedding = g(f_t) + f_t.
 
@@ -88,11 +88,11 @@ class BiasAlignmentHeads(nn.Module):
         self.temperature = nn.Parameter(torch.tensor(float(temperature)))
 
     def debias_image(self, features: torch.Tensor) -> torch.Tensor:
-        """(n, d) unnormalised image embeddings -> `g(m(f) + f) + f`, (n, d)."""
+        """(n, d) unnormalized image embeddings -> `g(m(f) + f) + f`, (n, d)."""
         return self.shared_head(self.image_head(features) + features) + features
 
     def debias_text(self, features: torch.Tensor) -> torch.Tensor:
-        """(n, d) unnormalised text embeddings -> `g(f) + f`, (n, d)."""
+        """(n, d) unnormalized text embeddings -> `g(f) + f`, (n, d)."""
         return self.shared_head(features) + features
 
     def clamped_temperature(self) -> torch.Tensor:
@@ -102,7 +102,7 @@ class BiasAlignmentHeads(nn.Module):
 class BiasAlignedCLIPModel(CLIPModel):
     """A frozen `CLIPModel` whose embeddings pass through the BA heads.
 
-    `get_image_features` / `get_text_features` return the debiased (unnormalised) embeddings in
+    `get_image_features` / `get_text_features` return the debiased (unnormalized) embeddings in
     the output type of `CLIPModel`'s; `original_image_features` / `original_text_features` give
     CLIP's own. `from_clip(clip)` wraps an existing `CLIPModel` with fresh heads.
     """
@@ -148,12 +148,12 @@ class BiasAlignedCLIPModel(CLIPModel):
             parameter.requires_grad_(name.startswith(HEADS_PREFIX))
 
     def original_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
-        """CLIP's own unnormalised image embeddings, (n, d)."""
+        """CLIP's own unnormalized image embeddings, (n, d)."""
         return super().get_image_features(pixel_values=pixel_values, **kwargs).pooler_output
 
     def original_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                                **kwargs) -> torch.Tensor:
-        """CLIP's own unnormalised text embeddings, (n, d)."""
+        """CLIP's own unnormalized text embeddings, (n, d)."""
         return super().get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs).pooler_output
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs):

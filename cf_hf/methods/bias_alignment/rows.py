@@ -91,7 +91,7 @@ def attribute_captions(labels: Mapping[str, Sequence], attributes: Sequence[str]
 
 @dataclass
 class BiasAlignmentData(torch.utils.data.Dataset):
-    """Original (unnormalised) CLIP embeddings of the training rows.
+    """Original (unnormalized) CLIP embeddings of the training rows.
 
     Attributes:
         image, text, counterfactual_text: (n, d) embeddings of each row's image, caption and
@@ -193,7 +193,7 @@ class _Images:
 def gallery_data(engine, gallery, attributes: Sequence[str], template: str = DEFAULT_TEMPLATE,
                  words: Mapping[str, Mapping[str, str]] | None = None, seed: int = 0) -> BiasAlignmentData:
     """The BA rows of an attribute-labelled gallery: captions from its labels, embedded by `engine`
-    (the original CLIP; unnormalised, cached)."""
+    (the original CLIP; unnormalized, cached)."""
     captions, counterfactuals = attribute_captions(gallery.attributes, attributes, template, words, seed,
                                                    source=f"the gallery {gallery.name!r}")
     return BiasAlignmentData(engine.embed_images(gallery.images, gallery.fingerprint, normalize=False),

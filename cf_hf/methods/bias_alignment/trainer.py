@@ -7,7 +7,7 @@ counterfactual caption. Optionally, cf_hf's counterfactual dataset (same scene, 
 sharing a `group_id`) adds image counterfactuals, which the paper could not make.
 
 CLIP is frozen, so its embeddings of the training rows are computed once, through the evaluation
-harness's `EmbeddingEngine` and its cache (unnormalised, as the heads take them), and the Trainer steps
+harness's `EmbeddingEngine` and its cache (unnormalized, as the heads take them), and the Trainer steps
 over embeddings only (`BiasAlignmentData`). `EncodedBiasAlignmentData` feeds images and captions
 instead (CLIP re-encodes them every step): the benchmark's baseline, same losses.
 

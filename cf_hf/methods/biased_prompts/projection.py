@@ -4,7 +4,7 @@ Training-free, text side only. With `B` a basis of the spurious prompts' embeddi
 male." / "A photo of a female."), `P0 = I − B(BᵀB)⁻¹Bᵀ` projects their span out. Calibration pairs
 `S` of prompts that differ only in the attribute ("A photo of a male nurse." / "… female nurse.")
 give `M = mean over S of (z_i − z_j)(z_i − z_j)ᵀ`, and the method's map is `P = P0 (λM + I)⁻¹`
-(λ = 1000 by default). Text embeddings become `P z`, renormalised; images are unchanged. `P` is
+(λ = 1000 by default). Text embeddings become `P z`, renormalized; images are unchanged. `P` is
 linear, so it folds into `text_projection` (`cf_hf.methods.linear`).
 
 The basis is the right singular vectors of the spurious embeddings (the authors' TruncatedSVD with

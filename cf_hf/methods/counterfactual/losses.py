@@ -48,8 +48,8 @@ def clip_loss(
     """Symmetric image-text InfoNCE, optionally with same-group pairs as positives.
 
     Args:
-        image_embeds: (N, D) L2-normalised image embeddings.
-        text_embeds: (N, D) L2-normalised text embeddings; row i is the caption of image i.
+        image_embeds: (N, D) L2-normalized image embeddings.
+        text_embeds: (N, D) L2-normalized text embeddings; row i is the caption of image i.
         logit_scale: the multiplier of the cosine similarities, i.e. `model.logit_scale.exp()`.
         group_ids: optional (N,) integer ids. Items of one group share their caption (or a paraphrase),
             so every same-group pair is a positive: the target of a row is uniform over its group.
@@ -62,7 +62,7 @@ def clip_loss(
     if group_ids is None:
         targets = torch.arange(len(logits_per_text), device=logits_per_text.device)
         return (F.cross_entropy(logits_per_text, targets) + F.cross_entropy(logits_per_text.t(), targets)) / 2
-    # Soft targets, each row normalised over its group. The matrix is symmetric, so both directions
+    # Soft targets, each row normalized over its group. The matrix is symmetric, so both directions
     # use it unchanged.
     positives = _same_group(group_ids).to(logits_per_text.dtype)
     targets = positives / positives.sum(dim=1, keepdim=True)
@@ -85,7 +85,7 @@ def counterfactual_loss(
     (anchors without one are excluded: they carry no counterfactual signal).
 
     Args:
-        image_embeds: (N, D) L2-normalised image embeddings.
+        image_embeds: (N, D) L2-normalized image embeddings.
         group_ids: (N,) integer ids; images of one group are counterfactuals of one scene.
         temperature: the softmax temperature `t` (> 0).
         allow_no_positives: what a batch with no positive pair at all gives. False (training): a
@@ -185,7 +185,7 @@ def counterfactual_clip_loss(
     """`beta_clip * clip_loss + beta_cf * counterfactual_loss` over the batch of all processes.
 
     Args:
-        image_embeds, text_embeds: (N, D) L2-normalised embeddings of this process.
+        image_embeds, text_embeds: (N, D) L2-normalized embeddings of this process.
         logit_scale: the multiplier of the CLIP similarities (`model.logit_scale.exp()`).
         group_ids: (N,) integer ids, required when `beta_cf > 0`. Ids must mean the same group in
             every process (map the dataset's ids once, e.g. with `cf_hf.methods.counterfactual.sampler.group_index`).

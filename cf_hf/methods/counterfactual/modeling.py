@@ -86,7 +86,7 @@ class CounterfactualCLIPModel(CLIPModel):
     def loss_terms(
         self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, group_ids: torch.Tensor | None
     ) -> LossTerms:
-        """The loss and its two terms from (batch, projection_dim) L2-normalised embeddings."""
+        """The loss and its two terms from (batch, projection_dim) L2-normalized embeddings."""
         return counterfactual_clip_loss(
             image_embeds,
             text_embeds,

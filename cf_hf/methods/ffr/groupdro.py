@@ -6,7 +6,7 @@ library, and the algorithm is a few lines of tensor code. Like the losses of `cf
 small module of pure tensor code, testable without a model.
 
 Per batch: the mean loss of each group present, `loss_g`; the group weights move by exponentiated
-gradient ascent, `q_g <- q_g * exp(step_size * loss_g)`, renormalised; the training loss is
+gradient ascent, `q_g <- q_g * exp(step_size * loss_g)`, renormalized; the training loss is
 `sum_g q_g * loss_g`. The weights are state kept across steps (a buffer).
 """
 
