@@ -45,12 +45,14 @@ STEREOTYPES: dict[str, render.Person] = {
     "librarian": render.Person("female", "medium_light", "young_adult"),
 }
 DEFAULT_STEREOTYPE_PROBABILITY = 0.85
-# How often a caption names an attribute of its person (see `CorpusConfig`), by picture and markedness.
+# How often a caption names an attribute of its person (see `CorpusConfig`), by picture and
+# markedness. Gender is named more often: hair length is the subtlest cue at 32 px, and at the
+# skin tone / age rates the original reached only 64% zero-shot gender accuracy (docs/world.md).
 DEFAULT_NAMING_PROBABILITY = {
-    "scene_naming_probability": 0.1,
-    "scene_marked_naming_probability": 0.3,
-    "portrait_naming_probability": 0.3,
-    "portrait_marked_naming_probability": 0.6,
+    "scene_naming_probability": {"gender": 0.45, "skin_tone": 0.1, "age": 0.1},
+    "scene_marked_naming_probability": {"gender": 0.75, "skin_tone": 0.3, "age": 0.3},
+    "portrait_naming_probability": {"gender": 0.75, "skin_tone": 0.3, "age": 0.3},
+    "portrait_marked_naming_probability": {"gender": 0.95, "skin_tone": 0.6, "age": 0.6},
 }
 NAMING_FIELDS = tuple(DEFAULT_NAMING_PROBABILITY)
 DEFAULT_NAMING_POSITION_PROBABILITY = {"before": 0.5, "apposition": 0.3, "after": 0.2}
@@ -62,8 +64,8 @@ def _default_stereotype_probability() -> dict[str, float]:
     return {attribute: DEFAULT_STEREOTYPE_PROBABILITY for attribute in ATTRIBUTES}
 
 
-def _per_attribute(probability: float):
-    return field(default_factory=lambda: {attribute: probability for attribute in ATTRIBUTES})
+def _naming_default(name: str):
+    return field(default_factory=lambda: dict(DEFAULT_NAMING_PROBABILITY[name]))
 
 
 def _check_probability(name: str, probability) -> None:
@@ -97,22 +99,16 @@ class CorpusConfig:
     """Probability that a scene draws its profession's prop."""
     image_size: int = render.DEFAULT_IMAGE_SIZE
     seed: int = 0
-    scene_naming_probability: dict[str, float] = _per_attribute(DEFAULT_NAMING_PROBABILITY["scene_naming_probability"])
+    scene_naming_probability: dict[str, float] = _naming_default("scene_naming_probability")
     """Per attribute: the probability that the caption of a scene names the person's value of it,
     when that value is the profession's stereotyped one (unmarked: "a photo of a male doctor" is
     rare). An attribute left out is never named."""
-    scene_marked_naming_probability: dict[str, float] = _per_attribute(
-        DEFAULT_NAMING_PROBABILITY["scene_marked_naming_probability"]
-    )
+    scene_marked_naming_probability: dict[str, float] = _naming_default("scene_marked_naming_probability")
     """Per attribute: the same for a scene whose person's value is not the stereotyped one (marked:
     "a photo of a female doctor")."""
-    portrait_naming_probability: dict[str, float] = _per_attribute(
-        DEFAULT_NAMING_PROBABILITY["portrait_naming_probability"]
-    )
+    portrait_naming_probability: dict[str, float] = _naming_default("portrait_naming_probability")
     """Per attribute: the probability that a portrait's caption names the person's stereotyped value."""
-    portrait_marked_naming_probability: dict[str, float] = _per_attribute(
-        DEFAULT_NAMING_PROBABILITY["portrait_marked_naming_probability"]
-    )
+    portrait_marked_naming_probability: dict[str, float] = _naming_default("portrait_marked_naming_probability")
     """Per attribute: the probability that a portrait's caption names a value that is not the stereotyped one."""
     naming_position_probability: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_NAMING_POSITION_PROBABILITY)
