@@ -38,6 +38,8 @@ APPEARANCE_LABELS = (HAIR, FACE, ARMS)
 GENDERS = ("female", "male")
 AGES = tuple(HAIR_COLORS)
 SKIN_TONE_NAMES = tuple(SKIN_TONES)
+# The attributes of a person and their values (the world's attribute grid).
+ATTRIBUTE_VALUES = {"gender": GENDERS, "skin_tone": SKIN_TONE_NAMES, "age": AGES}
 
 # profession -> setting; the two professions of a setting differ only by their prop.
 PROFESSION_SETTINGS: dict[str, str] = {

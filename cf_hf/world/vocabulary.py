@@ -2,15 +2,35 @@
 neutral captions, and the prompts of the evaluation (fairness queries, zero-shot classes, the
 Flickr-style captions). One vocabulary, so that the tiny CLIP's tokenizer knows every word.
 
-No caption names the person's appearance: the world's web corpus is biased by what its images
-show, not by what its captions say.
+The web corpus's captions sometimes name the person's appearance, as web captions do ("a female
+doctor in the hospital", "a portrait of an elderly dark-skinned man, a baker"), with the words of
+`appearance_words.yaml` (`appearance_vocabulary`); how often is `cf_hf.world.corpus.CorpusConfig`'s
+business. The counterfactual dataset's captions, the Flickr captions and the evaluation's prompts
+never do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 
 from . import render
+
+APPEARANCE_WORDS_FILE = Path(__file__).resolve().parent / "appearance_words.yaml"
+APPEARANCE_WORDS_FORMAT = "cf_hf-world-appearance-words"
+# The attribute order of a named person's adjectives: "an elderly dark-skinned female doctor".
+ADJECTIVE_ORDER = ("age", "skin_tone", "gender")
+# Where a caption names the person: before the profession ("a female doctor"), as the subject with
+# the profession in apposition ("an elderly man, a baker"), or after the caption ("..., a young woman").
+NAMING_POSITIONS = ("before", "apposition", "after")
+# The noun of a named person whose gender the caption does not name ("a young person, a nurse").
+PERSON_NOUN = "person"
+# Zero-shot prompts of an attribute value (the knowledge check): each of the value's words in each.
+ATTRIBUTE_PROMPT_TEMPLATES = ("a photo of a {word} person", "a portrait of a {word} person")
 
 PLACES = {"hospital": "hospital", "kitchen": "kitchen", "street": "street", "school": "school"}
 PROP_NAMES = {
@@ -42,6 +62,93 @@ EVALUATION_TEMPLATES = (
 )
 
 
+AppearanceVocabulary = dict[str, dict[str, tuple[str, ...]]]
+
+
+def check_appearance_vocabulary(words: Mapping, field: str = "appearance_words") -> AppearanceVocabulary:
+    """`words` ({attribute: {value: [word, ...]}}) checked against the world's grid and normalised
+    (lower case, tuples); a `ValueError` naming `field`, the attribute and the value otherwise.
+
+    Every attribute of the world and every one of its values needs at least one word; a word may
+    name only one value of its attribute (a caption must mean one thing).
+    """
+    if not isinstance(words, Mapping):
+        raise ValueError(f"{field} must map attributes to {{value: [words]}}, got {type(words).__name__}")
+    unknown = [name for name in words if name not in render.ATTRIBUTE_VALUES]
+    if unknown:
+        raise ValueError(f"{field} names attribute {unknown[0]!r}, which the world does not have "
+                         f"(it has {list(render.ATTRIBUTE_VALUES)})")  # fmt: skip
+    checked: AppearanceVocabulary = {}
+    for attribute, values in render.ATTRIBUTE_VALUES.items():
+        given = words.get(attribute)
+        if not isinstance(given, Mapping):
+            raise ValueError(f"{field}[{attribute!r}] must map the values {list(values)} to word lists, got {given!r}")
+        unknown = [value for value in given if value not in values]
+        if unknown:
+            raise ValueError(f"{field}[{attribute!r}] names value {unknown[0]!r}, which {attribute} does not have "
+                             f"(it has {list(values)})")  # fmt: skip
+        owner: dict[str, str] = {}
+        checked[attribute] = {}
+        for value in values:
+            value_words = given.get(value)
+            if isinstance(value_words, str) or not value_words:
+                raise ValueError(f"{field}[{attribute!r}][{value!r}] must be a non-empty list of words, got {value_words!r}")
+            normalised = []
+            for word in value_words:
+                word = " ".join(str(word).lower().split())
+                if not word:
+                    raise ValueError(f"{field}[{attribute!r}][{value!r}] holds an empty word")
+                if word in owner and owner[word] != value:
+                    raise ValueError(f"{field}[{attribute!r}]: the word {word!r} names both {owner[word]!r} and "
+                                     f"{value!r}; a word may name one value of an attribute")  # fmt: skip
+                owner[word] = value
+                normalised.append(word)
+            checked[attribute][value] = tuple(dict.fromkeys(normalised))
+    return checked
+
+
+def load_appearance_words(path: str | Path = APPEARANCE_WORDS_FILE) -> AppearanceVocabulary:
+    """Read and check an appearance-words file (the format of `appearance_words.yaml`)."""
+    from cf_hf.concepts import read_data_file
+
+    data = read_data_file(path, APPEARANCE_WORDS_FORMAT)
+    return check_appearance_vocabulary(data.get("attributes"), field=f"{path}: attributes")
+
+
+_shipped_appearance_words = lru_cache(maxsize=1)(lambda: load_appearance_words(APPEARANCE_WORDS_FILE))
+
+
+def appearance_vocabulary(words: Mapping | None = None) -> AppearanceVocabulary:
+    """The appearance words: `words` checked (see `check_appearance_vocabulary`), or, when None, the
+    world's `appearance_words.yaml`."""
+    if words is None:
+        return _shipped_appearance_words()
+    return check_appearance_vocabulary(words)
+
+
+@dataclass(frozen=True)
+class PersonNaming:
+    """What a caption says about its person: a word per named attribute and where it says it
+    (one of `NAMING_POSITIONS`)."""
+
+    words: dict[str, str]
+    position: str
+
+    def adjectives(self) -> str:
+        return " ".join(self.words[name] for name in ADJECTIVE_ORDER if name in self.words)
+
+    def noun_phrase(self) -> str:
+        """The named person on their own: "an elderly dark-skinned man", "a young person"."""
+        adjectives = " ".join(self.words[name] for name in ADJECTIVE_ORDER if name in self.words and name != "gender")
+        noun = self.words.get("gender", PERSON_NOUN)
+        return with_article(f"{adjectives} {noun}".strip())
+
+
+def with_article(phrase: str) -> str:
+    """`phrase` after "a" or "an" (by its first letter)."""
+    return f"{'an' if phrase[0] in 'aeiou' else 'a'} {phrase}"
+
+
 def place_of(profession: str) -> str:
     return PLACES[render.PROFESSION_SETTINGS[profession]]
 
@@ -67,25 +174,36 @@ def _details(scene: render.Scene, profession: str, prop_visible: bool) -> list[s
     return details
 
 
+def _subject(profession: str, naming: PersonNaming | None) -> str:
+    """Whom a caption shows: "a nurse", "a young female nurse", "an elderly man, a baker"."""
+    if naming is None or naming.position == "after":
+        return f"a {profession}"
+    if naming.position == "before":
+        return with_article(f"{naming.adjectives()} {profession}")
+    return f"{naming.noun_phrase()}, a {profession}"
+
+
 def describe(
     scene: render.Scene, profession: str, rng: np.random.Generator, detail_probability: float = 0.5,
-    prop_visible: bool = True,
+    prop_visible: bool = True, naming: PersonNaming | None = None,
 ) -> str:  # fmt: skip
-    """A web-style caption: the profession, then each known detail with `detail_probability`.
+    """A web-style caption: the profession, then each known detail with `detail_probability`;
+    the person named as `naming` says (None: not at all).
 
-    e.g. "a close-up of a nurse in the hospital next to a drip stand, dim light".
+    e.g. "a close-up of a nurse in the hospital next to a drip stand, dim light". `naming` draws
+    nothing from `rng`: a caption without it is the caption the world wrote before captions named
+    people.
     """
     kind = "portrait" if scene.setting == render.PLAIN else "photo"
-    head = (
-        f"a {scene.framing} of a {profession}"
-        if rng.random() < detail_probability
-        else f"a {kind} of a {profession}"
-    )
+    subject = _subject(profession, naming)
+    head = f"a {scene.framing} of {subject}" if rng.random() < detail_probability else f"a {kind} of {subject}"
     parts = [head] + [
         detail for detail in _details(scene, profession, prop_visible) if rng.random() < detail_probability
     ]
     caption = " ".join(parts)
     extras = [value for value in (scene.lighting, scene.camera) if rng.random() < detail_probability / 2]
+    if naming is not None and naming.position == "after":
+        extras.append(naming.noun_phrase())
     return ", ".join([caption] + extras)
 
 
@@ -115,4 +233,9 @@ def vocabulary_texts() -> list[str]:
 
     for framing in render.FRAMINGS:
         texts.append(f"a {framing} of a person, " + ", ".join(list(LIGHTING_GAINS) + list(CAMERA_NOISE)))
+    for values in appearance_vocabulary().values():
+        for words in values.values():
+            for word in words:
+                texts += [template.format(word=word) for template in ATTRIBUTE_PROMPT_TEMPLATES]
+                texts.append(f"an {word} nurse, a {word} doctor")
     return texts
