@@ -54,7 +54,7 @@ class Knowledge:
         return dict(self.__dict__)
 
 
-def _normalise(array: np.ndarray) -> np.ndarray:
+def _normalize(array: np.ndarray) -> np.ndarray:
     return array / np.linalg.norm(array, axis=-1, keepdims=True)
 
 
@@ -66,7 +66,7 @@ def text_embeddings(model, tokenizer, texts: list[str]) -> np.ndarray:
         tokens = tokenizer(texts, padding=True, return_tensors="pt")
         features = model.get_text_features(**tokens)
     features = getattr(features, "pooler_output", features)
-    return _normalise(features.float().numpy())
+    return _normalize(features.float().numpy())
 
 
 def image_embeddings(model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -80,7 +80,7 @@ def image_embeddings(model, images: np.ndarray, batch_size: int = 512) -> np.nda
         for start in range(0, len(images), batch_size):
             features = model.get_image_features(pixel_values=pixel_values(images[start : start + batch_size]))
             chunks.append(getattr(features, "pooler_output", features).float().numpy())
-    return _normalise(np.concatenate(chunks))
+    return _normalize(np.concatenate(chunks))
 
 
 def value_embeddings(model, tokenizer, words: vocabulary.AppearanceVocabulary) -> dict[str, np.ndarray]:
@@ -93,7 +93,7 @@ def value_embeddings(model, tokenizer, words: vocabulary.AppearanceVocabulary) -
             prompts = [template.format(word=word) for word in words[attribute][value]
                        for template in vocabulary.ATTRIBUTE_PROMPT_TEMPLATES]  # fmt: skip
             rows.append(text_embeddings(model, tokenizer, prompts).mean(axis=0))
-        embeddings[attribute] = _normalise(np.stack(rows))
+        embeddings[attribute] = _normalize(np.stack(rows))
     return embeddings
 
 

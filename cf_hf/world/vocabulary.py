@@ -66,7 +66,7 @@ AppearanceVocabulary = dict[str, dict[str, tuple[str, ...]]]
 
 
 def check_appearance_vocabulary(words: Mapping, field: str = "appearance_words") -> AppearanceVocabulary:
-    """`words` ({attribute: {value: [word, ...]}}) checked against the world's grid and normalised
+    """`words` ({attribute: {value: [word, ...]}}) checked against the world's grid and normalized
     (lower case, tuples); a `ValueError` naming `field`, the attribute and the value otherwise.
 
     Every attribute of the world and every one of its values needs at least one word; a word may
@@ -93,7 +93,7 @@ def check_appearance_vocabulary(words: Mapping, field: str = "appearance_words")
             value_words = given.get(value)
             if isinstance(value_words, str) or not value_words:
                 raise ValueError(f"{field}[{attribute!r}][{value!r}] must be a non-empty list of words, got {value_words!r}")
-            normalised = []
+            normalized = []
             for word in value_words:
                 word = " ".join(str(word).lower().split())
                 if not word:
@@ -102,8 +102,8 @@ def check_appearance_vocabulary(words: Mapping, field: str = "appearance_words")
                     raise ValueError(f"{field}[{attribute!r}]: the word {word!r} names both {owner[word]!r} and "
                                      f"{value!r}; a word may name one value of an attribute")  # fmt: skip
                 owner[word] = value
-                normalised.append(word)
-            checked[attribute][value] = tuple(dict.fromkeys(normalised))
+                normalized.append(word)
+            checked[attribute][value] = tuple(dict.fromkeys(normalized))
     return checked
 
 
