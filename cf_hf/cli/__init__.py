@@ -55,7 +55,8 @@ def version() -> str:
 def _usage() -> str:
     lines = ["usage: cf-hf [--version] <command> [options]", "", "commands:"]
     lines += [f"  {name:<13} {help_text}" for name, (_, help_text) in COMMANDS.items()]
-    lines += ["", "Run `cf-hf <command> --help` for the options of a command."]
+    lines += ["", "Run `cf-hf <command> --help` for the options of a command; every command also reads them from",
+              "a YAML/JSON file with --config FILE (options on the command line override the file)."]
     return "\n".join(lines)
 
 
