@@ -26,61 +26,95 @@ def add_quiet_option(parser_or_group) -> None:
 
 
 CONFIG_FLAG = "--config"
+# A folder of evaluation galleries with a manifest (`galleries.yaml`, paths relative to the folder), as
+# `cf-hf demo` writes them: its options apply where the command has them.
+GALLERIES_FLAG = "--galleries"
+GALLERIES_MANIFEST = "galleries.yaml"
 
 
-def _config_file(argv: list[str]) -> tuple[str | None, list[str]]:
-    """The `--config FILE` of `argv` (also `--config=FILE`) and the other arguments."""
-    rest, path = [], None
+def _take_option(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """The value of `flag` in `argv` (`flag VALUE` or `flag=VALUE`) and the other arguments."""
+    rest, value = [], None
     iterator = iter(argv)
     for argument in iterator:
-        if argument == CONFIG_FLAG:
-            path = next(iterator, None)
-            if path is None:
-                raise ValueError("--config needs a file: --config options.yaml")
-        elif argument.startswith(CONFIG_FLAG + "="):
-            path = argument.split("=", 1)[1]
+        if argument == flag:
+            value = next(iterator, None)
+            if value is None or value.startswith("--"):
+                raise ValueError(f"{flag} needs a value")
+        elif argument.startswith(flag + "="):
+            value = argument.split("=", 1)[1]
         else:
             rest.append(argument)
-    return path, rest
+    return value, rest
 
 
-def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
-    """`argv` with the options of its `--config FILE` put first, so that the command line overrides them.
-
-    The file maps option names (with or without `--`) to values: a list gives a space-separated list
-    option, `true`/`false` a flag's presence or absence. An option the command does not have is an
-    error naming it and the file."""
-    path, rest = _config_file(list(argv))
-    if path is None:
-        return rest
+def _read_options(path: Path, what: str) -> dict:
     import yaml
 
     try:
-        options = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        options = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise ValueError(f"--config {path}: cannot read it ({error.strerror or error})") from None
+        raise ValueError(f"{what} {path}: cannot read it ({error.strerror or error})") from None
     except yaml.YAMLError as error:
-        raise ValueError(f"--config {path}: not valid YAML/JSON ({error})") from None
+        raise ValueError(f"{what} {path}: not valid YAML/JSON ({error})") from None
     if options is None:
-        return rest
+        return {}
     if not isinstance(options, dict):
-        raise ValueError(f"--config {path}: expected a mapping 'option: value', got {type(options).__name__}")
+        raise ValueError(f"{what} {path}: expected a mapping 'option: value', got {type(options).__name__}")
+    return options
+
+
+def _as_arguments(parser: argparse.ArgumentParser, options: dict, what: str, skip_unknown: bool = False) -> list[str]:
     actions = {option: action for action in parser._actions for option in action.option_strings}
     expanded = []
     for key, value in options.items():
         option = key if str(key).startswith("-") else f"--{key}"
         action = actions.get(option)
         if action is None:
-            raise ValueError(f"--config {path}: {parser.prog} has no option {option}")
+            if skip_unknown:
+                continue
+            raise ValueError(f"{what}: {parser.prog} has no option {option}")
         if action.nargs == 0:  # a flag
             if not isinstance(value, bool):
-                raise ValueError(f"--config {path}: {option} is a flag: give true or false, not {value!r}")
+                raise ValueError(f"{what}: {option} is a flag: give true or false, not {value!r}")
             expanded += [option] if value else []
         elif isinstance(value, list):
             expanded += [option, *map(str, value)]
         else:
             expanded += [option, str(value).lower() if isinstance(value, bool) else str(value)]
-    return expanded + rest
+    return expanded
+
+
+def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`argv` with the options of its `--config FILE` and `--galleries DIR` put first, so that the
+    command line overrides them.
+
+    `--config FILE` maps option names (with or without `--`) to values: a list gives a space-separated
+    list option, `true`/`false` a flag's presence or absence; an option the command does not have is an
+    error naming it and the file. `--galleries DIR` reads `DIR/galleries.yaml`, paths relative to DIR:
+    its `options` section applies where the command has the option (one manifest serves `evaluate`,
+    `compare` and `explore`), and the section named after the command (e.g. `compare`) applies whole."""
+    config, rest = _take_option(list(argv), CONFIG_FLAG)
+    galleries, rest = _take_option(rest, GALLERIES_FLAG)
+    first = []
+    if galleries is not None:
+        folder = Path(galleries)
+        manifest = folder / GALLERIES_MANIFEST
+        if not manifest.is_file():
+            raise ValueError(f"--galleries {folder}: no {GALLERIES_MANIFEST} there (a folder `cf-hf demo` writes "
+                             "under OUTPUT_DIR/galleries)")
+        sections = _read_options(manifest, "--galleries")
+        command = parser.prog.split()[-1]
+        for section, skip_unknown in (("options", True), (command, False)):
+            options = sections.get(section) or {}
+            if not isinstance(options, dict):
+                raise ValueError(f"--galleries {manifest}: section {section!r} must map options to values")
+            options = {key: str(folder / value) if isinstance(value, str) and (folder / value).exists() else value
+                       for key, value in options.items()}
+            first += _as_arguments(parser, options, f"--galleries {manifest}", skip_unknown=skip_unknown)
+    if config is not None:
+        first += _as_arguments(parser, _read_options(Path(config), "--config"), f"--config {config}")
+    return first + rest
 
 
 class Command(ABC):

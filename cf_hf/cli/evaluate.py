@@ -21,6 +21,9 @@ from cf_hf.cli.command import Command, add_quiet_option
 def add_gallery_options(group) -> None:
     """The options of the attribute-labelled galleries the harness loads (FairFace, UTKFace, PATA, any
     `datasets` dataset), shared by `cf-hf evaluate`, `cf-hf compare` and `cf-hf explore`."""
+    group.add_argument("--galleries", metavar="DIR",
+                       help="a folder of galleries with its manifest galleries.yaml (cf-hf demo writes one under "
+                            "OUTPUT_DIR/galleries): its options, paths relative to DIR; options given here override it")
     group.add_argument("--fairface", metavar="DIR", help="FairFace image folder (with train/ and val/, or a padding variant folder)")
     group.add_argument("--fairface_csv", metavar="CSV", help="FairFace labels CSV; unset: DIR/fairface_label_val.csv")
     group.add_argument("--fairface_padding", choices=["0.25", "1.25"], help="which FairFace crop when both are present")

@@ -15,6 +15,7 @@ Layout of `folder`:
     flickr/dataset_flickr30k.json       captions of flickr/00000.png ... (split "test")
     fairness_templates.txt, concepts.yaml, biased_prompts.yaml
     gallery_files.json                  what was written and from which draws
+    galleries.yaml                      the manifest: `cf-hf evaluate|compare|explore --galleries FOLDER`
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .corpus import ATTRIBUTE_VALUES, ATTRIBUTES
 
 WORLD_DIR = Path(__file__).resolve().parent
 RECORD_FILE = "gallery_files.json"
+MANIFEST_FILE = "galleries.yaml"  # read by `--galleries` (cf_hf.cli.command.expand_config)
 
 
 @dataclass(frozen=True)
@@ -118,12 +120,39 @@ def _write_flickr(retrieval, folder: Path) -> None:
                                                    encoding="utf-8")
 
 
+def manifest(fairness_k: int | None = None, random_floor_queries: int | None = None,
+             with_fit_people: bool = True) -> dict:
+    """The manifest of the written galleries, paths relative to the folder: under `options`, what
+    scores them with the demo's protocol (the evaluation sets, the world's attributes, prompts and
+    concepts), for every command that has the option; under `compare`, what `cf-hf compare`'s
+    methods are fitted on (when the train draw was written)."""
+    options = {
+        "fairface": "fairface", "fairface_labels": "fairface/labels.yaml", "fairface_attributes": list(ATTRIBUTES),
+        "imagenet": "imagenet", "imagenet_classes": "imagenet/classnames.txt",
+        "imagenet_templates": "imagenet/templates.txt", "flickr": "flickr/dataset_flickr30k.json",
+        "templates": "fairness_templates.txt", "concepts": "concepts.yaml",
+    }  # fmt: skip
+    if fairness_k is not None:
+        options["k"] = [fairness_k]
+    if random_floor_queries is not None:
+        options["random_floor_queries"] = random_floor_queries
+    sections = {"options": options}
+    if with_fit_people:
+        sections["compare"] = {"attribute": list(ATTRIBUTES), "clip_clip_fairface": "fairface",
+                               "clip_clip_fairface_csv": "fairface/fairface_label_train.csv",
+                               "biased_prompts_file": "biased_prompts.yaml"}
+    return sections
+
+
 def write_gallery_files(folder: str | Path, fairface, imagenet, flickr, fit_people=None,
-                        draws: dict | None = None) -> GalleryFiles:
+                        draws: dict | None = None, fairness_k: int | None = None,
+                        random_floor_queries: int | None = None) -> GalleryFiles:
     """Write the world's evaluation sets (`galleries.attribute_gallery`, `.zero_shot_set`,
     `.retrieval_set` of in-memory images) as FairFace / ImageNet-folder / Karpathy files under
     `folder`, replacing an earlier copy; `fit_people` (optional, an attribute gallery) becomes
-    FairFace's train split. `draws` (e.g. the seeds and sizes) is recorded in `gallery_files.json`."""
+    FairFace's train split. `draws` (e.g. the seeds and sizes) is recorded in `gallery_files.json`;
+    `galleries.yaml` (`manifest`) lists the options that score them, with `fairness_k` and
+    `random_floor_queries` when given."""
     folder = Path(folder)
     if folder.exists():
         if not (folder / RECORD_FILE).is_file():
@@ -143,4 +172,6 @@ def write_gallery_files(folder: str | Path, fairface, imagenet, flickr, fit_peop
     record = {"fairface": len(fairface), "fairface_train": len(fit_people) if fit_people is not None else 0,
               "imagenet": len(imagenet), "flickr": len(flickr), "draws": draws or {}}  # fmt: skip
     (folder / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    options = manifest(fairness_k, random_floor_queries, with_fit_people=fit_people is not None)
+    (folder / MANIFEST_FILE).write_text(yaml.safe_dump(options, sort_keys=False), encoding="utf-8")
     return GalleryFiles(folder)

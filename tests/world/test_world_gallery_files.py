@@ -83,3 +83,27 @@ def test_gallery_files_refuse_to_replace_a_folder_they_did_not_write(world_sets,
     with pytest.raises(FileExistsError, match="was not written by write_gallery_files"):
         write_gallery_files(tmp_path / "mine", people, zero_shot, retrieval)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_the_manifest_gives_the_options_that_score_the_written_galleries(written, capsys):
+    """`--galleries DIR` stands for the long option list: the same parse as the options spelt out."""
+    from cf_hf.cli import load_command
+
+    command = load_command("compare")
+    short = command.parse(["--galleries", str(written.folder), "--original", "o", "--output_dir", "x"])
+    spelt = command.parse(["--original", "o", "--output_dir", "x", *written.evaluation_options(K),
+                           *written.compare_options()])
+    differing = {key for key in vars(spelt) if getattr(short, key) != getattr(spelt, key)}
+    assert differing <= {"galleries", "random_floor_queries", "ks"}, differing
+    overridden = command.parse(["--galleries", str(written.folder), "--original", "o", "--output_dir", "x",
+                                "--fairface_attributes", "gender"])
+    assert overridden.fairface_attributes == ["gender"]
+    explore = load_command("explore").parse(["--galleries", str(written.folder), "--model", "o"])
+    assert explore.fairface == str(written.fairface)
+
+
+def test_a_folder_without_a_manifest_is_named(tmp_path, capsys):
+    from cf_hf.cli import main
+
+    assert main(["evaluate", "--galleries", str(tmp_path), "--model", "m", "--output_dir", "x"]) == 2
+    assert "no galleries.yaml" in capsys.readouterr().err

@@ -120,12 +120,10 @@ def prepare_original(config: DemoConfig, original_dir: Path, progress: Progress,
 def compare_command(config: DemoConfig, output_dir: Path, gallery_files: GalleryFiles, sweep_dir: Path) -> list[str]:
     """The `cf-hf compare` command that scores the run's first seed again from files, as a user would:
     the CF_α sweep, CLIP-clip and biased prompts on the test galleries written under `galleries/`."""
-    command = ["cf-hf", "compare", "--original", str(output_dir / "original"), "--sweep", str(sweep_dir),
-               *gallery_files.evaluation_options(config.fairness_k),
-               "--random_floor_queries", str(config.random_floor_queries)]
+    command = ["cf-hf", "compare", "--galleries", str(gallery_files.folder), "--original", str(output_dir / "original"),
+               "--sweep", str(sweep_dir)]
     if config.compare_methods:
-        command += [*gallery_files.compare_options(), "--methods", "clip_clip", "biased_prompts",
-                    "--clip_clip_keep", *map(str, config.clip_clip_keep),
+        command += ["--methods", "clip_clip", "biased_prompts", "--clip_clip_keep", *map(str, config.clip_clip_keep),
                     "--biased_prompts_lambda", *(f"{value:g}" for value in config.biased_prompts_lambdas)]
     return [*command, "--output_dir", str(output_dir / "compare")]
 
@@ -152,7 +150,9 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
     evaluation = evaluation_config(config, quiet)
     gallery_files = write_gallery_files(output_dir / GALLERY_FILES_DIR, fairface, imagenet, flickr, fit_people=fit_gallery,
                                         draws={"seeds": dict(zip(("fairface", "imagenet", "flickr"), GALLERY_SEEDS["test"])),
-                                               "method_fit_seed": METHOD_FIT_SEED})  # fmt: skip
+                                               "method_fit_seed": METHOD_FIT_SEED},
+                                        fairness_k=config.fairness_k,
+                                        random_floor_queries=config.random_floor_queries)  # fmt: skip
 
     original_dir = output_dir / "original"
     original_source = prepare_original(config, original_dir, progress, shipped_dir, quiet)
