@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "pretraining settings match; unset: cf_hf/world/original_clip in the package")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; unset: torch's choice")
     parser.add_argument("--quiet", "--no_progress", dest="quiet", action="store_true", help="print only the final table")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show every inner progress bar (embedding, generation, dataset export) and the "
+                             "libraries' load reports; unset: one line per stage and the fine-tuning's bar")
     return parser
 
 
@@ -129,13 +132,15 @@ class DemoCommand(Command):
         )
         from cf_hf.world.demo.run import run_demo
 
-        results = run_demo(config, args.output_dir, quiet=args.quiet, shipped_dir=args.original_dir)
+        results = run_demo(config, args.output_dir, quiet=args.quiet, shipped_dir=args.original_dir,
+                           verbose=args.verbose)
         print()
-        print(markdown_table(summary_header(), summary_rows(results)))
-        print()
+        # One table: the comparison when methods were compared (it holds the original and CF_α too).
         if results.get("method_selection"):
             print(markdown_table(comparison_header(), comparison_rows(results)))
-            print()
+        else:
+            print(markdown_table(summary_header(), summary_rows(results)))
+        print()
         print(f"chosen α = {results['chosen_alpha']:g}; wall time {results['wall_time_seconds']:.0f} s; "
               f"peak memory {results['peak_memory_mb']:.0f} MB; original CLIP "
               f"{results['config']['original']['source']}")  # fmt: skip

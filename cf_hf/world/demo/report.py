@@ -16,8 +16,22 @@ from .selection import fairness_score
 from .stages import SHIPPED
 
 
-def _pm(mean: float, std: float, digits: int = 3) -> str:
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+def _pm(mean: float, std: float | None, digits: int = 3) -> str:
+    """`mean ± std`, or the mean alone when there is no spread to show (`std` None: one seed)."""
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _spread(results: dict, name: str):
+    """The model's std over seeds as a function `(attribute or None, metric) -> std`, giving None (no
+    spread shown) for one seed and for the original, which the seeds do not change."""
+    if results.get("seeds", 1) <= 1 or name == ORIGINAL:
+        return lambda attribute, metric: None
+    std = results["std"].get(name, {})
+    return lambda attribute, metric: (std.get(attribute, {}) if attribute else std).get(metric, 0.0)
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else scale * value
 
 
 def summary_rows(results: dict) -> list[list[str]]:
@@ -25,20 +39,22 @@ def summary_rows(results: dict) -> list[list[str]]:
     chosen = alpha_key(results["chosen_alpha"])
     rows = []
     for label, key in ((ORIGINAL, ORIGINAL), (f"CF_α (α = {results['chosen_alpha']:g})", chosen)):
-        entry, std = results["models"][key], results["std"].get(key, {})
+        entry, spread = results["models"][key], _spread(results, key)
         row = [label]
         for name in ATTRIBUTES:
             for metric in ("max_skew", "ndkl"):
-                row.append(_pm(entry[name][metric], std.get(name, {}).get(metric, 0.0)))
+                row.append(_pm(entry[name][metric], spread(name, metric)))
         for metric in ("zero_shot_accuracy", "recall_at_5"):
-            row.append(_pm(100 * entry[metric], 100 * std.get(metric, 0.0), 1))
+            row.append(_pm(100 * entry[metric], _scaled(spread(None, metric), 100), 1))
         rows.append(row)
     change = results["reduction"][chosen]["mean"]
     change_std = results["reduction"][chosen]["std"]
+    several = results.get("seeds", 1) > 1
     row = ["reduction / change"]
     for name in ATTRIBUTES:
         for metric in ("max_skew", "ndkl"):
-            row.append(f"{100 * change[name][metric]:.0f}% ± {100 * change_std[name][metric]:.0f}")
+            spread_text = f" ± {100 * change_std[name][metric]:.0f}" if several else ""
+            row.append(f"{100 * change[name][metric]:.0f}%{spread_text}")
     row += [
         f"{100 * change['zero_shot_accuracy_change']:+.1f} pt",
         f"{100 * change['recall_at_5_change']:+.1f} pt",
@@ -79,12 +95,12 @@ def comparison_rows(results: dict) -> list[list[str]]:
     the mean MaxSkew and NDKL cut, and the fit time; then the random floor."""
     rows = []
     for label, name in comparison_models(results):
-        entry, std = results["models"][name], results["std"].get(name, {})
+        entry, spread = results["models"][name], _spread(results, name)
         row = [label]
         for attribute in ATTRIBUTES:
             for metric in ("max_skew", "ndkl"):
-                row.append(_pm(entry[attribute][metric], std.get(attribute, {}).get(metric, 0.0)))
-        row += [_pm(100 * entry[m], 100 * std.get(m, 0.0), 1) for m in ("zero_shot_accuracy", "recall_at_5")]
+                row.append(_pm(entry[attribute][metric], spread(attribute, metric)))
+        row += [_pm(100 * entry[m], _scaled(spread(None, m), 100), 1) for m in ("zero_shot_accuracy", "recall_at_5")]
         change = results["reduction"][name]["mean"] if name != ORIGINAL else None
         row.append("" if change is None else f"{100 * fairness_score(change):.0f}%")
         fit = results.get("methods", {}).get(name, {}).get("fit_seconds")
@@ -120,13 +136,12 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def _model_rows(results: dict, names: list[str]) -> list[list[str]]:
     rows = []
     for name in names:
-        entry = results["models"][name]
-        std = results["std"].get(name, {})
+        entry, spread = results["models"][name], _spread(results, name)
         row = [name]
         for attribute in ATTRIBUTES:
             for metric in FAIRNESS_METRICS:
-                row.append(_pm(entry[attribute][metric], std.get(attribute, {}).get(metric, 0.0)))
-        row += [_pm(100 * entry[m], 100 * std.get(m, 0.0), 1) for m in ("zero_shot_accuracy", "recall_at_5")]
+                row.append(_pm(entry[attribute][metric], spread(attribute, metric)))
+        row += [_pm(100 * entry[m], _scaled(spread(None, m), 100), 1) for m in ("zero_shot_accuracy", "recall_at_5")]
         groups = entry["zero_shot_groups"]
         row += [f"{100 * groups.get(key, float('nan')):.1f}" for key in
                 ("stereotype=stereotypical", "stereotype=anti-stereotypical", "prop=hidden")]  # fmt: skip

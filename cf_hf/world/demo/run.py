@@ -129,10 +129,13 @@ def compare_command(config: DemoConfig, output_dir: Path, gallery_files: Gallery
 
 
 def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
-             shipped_dir: str | Path | None = None) -> dict:
+             shipped_dir: str | Path | None = None, verbose: bool = False) -> dict:
     """Run every stage (`cf_hf.world.demo`); write results.json, report.md, plots and model cards to
     `output_dir`; return the results. `shipped_dir`: where the shipped original lives (unset: the
-    package's)."""
+    package's).
+
+    What it prints: nothing when `quiet`; else one line per stage with its time and the fine-tuning's
+    progress bar; `verbose` adds every inner bar (embedding, generation, export) and the libraries' own."""
     import datasets as hf_datasets
 
     from cf_hf.evaluation import evaluate_models, write_report
@@ -142,12 +145,19 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
     output_dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     progress = Progress(3 + config.seeds * seed_stages(config) + 1, quiet)
+    # The stages' own bars (embedding, generation, the BA heads' training) show only when verbose; the
+    # fine-tuning's bar is the long stage's progress and shows unless quiet.
+    inner_quiet = quiet or not verbose
+    if inner_quiet:
+        from cf_hf.utils.logging import silence_progress_bars
+
+        silence_progress_bars()
 
     progress.stage("the world: evaluation galleries (test, validation and the methods' train draw)")
     fairface, flickr, imagenet = world_sets(config)
     validation_sets = world_sets(config, "validation")
     fit_gallery = method_fit_gallery(config) if config.compare_methods else None
-    evaluation = evaluation_config(config, quiet)
+    evaluation = evaluation_config(config, inner_quiet)
     gallery_files = write_gallery_files(output_dir / GALLERY_FILES_DIR, fairface, imagenet, flickr, fit_people=fit_gallery,
                                         draws={"seeds": dict(zip(("fairface", "imagenet", "flickr"), GALLERY_SEEDS["test"])),
                                                "method_fit_seed": METHOD_FIT_SEED},
@@ -174,7 +184,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
         seed_dir = output_dir / f"seed-{seed}"
         progress.stage(f"seed {seed}: counterfactual dataset (cf_hf.generation with the world's components)")
         dataset_dir = seed_dir / "dataset"
-        report = make_counterfactual_dataset(config, seed, seed_dir / "generation", dataset_dir, quiet)
+        report = make_counterfactual_dataset(config, seed, seed_dir / "generation", dataset_dir, inner_quiet)
         generation_summary[f"seed-{seed}"] = {"base_images": report.base_images, "counterfactuals": report.counterfactuals,
                                               "stage_seconds": {k: round(v, 2) for k, v in report.stage_seconds.items()}}  # fmt: skip
         # `load_dataset(folder)`, as a user would; its Arrow cache stays inside the run's folder.
@@ -194,7 +204,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
                            f"prompts (λ = {', '.join(f'{lam:g}' for lam in config.biased_prompts_lambdas)}), "
                            "fitted on the original (cf_hf.methods)")  # fmt: skip
             fitted = fit_methods(config, original_dir, fit_gallery, seed_dir / "methods", seed, evaluation,
-                                 counterfactual_dataset=dataset, quiet=quiet)
+                                 counterfactual_dataset=dataset, quiet=inner_quiet)
             method_runs.append({checkpoint.name: checkpoint.record() for checkpoint in fitted})
             models.update({checkpoint.name: checkpoint.path for checkpoint in fitted})
         progress.say(f"seed {seed}: evaluating the sweep and the methods on the validation sets (they choose α, m, λ)")
