@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stereotype_probability", type=float, default=None,
                         help="the corpus's stereotype probability for every attribute; unset: "
                              f"{corpus_module.DEFAULT_STEREOTYPE_PROBABILITY}")  # fmt: skip
+    parser.add_argument("--unnamed_world", action="store_true",
+                        help="the world before captions named people (every naming probability 0): the ablation "
+                             "of the text tower's appearance words; pretrains its own original")
     parser.add_argument("--no_methods", action="store_true",
                         help="do not compare CLIP-clip and biased prompts (cf_hf.methods) with CF_α")
     parser.add_argument("--bias_alignment", action="store_true",
@@ -89,6 +92,10 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         config.corpus = replace(
             config.corpus, stereotype_probability=dict.fromkeys(ATTRIBUTES, args.stereotype_probability)
         )
+    if args.unnamed_world:
+        kept = {name: getattr(config.corpus, name) for name in vars(config.corpus)
+                if name not in corpus_module.NAMING_FIELDS}
+        config.corpus = corpus_module.CorpusConfig.unnamed(**kept)
     return config
 
 
