@@ -40,6 +40,23 @@ def validation_rows(n_rows: int, fraction: float = VALIDATION_FRACTION, seed: in
     return np.sort(np.random.RandomState(seed).choice(n_rows, size=size, replace=False))
 
 
+def split_validation(gallery, fraction: float = VALIDATION_FRACTION):
+    """(training gallery, held-out gallery): `validation_rows` of `gallery`'s rows sorted by image
+    (FairFace: by file, as the authors sort their CSV) held out."""
+    from cf_hf.evaluation.sets import AttributeGallery
+
+    order = sorted(range(len(gallery)), key=lambda row: str(gallery.images[row]))
+    held_out = set(int(order[row]) for row in validation_rows(len(order), fraction))
+    parts = {}
+    for name, keep in (("train", lambda row: row not in held_out), ("validation", lambda row: row in held_out)):
+        rows = [row for row in range(len(gallery)) if keep(row)]
+        parts[name] = AttributeGallery(
+            images=[gallery.images[row] for row in rows],
+            attributes={attribute: [labels[row] for row in rows] for attribute, labels in gallery.attributes.items()},
+            name=f"{gallery.name}-{name}", source=gallery.source)
+    return parts["train"], parts["validation"]
+
+
 @dataclass
 class BiasAlignmentValidation:
     """CLIP's original (unnormalized) embeddings of the held-out rows, the fairness queries and a

@@ -346,3 +346,30 @@ def test_compare_scores_bias_alignment_checkpoints_beside_the_original(saved_ori
     with pytest.raises(MethodError, match="needs the counterfactual dataset"):
         get_method("bias_alignment").fit(saved_original, tmp_path / "other", fairface_gallery, "gender",
                                   variants=["bias_alignment_image_cf"])
+
+
+def test_train_ba_holds_out_rows_and_keeps_the_best_able_heads_every_two_epochs(saved_original, tmp_path, capsys):
+    from testing_utils.evaluation import make_fairface, make_imagenet
+
+    from cf_hf.cli import main
+
+    fairface = make_fairface(tmp_path / "fairface", n=32)
+    output = tmp_path / "out"
+    common = ["train-ba", "--fairface", str(fairface), "--fairface_csv", str(fairface / "fairface_label_val.csv"),
+              "--model_name_or_path", str(saved_original), "--output_dir", str(output), "--no_progress",
+              "--per_device_train_batch_size", "8", "--queue_size", "16", "--use_cpu", "--learning_rate", "1e-3",
+              "--report_to", "none"]
+    assert main(common + ["--num_train_epochs", "4", "--validation_imagenet", str(make_imagenet(tmp_path / "imagenet"))]) == 0
+    config = json.loads((output / "config.json").read_text())["bias_alignment"]
+    assert config["validation"]["rows"] == 4 and config["labelled_rows"] == 28  # 12.5% of 32 held out
+    assert config["best_step"] in (8, 16) and 0.0 < config["best_able"] <= 1.0  # 4 steps an epoch: epochs 2, 4
+    state = json.loads(next(output.glob("checkpoint-*/trainer_state.json")).read_text())
+    evaluated = [entry["epoch"] for entry in state["log_history"] if "eval_able" in entry]
+    assert evaluated == [2.0] or evaluated == [2.0, 4.0]
+    capsys.readouterr()
+    assert main(common + ["--num_train_epochs", "2"]) == 2
+    assert "--validation_imagenet DIR is needed" in capsys.readouterr().err
+    assert main(common + ["--eval_strategy", "no"]) == 2
+    assert "early_stopping_patience=10 counts evaluations" in capsys.readouterr().err
+    assert main(common + ["--queue_size", "4"]) == 2
+    assert "queue_size=4 is smaller than a batch" in capsys.readouterr().err
