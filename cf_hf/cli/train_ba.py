@@ -38,7 +38,7 @@ class TrainBiasAlignmentCommandArguments:
     caption_words: str | None = field(default=None, metadata={
         "help": "YAML/JSON 'attribute: {label: word}' to write labels as other words in the captions"})
     validation_fraction: float = field(default=0.125, metadata={
-        "help": "share of the labelled rows held out for the best-ABLE selection (the authors' 12.5%, their draw "
+        "help": "share of the labelled rows held out for the best-ABLE selection (the authors hold out 0.125, their draw "
                 "on the CSV sorted by file)"})
     validation_imagenet: str | None = field(default=None, metadata={
         "help": "ImageNet-style folder (one folder per class) for ABLE's accuracy term (the authors: ImageNetV2); "
