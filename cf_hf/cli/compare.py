@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="bias alignment: which models to train, space-separated (image_cf: with cf_hf's image "
                               "counterfactuals; ba_only / cd_only: the paper's ablations); trained on --clip_clip_fairface")
     methods.add_argument("--bias_alignment_epochs", type=float, default=100.0,
-                         help="bias alignment: training epochs (the authors' upper bound)")
+                         help="bias alignment: training epochs, all run (no held-out ABLE selection here; "
+                              "cf-hf train-ba does the authors' best-ABLE selection)")
     methods.add_argument("--bias_alignment_counterfactual_dataset", metavar="DIR",
                          help="bias alignment: cf_hf's counterfactual dataset (for bias_alignment_image_cf)")
     methods.add_argument("--bias_alignment_template", help="bias alignment: caption template with {attribute} "
@@ -135,8 +136,10 @@ class CompareCommand(Command):
             csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
             gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
                                     label_values=args.fairface_labels, name="fairface-train")
+            # No held-out selection here (the compare sets are test sets): fixed epochs, the last heads kept.
             training = BiasAlignmentArguments(output_dir=str(output_dir / "methods"), num_train_epochs=args.bias_alignment_epochs,
-                                              use_cpu=args.device == "cpu", disable_tqdm=args.quiet, save_strategy="no")
+                                              use_cpu=args.device == "cpu", disable_tqdm=args.quiet, save_strategy="no",
+                                              eval_strategy="no", early_stopping_patience=0)
             checkpoints += get_method("bias_alignment").fit(
                 args.original, output_dir / "methods", gallery, args.attribute, training_arguments=training,
                 template=args.bias_alignment_template or DEFAULT_TEMPLATE,

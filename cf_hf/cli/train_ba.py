@@ -14,6 +14,7 @@ from cf_hf.methods.bias_alignment.rows import (
     gallery_data,
 )
 from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments, train_bias_alignment
+from cf_hf.methods.bias_alignment.validation import split_validation, validation_data
 from cf_hf.methods.linear import MethodError
 
 
@@ -36,6 +37,12 @@ class TrainBiasAlignmentCommandArguments:
         "help": "caption of a labelled image, with {attribute} fields; must mention every --attribute"})
     caption_words: str | None = field(default=None, metadata={
         "help": "YAML/JSON 'attribute: {label: word}' to write labels as other words in the captions"})
+    validation_fraction: float = field(default=0.125, metadata={
+        "help": "share of the labelled rows held out for the best-ABLE selection (the authors hold out 0.125, their draw "
+                "on the CSV sorted by file)"})
+    validation_imagenet: str | None = field(default=None, metadata={
+        "help": "ImageNet-style folder (one folder per class) for ABLE's accuracy term (the authors: ImageNetV2); "
+                "required unless --eval_strategy no"})
     counterfactual_dataset: str | None = field(default=None, metadata={
         "help": "cf_hf's counterfactual dataset (folder or Hub id): adds image counterfactuals to L_cd"})
     embedding_batch_size: int = field(default=64, metadata={"help": "images or texts per CLIP forward pass"})
@@ -86,6 +93,17 @@ def run_command(command: TrainBiasAlignmentCommandArguments, args: BiasAlignment
                                 cache_dir=command.cache_dir or str(Path(args.output_dir) / "embeddings"),
                                 progress=not command.quiet)
     engine = EmbeddingEngine.from_pretrained(command.model_name_or_path, embedding)
+    validation = None
+    if args.evaluates:
+        gallery, held_out = split_validation(gallery, command.validation_fraction)
+        if not command.validation_imagenet:
+            raise MethodError("--validation_imagenet DIR is needed for the best-ABLE selection (ABLE's accuracy "
+                              "term; the authors use ImageNetV2), or train without it: --eval_strategy no "
+                              "--early_stopping_patience 0")
+        from cf_hf.evaluation import load_imagenet_folder
+
+        validation = validation_data(engine, held_out, command.attribute,
+                                     load_imagenet_folder(command.validation_imagenet, name="validation-imagenet"))
     data = gallery_data(engine, gallery, command.attribute, command.caption_template, words, seed=args.seed)
     rows = len(data)
     if command.counterfactual_dataset:
@@ -95,8 +113,10 @@ def run_command(command: TrainBiasAlignmentCommandArguments, args: BiasAlignment
               "attributes": list(command.attribute), "template": command.caption_template,
               "gallery": str(csv), "rows": len(data), "labelled_rows": rows,
               "image_counterfactual_rows": data.image_counterfactual_rows,
-              "counterfactual_dataset": command.counterfactual_dataset}
-    return train_bias_alignment(command.model_name_or_path, data, args, record)
+              "counterfactual_dataset": command.counterfactual_dataset,
+              "validation": {"fraction": command.validation_fraction, "rows": len(validation.image),
+                             "imagenet": command.validation_imagenet} if validation is not None else None}
+    return train_bias_alignment(command.model_name_or_path, data, args, record, validation)
 
 
 class TrainBiasAlignmentCommand(Command):

@@ -1,7 +1,7 @@
 """The bias-alignment module's losses: pure tensor functions, testable without a model.
 
-- `bias_alignment_loss` (L_ba): KL between the image and the text *bias* embeddings' distributions
-  (original − debiased, both unit-norm) over queues of original embeddings.
+- `bias_alignment_loss` (L_ba): KL(p_text ‖ p_image) between the text and the image *bias* embeddings'
+  distributions (original − debiased, both unit-norm) over queues of original embeddings.
 - `counterfactual_debiasing_loss` (L_cd): soft cross-entropy of the debiased image→text and
   text→image similarity distributions against the original model's as targets.
 """
@@ -19,7 +19,10 @@ def bias_embeddings(original: torch.Tensor, debiased: torch.Tensor) -> torch.Ten
 
 def bias_alignment_loss(image_bias: torch.Tensor, text_bias: torch.Tensor, image_keys: torch.Tensor,
                         text_keys: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
-    """L_ba = mean_i KL(p_v,i ‖ p_t,i), p_v,i = softmax(b_v,i · K_v / τ), p_t,i = softmax(b_t,i · K_t / τ).
+    """L_ba = mean_i KL(p_t,i ‖ p_v,i), p_v,i = softmax(b_v,i · K_v / τ), p_t,i = softmax(b_t,i · K_t / τ).
+
+    The direction is the authors': `KLDivLoss(log_target=True)` with the image distribution as input
+    and the text distribution as target, i.e. the text bias distribution is the reference.
 
     Args:
         image_bias, text_bias: (n, d) bias embeddings of n matching image / caption pairs.
@@ -28,7 +31,7 @@ def bias_alignment_loss(image_bias: torch.Tensor, text_bias: torch.Tensor, image
     """
     image_log = F.log_softmax(image_bias @ image_keys.t() / temperature, dim=-1)
     text_log = F.log_softmax(text_bias @ text_keys.t() / temperature, dim=-1)
-    return F.kl_div(text_log, image_log, reduction="batchmean", log_target=True)
+    return F.kl_div(image_log, text_log, reduction="batchmean", log_target=True)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

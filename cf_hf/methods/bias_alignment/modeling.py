@@ -33,13 +33,14 @@ from transformers import initialization as init
 MODEL_TYPE = "clip_bias_aligned"
 # Prefix of the heads' parameters in the state dict.
 HEADS_PREFIX = "bias_alignment."
-# The authors' initial temperature of the loss distributions (learnable).
+# The authors' temperature of the loss distributions. Their code declares it as a parameter but hands
+# only the two heads to Adam, so it stays 0.07; cf_hf keeps it fixed unless training is told to learn it.
 DEFAULT_TEMPERATURE = 0.07
 # Head widths relative to the embedding size when not given: the authors' ViT-B sizes (512 and
 # 1024 for 512-dimensional embeddings).
 IMAGE_HEAD_RATIO, SHARED_HEAD_RATIO = 1, 2
-# The temperature is kept in this range (as ALBEF-style code clamps it) so that a step cannot make
-# the distributions degenerate.
+# A learned temperature (an option, not the authors' setting) is kept in this range, as ALBEF-style code
+# clamps it, so that a step cannot make the distributions degenerate.
 TEMPERATURE_RANGE = (0.001, 0.5)
 
 
@@ -49,8 +50,8 @@ class BiasAlignedCLIPConfig(CLIPConfig):
     Args:
         image_head_size: hidden width of the image head `m` (None: the embedding size).
         shared_head_size: hidden width of the shared head `g` (None: twice the embedding size).
-        loss_temperature: initial temperature of the loss distributions (not `temperature`: that
-            name is reserved for generation settings).
+        loss_temperature: temperature of the loss distributions, fixed unless training learns it (not
+            `temperature`: that name is reserved for generation settings).
         bias_alignment: what the training recorded (data, attribute, losses, settings).
     """
 
@@ -79,7 +80,8 @@ def _head(dimension: int, hidden: int) -> nn.Sequential:
 
 
 class BiasAlignmentHeads(nn.Module):
-    """The image head `m`, the shared head `g` and the learnable temperature."""
+    """The image head `m`, the shared head `g` and the loss temperature τ (a parameter that only
+    trains when asked to: `BiasAlignedCLIPModel.freeze_clip(learn_temperature=True)`)."""
 
     def __init__(self, dimension: int, image_head_size: int, shared_head_size: int, temperature: float):
         super().__init__()
@@ -95,8 +97,11 @@ class BiasAlignmentHeads(nn.Module):
         """(n, d) unnormalized text embeddings -> `g(f) + f`, (n, d)."""
         return self.shared_head(features) + features
 
-    def clamped_temperature(self) -> torch.Tensor:
-        return self.temperature.clamp(*TEMPERATURE_RANGE)
+    def loss_temperature(self) -> torch.Tensor:
+        """τ as the losses use it: the fixed value, or, while it trains, clamped to `TEMPERATURE_RANGE`."""
+        if self.temperature.requires_grad:
+            return self.temperature.clamp(*TEMPERATURE_RANGE)
+        return self.temperature
 
 
 class BiasAlignedCLIPModel(CLIPModel):
@@ -142,10 +147,12 @@ class BiasAlignedCLIPModel(CLIPModel):
                     init.uniform_(layer.bias, -bound, bound)
             init.constant_(module.temperature, self.config.loss_temperature)
 
-    def freeze_clip(self) -> None:
-        """Freeze every parameter but the heads' (CLIP stays as it was)."""
+    def freeze_clip(self, learn_temperature: bool = False) -> None:
+        """Freeze every parameter but the heads' (CLIP stays as it was); τ trains only with
+        `learn_temperature` (the authors' optimiser holds the two heads alone)."""
         for name, parameter in self.named_parameters():
             parameter.requires_grad_(name.startswith(HEADS_PREFIX))
+        self.bias_alignment.temperature.requires_grad_(learn_temperature)
 
     def original_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
         """CLIP's own unnormalized image embeddings, (n, d)."""

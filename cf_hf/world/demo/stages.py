@@ -96,7 +96,9 @@ def fit_bias_alignment(config: DemoConfig, original_dir: Path, gallery, output_d
         output_dir=str(output_dir), num_train_epochs=config.bias_alignment_epochs,
         learning_rate=config.bias_alignment_learning_rate, per_device_train_batch_size=config.bias_alignment_batch_size,
         queue_size=config.bias_alignment_queue_size, save_strategy="no", use_cpu=True, seed=seed, data_seed=seed,
-        disable_tqdm=quiet, logging_steps=50)
+        disable_tqdm=quiet, logging_steps=50,
+        # The demo's own small schedule (docs/method.md): its epochs all run, no held-out ABLE selection.
+        eval_strategy="no", early_stopping_patience=0)
     variants = ["bias_alignment", "bias_alignment_ba_only", "bias_alignment_cd_only"]
     if counterfactual_dataset is not None:
         variants.insert(1, "bias_alignment_image_cf")
