@@ -103,8 +103,7 @@ def measure(
 ) -> Knowledge:  # fmt: skip
     """The measurements of `model` (a `CLIPModel` with `tokenizer`) on `fairface` (a `SceneSet` of
     `galleries.fairface`; None: the test draw)."""
-    from cf_hf.evaluation import FairnessConfig
-    from cf_hf.evaluation.protocol import build_queries, evaluate_fairness, random_floor
+    from cf_hf.evaluation import FairnessConfig, build_queries, evaluate_fairness, random_floor
 
     fairface = fairface if fairface is not None else galleries.fairface(FAIRFACE_PER_CELL, seed=FAIRFACE_TEST_SEED)
     words = vocabulary.appearance_vocabulary(words)
