@@ -152,15 +152,16 @@ def save_transforms(original, transforms, output_dir, fit_seconds: float) -> lis
     from pathlib import Path
 
     from cf_hf.methods.checkpoints import MethodCheckpoint
-    from cf_hf.methods.linear import check_output_folder
+    from cf_hf.methods.linear import check_output_folder, load_clip
     from cf_hf.methods.transformed import save_transformed
 
     output_dir = Path(output_dir)
     for transform in transforms:
         check_output_folder(output_dir / transform.name)
+    loaded = load_clip(original)  # once for the whole sweep
     checkpoints = []
     for transform in transforms:
-        path = save_transformed(original, transform, output_dir / transform.name)
+        path = save_transformed(original, transform, output_dir / transform.name, loaded=loaded)
         checkpoints.append(MethodCheckpoint(name=transform.name, method=transform.method, path=Path(path),
                                             settings=dict(transform.settings), swept=transform.swept[0],
                                             fit_seconds=fit_seconds))
