@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     protocol = parser.add_argument_group("protocol")
     protocol.add_argument("--templates", metavar="FILE", help="fairness prompt templates, one per line ({concept}, {article}); unset: the shipped ones")
     protocol.add_argument("--concepts", nargs="+", metavar="CONCEPT",
-                          help="fairness concepts, space-separated (or one file: a concepts YAML/JSON, or text with one per "
-                               "line); unset: the shipped professions")
+                          help="fairness concepts, space-separated (or one file: a concepts YAML/JSON, whose `templates:` "
+                               "are used unless --templates is given, or text with one per line); unset: the shipped "
+                               "professions. Shipped sets: cf_hf/concepts/{adjectives,activities,stereotype_terms}.yaml")
     protocol.add_argument("--k", type=int, nargs="+", dest="ks",
                           help="fairness cut-offs, space-separated; unset: 1000. The first is the main k and must be "
                                "below every gallery's size; a later k that is not is left out for that gallery, with a warning")
@@ -130,17 +131,20 @@ def models_from_args(args, parser, required: bool = True) -> tuple[dict, dict]:
     return models, alphas
 
 
-def _concepts(values):
+def concepts_and_templates(values) -> tuple[list | None, list[str] | None]:
+    """The fairness concepts `--concepts` names, and the prompt templates of its concepts file when that
+    file names some (`templates:`); a text file holds one concept per line."""
     if values is None:
-        return None
+        return None, None
     if len(values) == 1 and Path(values[0]).is_file():
         path = Path(values[0])
         if path.suffix.lower() in {".yaml", ".yml", ".json"}:
-            from cf_hf.concepts import load_concepts
+            from cf_hf.concepts import load_concept_set
 
-            return load_concepts(path)
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return values
+            concept_set = load_concept_set(path)
+            return list(concept_set.concepts), list(concept_set.templates) if concept_set.templates else None
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], None
+    return values, None
 
 
 def sets_from_args(args, parser):
@@ -175,13 +179,13 @@ def evaluation_config(args):
     from cf_hf.evaluation import EvaluationConfig, FairnessConfig
     from cf_hf.evaluation.embedding import EmbeddingConfig
 
-    templates = None
-    if args.templates:
+    concepts, templates = concepts_and_templates(args.concepts)
+    if args.templates:  # the user's templates win over those of a concepts file
         templates = [line.strip() for line in Path(args.templates).read_text(encoding="utf-8").splitlines()
                      if line.strip() and not line.startswith("#")]
     cache_dir = args.cache_dir or str(Path(args.output_dir) / "embeddings")
     return EvaluationConfig(
-        fairness=FairnessConfig(templates=templates, concepts=_concepts(args.concepts), ks=args.ks,
+        fairness=FairnessConfig(templates=templates, concepts=concepts, ks=args.ks,
                                 desired=args.desired, convention=args.convention, attributes=args.attributes,
                                 random_floor_queries=args.random_floor_queries),
         embedding=EmbeddingConfig(device=args.device, dtype=args.dtype, batch_size=args.batch_size,

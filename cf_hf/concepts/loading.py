@@ -18,6 +18,16 @@ DECORATORS_FILE = DATA_DIR / "decorators.yaml"
 ATTRIBUTE_GRID_FILE = DATA_DIR / "attribute_grid.yaml"
 APPEARANCE_WORDS_FILE = DATA_DIR / "appearance_words.yaml"
 CAPTION_TEMPLATES_FILE = DATA_DIR / "caption_templates.yaml"
+# Prompt sets beyond professions, for the fairness evaluation (`cf-hf evaluate --concepts FILE`); each
+# file names its source and the prompt templates its words are written for.
+PROMPT_SET_FILES = {
+    "professions": PROFESSIONS_FILE,
+    "adjectives": DATA_DIR / "adjectives.yaml",
+    "activities": DATA_DIR / "activities.yaml",
+    "stereotype_terms": DATA_DIR / "stereotype_terms.yaml",
+}
+# The placeholders a prompt template marks the concept with.
+CONCEPT_PLACEHOLDERS = ("{concept}", "{}")
 
 SUPPORTED_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -120,6 +130,36 @@ def load_concepts(path: str | Path | None = None, names: Sequence[str] | None = 
         )
         for entry in entries
     ]
+
+
+@dataclass(frozen=True)
+class ConceptSet:
+    """A concepts file read whole: its concepts, the prompt templates it is written for (None: the
+    file names none, the evaluation's defaults apply) and its source (None when it names none)."""
+
+    concepts: tuple[Concept, ...]
+    templates: tuple[str, ...] | None = None
+    source: str | None = None
+
+
+def load_concept_set(path: str | Path | None = None) -> ConceptSet:
+    """A concepts file with its optional `templates:` (prompt templates with `{concept}` or `{}`, and
+    optionally `{article}`) and `source:` (where its words come from); default: the shipped professions."""
+    file = PROFESSIONS_FILE if path is None else Path(path)
+    data = read_data_file(file, "cf_hf-concepts")
+    templates = data.get("templates")
+    if templates is not None:
+        if isinstance(templates, str) or not isinstance(templates, list) or not templates:
+            raise ValueError(f"{file}: `templates:` must be a non-empty list of prompt templates, got {templates!r}.")
+        for index, template in enumerate(templates):
+            if not isinstance(template, str) or not any(mark in template for mark in CONCEPT_PLACEHOLDERS):
+                raise ValueError(f"{file}: template {index} ({template!r}) has no concept placeholder: write "
+                                 "'{concept}' (or '{}') where the concept goes.")
+        templates = tuple(templates)
+    source = data.get("source")
+    if source is not None and (not isinstance(source, str) or not source.strip()):
+        raise ValueError(f"{file}: `source:` must say where the concepts come from, got {source!r}.")
+    return ConceptSet(concepts=tuple(load_concepts(file)), templates=templates, source=source)
 
 
 def load_concept_scenes(path: str | Path | None = None) -> dict[str, ConceptScenes]:

@@ -185,6 +185,38 @@ def _summary_table(results: dict) -> list[str]:
     return _table(header, rows)
 
 
+# How the report names each desired distribution (Berg et al. report both: a uniform target and the
+# gallery's own composition).
+DESIRED_LABELS = {"equal_opportunity": "uniform", "demographic_parity": "gallery prior"}
+
+
+def desired_side_by_side(results: dict) -> list[str]:
+    """Per gallery and attribute, each model's mean MaxSkew and NDKL at the main k under every desired
+    distribution, side by side (a table per gallery; empty when one distribution was evaluated)."""
+    protocol = results["protocol"]["fairness"]
+    desired = list(protocol.get("desired", []))
+    if len(desired) < 2:
+        return []
+    models = _ordered_models(results)
+    lines = []
+    for gallery, info in protocol["galleries"].items():
+        header = ["model", "attribute"] + [f"{metric} ({DESIRED_LABELS.get(want, want)})"
+                                           for metric in ("MaxSkew", "NDKL") for want in desired]
+        rows = []
+        for attribute in info["attributes"]:
+            for model in models:
+                result = results["models"][model]["fairness"].get(gallery)
+                if result is None or attribute not in result["attributes"]:
+                    continue
+                by_desired = result["attributes"][attribute]["by_desired"]
+                main = str(result["main_k"])
+                rows.append([model, attribute] + [_number(by_desired[want][main][metric]["mean"])
+                                                  for metric in ("max_skew", "ndkl") for want in desired])
+        if rows:
+            lines += [f"Gallery `{gallery}`, k = {info['ks'][0]}, mean over queries:", ""] + _table(header, rows) + [""]
+    return lines
+
+
 def _protocol_text(results: dict) -> list[str]:
     protocol = results["protocol"]
     fairness = protocol["fairness"]
@@ -345,6 +377,11 @@ def render_markdown(results: dict, plots: list[Path], output_dir: Path) -> str:
                           f"`{name}` ({item['n_images']} images): left out, its fairness is at k = {item['ks']} only.",
                           ""]
     lines += ["## Summary", ""] + _summary_table(results) + [""]
+    side_by_side = desired_side_by_side(results)
+    if side_by_side:
+        lines += ["## Both target distributions", "",
+                  "As Berg et al. (2022) report them: a uniform target over the attribute's values and the gallery's "
+                  "own composition (its prior).", ""] + side_by_side
     if plots:
         lines += ["## Plots", ""] + [f"![{path.stem}]({path.relative_to(output_dir).as_posix()})" for path in plots] + [""]
     lines += _protocol_text(results)

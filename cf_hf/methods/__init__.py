@@ -8,11 +8,15 @@
   prompt pairs; folded into the text projection.
 - `bias_alignment/`: the bias-alignment module (CVPR 2025), small heads trained on a frozen CLIP's
   cached embeddings (`BiasAlignedCLIPModel`, registered with the Auto classes).
+- `sfid/`: SFID (NeurIPS 2024) — the coordinates a random forest finds most attribute-important set to
+  the low-confidence samples' mean; an affine map of unit-norm embeddings (`EmbeddingTransform`).
+- `spd/`: SPD (CVPR 2026) — the attribute's linearly decodable subspace (iterative nullspace
+  projection) replaced by the low-confidence samples' component; an `EmbeddingTransform`.
 - `ffr/`: From Fake to Real — CLIP image classifiers trained on balanced synthetic data, then real data
   (ERM or GroupDRO).
 
 Shared: `checkpoints` (what a fit returns), `linear` (folding a linear map into a plain `CLIPModel`),
-`training_utils` (datasets, resume), `compare` (every method under one protocol).
+`low_confidence` (SFID's and SPD's neutral value), `training_utils` (datasets, resume), `compare` (every method under one protocol).
 """
 
 from cf_hf.methods.linear import METHOD_CONFIG_FIELD, LinearMethod, MethodError, fold, save_folded

@@ -56,6 +56,10 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("bias_alignment", "heads that align image and text bias on a frozen CLIP (CVPR 2025)",
                    "cf_hf.methods.bias_alignment.fit:fit_bias_alignment",
                    "cf_hf.methods.bias_alignment.trainer:BiasAlignmentArguments"),
+        MethodSpec("sfid", "replace the coordinates most important to predict the attribute with a neutral value "
+                   "(Jung et al., NeurIPS 2024)", "cf_hf.methods.sfid.fit:fit_sfid"),
+        MethodSpec("spd", "replace the embeddings' component in the attribute's linearly decodable subspace with a "
+                   "neutral value (Zhao et al., CVPR 2026)", "cf_hf.methods.spd.fit:fit_spd"),
         MethodSpec("ffr", "classifiers trained on balanced synthetic data, then real data (From Fake to Real)",
                    "cf_hf.methods.ffr.trainer:train_classifier",
                    "cf_hf.methods.ffr.trainer:ClassifierTrainingArguments"),

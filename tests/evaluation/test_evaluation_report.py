@@ -58,7 +58,8 @@ def test_evaluate_two_models_writes_results_report_and_plots(tmp_path, data_dir,
     assert protocol["fairness"]["galleries"]["fairface"]["random_floor"]["gender"]["equal_opportunity"]["max_skew"] >= 0
     report = (output / "report.md").read_text()
     for heading in ("## Summary", "## Protocol", "## Fairness details", "worst prompt", "MaxSkew per concept",
-                    "### Retrieval `flickr30k`", "### Zero-shot `imagenet`", "*random ranking*"):
+                    "### Retrieval `flickr30k`", "### Zero-shot `imagenet`", "*random ranking*",
+                    "## Both target distributions", "| MaxSkew (uniform) | MaxSkew (gallery prior) |"):
         assert heading in report
     for plot in ("tradeoff", "fairness_fairface", "skew_fairface"):
         path = output / "plots" / f"{plot}.png"
@@ -158,3 +159,22 @@ def test_evaluate_a_datasets_gallery_from_disk(tmp_path, tiny_clip_dir, capfd, p
     assert set(gallery["query_concepts"]) == {"doctor", "nurse"}
     assert set(gallery["attributes"]["gender"]["worst_group_recall"]["per_group"]) == {"Male", "Female"}
     assert not (output / "plots").exists()
+
+
+def test_the_report_puts_both_target_distributions_side_by_side():
+    from cf_hf.evaluation.report import desired_side_by_side
+
+    def block(max_skew, ndkl):
+        return {"6": {"max_skew": {"mean": max_skew}, "ndkl": {"mean": ndkl}}}
+
+    results = {
+        "protocol": {"fairness": {"desired": ["equal_opportunity", "demographic_parity"],
+                                  "galleries": {"fairface": {"attributes": ["gender"], "ks": [6]}}}},
+        "models": {"original": {"fairness": {"fairface": {"main_k": 6, "attributes": {"gender": {"by_desired": {
+            "equal_opportunity": block(0.5, 0.2), "demographic_parity": block(0.25, 0.125)}}}}}}},
+    }
+    lines = desired_side_by_side(results)
+    assert "| model | attribute | MaxSkew (uniform) | MaxSkew (gallery prior) | NDKL (uniform) | NDKL (gallery prior) |" in lines
+    assert "| original | gender | 0.500 | 0.250 | 0.200 | 0.125 |" in lines
+    results["protocol"]["fairness"]["desired"] = ["equal_opportunity"]
+    assert desired_side_by_side(results) == []
