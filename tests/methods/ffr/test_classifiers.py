@@ -115,6 +115,7 @@ def test_schedule_trains_and_records_its_settings(tiny_clip_dir, world_data, tmp
     assert config["architectures"] == ["CLIPForImageClassification"]
     card = (Path(output) / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\n") and f"schedule-{schedule}" in card
+    assert "## Differences from the authors' code" in card and "ResNet-50" in card
 
 
 def test_groupdro_training_moves_weight_to_the_minority_groups(tiny_clip_dir, world_data, tmp_path):
