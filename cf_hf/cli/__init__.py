@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("cf_hf.cli.demo:DemoCommand", "run the whole method on the embedded professions world"),
     "explore": ("cf_hf.cli.explore:ExploreCommand", "see whom each model retrieves for a prompt, in the browser"),
     "metrics-demo": ("cf_hf.cli.metrics_demo:MetricsDemoCommand", "show the fairness metrics on a toy ranking"),
-    "classify": ("cf_hf.cli.classify:ClassifyCommand", "train a CLIP image classifier: real, mixed or ffr schedule"),
+    "classify": ("cf_hf.cli.classify:ClassifyCommand", "train a CLIP image classifier: real, usb, asb or ffr schedule"),
     "ffr-demo": ("cf_hf.cli.ffr_demo:FFRDemoCommand", "From Fake to Real classifiers in the professions world"),
 }
 

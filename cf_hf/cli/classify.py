@@ -1,11 +1,12 @@
-"""`cf-hf classify`: train a CLIP image classifier with the real, mixed or ffr schedule, then
-evaluate it (worst-group, balanced and mean accuracy, stereotype gap, synthetic-vs-real probe).
+"""`cf-hf classify`: train a CLIP image classifier with the real, usb, asb or ffr schedule, keeping
+each stage's epoch with the best validation worst-group accuracy, then evaluate it (worst-group, balanced and mean accuracy, stereotype gap, synthetic-vs-real probe).
 
 Example::
 
     cf-hf classify --real_dataset path/to/real --synthetic_dataset path/to/counterfactuals \\
         --schedule ffr --loss groupdro --label_column concept --group_column gender \\
-        --max_steps 500 --synthetic_max_steps 500 --output_dir outputs/ffr-classifier \\
+        --num_train_epochs 50 --validation_dataset path/to/real_biased_validation \\
+        --output_dir outputs/ffr-classifier \\
         --eval_dataset path/to/real_balanced_test --probe_dataset path/to/heldout_counterfactuals
 """
 
@@ -28,12 +29,17 @@ class ClassifyCommandArguments:
                                                 "group columns."})
     synthetic_dataset: str | None = field(
         default=None, metadata={"help": "Balanced synthetic dataset (e.g. cf_hf's counterfactual dataset); "
-                                        "needed by mixed and ffr."})
+                                        "a pool with enough images per group for usb, asb and ffr."})
     model_name_or_path: str = field(default=DEFAULT_MODEL, metadata={"help": "CLIP checkpoint to start from."})
     real_split: str = field(default="train", metadata={"help": "Split of the real dataset."})
     synthetic_split: str = field(default="train", metadata={"help": "Split of the synthetic dataset."})
     synthetic_stage_dir: str | None = field(
         default=None, metadata={"help": "Where ffr's stage 1 is saved and reused (unset: <output_dir>/synthetic-stage)."})
+    validation_dataset: str | None = field(
+        default=None, metadata={"help": "Real validation dataset with every (label, group) group, biased like the "
+                                        "training data (as the authors make it): each stage keeps its epoch with "
+                                        "the best worst-group accuracy on it. Unset: the last epoch is kept."})
+    validation_split: str = field(default="validation", metadata={"help": "Split of the validation dataset."})
     eval_dataset: str | None = field(
         default=None, metadata={"help": "Real evaluation dataset (ideally group-balanced) with the same columns."})
     eval_split: str = field(default="test", metadata={"help": "Split of the evaluation dataset."})
@@ -53,7 +59,8 @@ def build_parser():
     return HfArgumentParser(
         (ClassifyCommandArguments, ClassifierTrainingArguments), prog="cf-hf classify",
         description="Train a CLIP image classifier (CLIPForImageClassification) on real data, real + synthetic "
-                    "data (mixed) or synthetic then real data (ffr, From Fake to Real), with ERM or GroupDRO.",
+                    "data (usb: uneven balancing; asb: added balanced) or synthetic then real data (ffr, From Fake "
+                    "to Real), with ERM or GroupDRO.",
     )  # fmt: skip
 
 
@@ -79,7 +86,8 @@ class ClassifyCommand(Command):
         output_dir = train_classifier(
             command.model_name_or_path, command.real_dataset, command.synthetic_dataset, training_args,
             real_split=command.real_split, synthetic_split=command.synthetic_split,
-            synthetic_stage_dir=command.synthetic_stage_dir,
+            synthetic_stage_dir=command.synthetic_stage_dir, validation_dataset=command.validation_dataset,
+            validation_split=command.validation_split,
         )  # fmt: skip
         print(output_dir)
         if command.eval_dataset:

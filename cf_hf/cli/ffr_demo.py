@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cf_hf.cli.command import QUIET_HELP, Command
-from cf_hf.world.ffr.experiment import DEFAULT_SIGNATURE
+from cf_hf.world.ffr.experiment import DEFAULT_SIGNATURE, SCHEDULES, FFRConfig
+
+_DEFAULTS = FFRConfig()
 
 
 @dataclass
@@ -20,12 +22,18 @@ class FFRDemoArguments:
     signatures: list[float] = field(
         default_factory=lambda: [0.0, DEFAULT_SIGNATURE],
         metadata={"help": "Generator signature strengths (0-255 levels; 0 = off) of the synthetic data."})
-    schedules: list[str] = field(default_factory=lambda: ["real", "mixed", "ffr"], metadata={"help": "Schedules."})
+    schedules: list[str] = field(
+        default_factory=lambda: list(SCHEDULES),
+        metadata={"help": "Schedules: real, usb (uneven synthetic balancing), asb (added synthetic balanced), ffr."})
     losses: list[str] = field(default_factory=lambda: ["erm", "groupdro"], metadata={"help": "Losses."})
     per_class: int = field(default=500, metadata={"help": "Real training images per profession."})
+    validation_per_class: int = field(
+        default=_DEFAULTS.validation_per_class,
+        metadata={"help": "Real validation images per profession, biased like the training data (each stage keeps its "
+                          "epoch with the best validation worst-group accuracy)."})
     test_per_group: int = field(default=50, metadata={"help": "Real test images per (profession, gender)."})
-    real_steps: int = field(default=40, metadata={"help": "Steps on the real data (ffr stage 2, real)."})
-    synthetic_steps: int = field(default=40, metadata={"help": "Steps of ffr's stage 1; mixed trains real + these."})
+    epochs: float = field(default=_DEFAULTS.epochs, metadata={"help": "Epochs of each stage on real or mixed data."})
+    synthetic_epochs: float = field(default=_DEFAULTS.synthetic_epochs, metadata={"help": "Epochs of ffr's stage 1."})
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
     learning_rate: float = field(default=3e-4, metadata={"help": "Learning rate of every stage."})
     quiet: bool = field(default=False, metadata={"aliases": ["--no_progress"], "help": QUIET_HELP})
@@ -37,7 +45,7 @@ def build_parser():
     return HfArgumentParser(
         FFRDemoArguments, prog="cf-hf ffr-demo",
         description="From Fake to Real in the professions world: profession classifiers trained with the "
-                    "schedules real, mixed and ffr (ERM and GroupDRO) at several bias levels, with the synthetic "
+                    "schedules real, usb, asb and ffr (ERM and GroupDRO) at several bias levels, with the synthetic "
                     "data's generator signature off and on. Resumes from the results in --output_dir.",
     )  # fmt: skip
 
@@ -64,7 +72,8 @@ class FFRDemoCommand(Command):
         config = FFRConfig(
             bias_levels=args.bias_levels, signatures=args.signatures, schedules=args.schedules, losses=args.losses,
             seeds=args.seeds, per_class=args.per_class, test_per_group=args.test_per_group,
-            real_steps=args.real_steps, synthetic_steps=args.synthetic_steps, batch_size=args.batch_size,
+            validation_per_class=args.validation_per_class, epochs=args.epochs, synthetic_epochs=args.synthetic_epochs,
+            batch_size=args.batch_size,
             learning_rate=args.learning_rate,
         )  # fmt: skip
         results = run_experiment(config, args.output_dir, quiet=args.quiet)

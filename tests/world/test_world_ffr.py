@@ -105,19 +105,46 @@ def test_bias_subsets_are_cut_from_one_pool():
 def test_experiment_runs_tabulates_and_resumes(tmp_path):
     from cf_hf.world.ffr.experiment import FFRConfig, read_results, run_experiment
 
-    config = FFRConfig(bias_levels=[0.9], signatures=[0.0, 4.0], schedules=["real", "ffr"], losses=["groupdro"],
-                       seeds=[0], per_class=10, test_per_group=3, real_steps=1, synthetic_steps=1, batch_size=8,
-                       captions_per_concept=1, decorators_per_caption=2, appearances_per_base=4)
+    config = FFRConfig(bias_levels=[0.75], signatures=[0.0, 4.0], schedules=["real", "ffr"], losses=["groupdro"],
+                       seeds=[0], per_class=4, validation_per_class=4, validation_min_minority=1, test_per_group=3,
+                       epochs=1, synthetic_epochs=1, batch_size=8, captions_per_concept=1, decorators_per_caption=4,
+                       appearances_per_base=8)
     results = run_experiment(config, tmp_path, quiet=True)
     cells = [row for row in results if "schedule" in row]
     assert sorted((row["schedule"], row["signature"]) for row in cells) == [
         ("ffr", 0.0), ("ffr", 4.0), ("real", 0.0), ("real", 4.0)]
     assert all(0.0 <= row["worst_group_accuracy"] <= row["balanced_accuracy"] <= 1.0 for row in cells)
     report = (tmp_path / "ffr_report.md").read_text()
-    assert "| 90% | on (4) | ffr | groupdro |" in report
+    assert "| 75% | on (4) | ffr | groupdro |" in report
     run_experiment(config, tmp_path, quiet=True)  # everything done: nothing is trained again
     assert read_results(tmp_path) == results
-    assert json.loads((tmp_path / "config.json").read_text())["per_class"] == 10
+    assert json.loads((tmp_path / "config.json").read_text())["per_class"] == 4
+
+
+def test_resume_keys_change_with_every_setting_that_changes_a_result():
+    from dataclasses import fields, replace
+
+    from cf_hf.world.ffr.experiment import CELL_FIELDS, FFRConfig, settings_digest
+
+    config = FFRConfig()
+    assert settings_digest(replace(config, seeds=[5], schedules=["ffr"])) == settings_digest(config)
+    for setting in fields(FFRConfig):
+        if setting.name in CELL_FIELDS:
+            continue
+        value = getattr(config, setting.name)
+        changed = replace(config, **{setting.name: value * 2})
+        assert settings_digest(changed) != settings_digest(config), setting.name
+
+
+def test_validation_set_is_biased_like_training_with_ten_minority_images():
+    from cf_hf.world.ffr.experiment import FFRConfig, validation_counts
+
+    config = FFRConfig()
+    counts = validation_counts(config, 0.999)
+    assert sorted(set(counts.values())) == [10, config.validation_per_class - 10]
+    assert validation_counts(config, 0.5)[("doctor", "female")] == 32
+    with pytest.raises(ValueError, match="validation_per_class=10 leaves no stereotyped images"):
+        validation_counts(FFRConfig(validation_per_class=10), 0.999)
 
 
 def test_readme_describes_the_experiment_as_configured():
@@ -128,8 +155,8 @@ def test_readme_describes_the_experiment_as_configured():
     readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8").split())
     config = FFRConfig()
     expected = [
-        f"its {config.per_class} images", f"{config.real_steps} on the real data",
-        f"{config.synthetic_steps} on the synthetic data", f"{config.synthetic_steps + config.real_steps} for mixed",
+        f"its {config.per_class} images", f"{config.epochs:g} epochs per stage",
+        f"{config.synthetic_epochs:g} epochs of ffr's stage 1", f"{config.validation_per_class} real images per profession",
         f"batch {config.batch_size}, learning rate {config.learning_rate:.0e}".replace("e-0", "e-"),
         f"s = {DEFAULT_SIGNATURE:g}", f"{config.test_per_group} real images per (profession, gender)",
         f"η = {config.groupdro_step_size}",

@@ -102,16 +102,18 @@ class GroupSpace:
         return cls(tuple(labels), tuple(values))
 
 
-def check_groups_present(group_ids: Sequence[int], space: GroupSpace, what: str) -> None:
-    """Raise a ValueError naming the groups without examples: GroupDRO's per-group mean loss would
-    divide by zero, and the worst group would never be seen."""
+def check_groups_present(group_ids: Sequence[int], space: GroupSpace, what: str,
+                         needed_by: str = "GroupDRO needs every group (drop the label or value, or use --loss erm)") -> None:
+    """Raise a ValueError naming the groups without examples and what needs them (`needed_by`):
+    GroupDRO's per-group mean loss would divide by zero and the worst group would never be seen; a
+    worst-group accuracy would miss a group."""
     counts = np.bincount(np.asarray(group_ids, dtype=np.int64), minlength=space.num_groups)
     empty = [space.name(group) for group in np.flatnonzero(counts == 0)]
     if empty:
         named = ", ".join(empty[:MAX_NAMED]) + (" ..." if len(empty) > MAX_NAMED else "")
         raise ValueError(
             f"the {what} has no examples of {len(empty)} of its {space.num_groups} (label/attribute) groups: "
-            f"{named}; GroupDRO needs every group (drop the label or value, or use --loss erm)"
+            f"{named}; {needed_by}"
         )
 
 

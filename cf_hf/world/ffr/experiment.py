@@ -1,20 +1,26 @@
 """Run the From Fake to Real experiment in the world and tabulate it.
 
-For each seed: one pool of real scenes (subsampled to each bias level), a group-balanced real test
-set, and the world's counterfactual dataset generated once per signature setting (its train split,
-cut to equal group sizes, is the balanced synthetic data; its test split feeds the probe). Then
-every (bias, signature, schedule, loss) cell is trained from the world's original CLIP and
-evaluated: worst-group, balanced and mean accuracy and the stereotype gap on the real test set,
-and the synthetic-vs-real probe on the trained features. The `real` schedule never sees synthetic
-data, so it is trained once per (bias, loss) and probed against each signature's images; ffr's
-stage 1 depends on the signature only and is shared by its stage-2 runs.
+For each seed: one pool of real scenes (subsampled to each bias level), a real validation set per
+bias level, biased like the training set with at least `validation_min_minority` images per
+minority group (as the authors make theirs), a group-balanced real test set, and the world's
+counterfactual dataset generated once per signature setting (its train split is the synthetic pool
+each schedule takes its per-group counts from, `cf_hf.methods.ffr.schedules`; its test split feeds
+the probe). Then every (bias, signature, schedule, loss) cell is trained from the world's original
+CLIP for `epochs` epochs per stage, keeping each stage's epoch with the best validation worst-group
+accuracy, and evaluated: worst-group, balanced and mean accuracy and the stereotype gap on the real
+test set, and the synthetic-vs-real probe on the trained features. The `real` schedule never sees
+synthetic data, so it is trained once per (bias, loss) and probed against each signature's images;
+ffr's stage 1 depends on the bias (its size is USB's total) and the signature, and is shared by its
+stage-2 runs.
 
-`mixed` trains for `synthetic_steps + real_steps` steps, the compute of ffr's two stages.
-Results go to `results.jsonl` one line per cell; a rerun skips the cells already there (resume).
+Results go to `results.jsonl` one line per cell, keyed by the cell and a digest of every setting
+that changes a result (`settings_digest`); a rerun skips the cells already there (resume), and a
+run with other settings trains its own cells into its own folders.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -41,7 +47,13 @@ REPORT_FILE = "ffr_report.md"
 DEFAULT_SIGNATURE = 3.0
 METRICS = ("worst_group_accuracy", "balanced_accuracy", "mean_accuracy", "stereotype_gap", "probe_accuracy")
 # Seed offsets, so that the test set and the synthetic data never share random draws with the pool.
-TEST_SEED_OFFSET, SYNTHETIC_SEED_OFFSET = 1000, 2000
+TEST_SEED_OFFSET, SYNTHETIC_SEED_OFFSET, VALIDATION_SEED_OFFSET = 1000, 2000, 3000
+SCHEDULES, LOSSES = ("real", "usb", "asb", "ffr"), ("erm", "groupdro")
+# The lists of cells; every other field changes a cell's result.
+CELL_FIELDS = ("seeds", "bias_levels", "signatures", "schedules", "losses")
+# Fields that change the data (real sets and generated pools), not only the training.
+DATA_FIELDS = ("per_class", "validation_per_class", "validation_min_minority", "test_per_group",
+               "captions_per_concept", "decorators_per_caption", "appearances_per_base")
 
 
 @dataclass
@@ -50,19 +62,27 @@ class FFRConfig:
 
     bias_levels: list[float] = field(default_factory=lambda: [0.95, 0.99, 0.999])
     signatures: list[float] = field(default_factory=lambda: [0.0, DEFAULT_SIGNATURE])
-    schedules: list[str] = field(default_factory=lambda: ["real", "mixed", "ffr"])
+    schedules: list[str] = field(default_factory=lambda: list(SCHEDULES))
     losses: list[str] = field(default_factory=lambda: ["erm", "groupdro"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     per_class: int = 500
+    # The authors' validation split is an eighth of their training split, made biased with at
+    # least 10 images per minority group (`make_harder(keep_min=True)`).
+    validation_per_class: int = 64
+    validation_min_minority: int = 10
     test_per_group: int = 50
-    real_steps: int = 40
-    synthetic_steps: int = 40
+    epochs: float = 10
+    synthetic_epochs: float = 10
     batch_size: int = 32
     learning_rate: float = 3e-4
+    weight_decay: float = 1e-5
     groupdro_step_size: float = 0.01
-    captions_per_concept: int = 4
-    decorators_per_caption: int = 8
-    appearances_per_base: int = 4
+    # Enough generated images that USB can fill every minority group up to the majority at the
+    # highest bias level (16 captions x 12 bases x 8 appearances per profession: 768 per group, about
+    # 576 in the train split; at 99.9% bias USB needs 498).
+    captions_per_concept: int = 16
+    decorators_per_caption: int = 12
+    appearances_per_base: int = 8
 
     def __post_init__(self):
         for bias in self.bias_levels:
@@ -70,13 +90,26 @@ class FFRConfig:
         for signature in self.signatures:
             if signature < 0:
                 raise ValueError(f"signatures must be >= 0 (intensity levels), got {signature}")
-        unknown = set(self.schedules) - {"real", "mixed", "ffr"} | set(self.losses) - {"erm", "groupdro"}
+        unknown = set(self.schedules) - set(SCHEDULES) | set(self.losses) - set(LOSSES)
         if unknown:
-            raise ValueError(f"unknown schedules or losses {sorted(unknown)}: use real/mixed/ffr and erm/groupdro")
+            raise ValueError(f"unknown schedules or losses {sorted(unknown)}: use {'/'.join(SCHEDULES)} and "
+                             f"{'/'.join(LOSSES)}")
+        if self.epochs <= 0 or self.synthetic_epochs <= 0:
+            raise ValueError(f"epochs and synthetic_epochs must be > 0, got {self.epochs} and {self.synthetic_epochs}")
+        if self.validation_min_minority < 1:
+            raise ValueError(f"validation_min_minority must be >= 1 (the worst group needs an image), got "
+                             f"{self.validation_min_minority}")
 
 
-def cell_key(seed: int, bias: float, signature: float, schedule: str, loss: str) -> str:
-    return f"seed={seed} bias={bias} signature={signature} schedule={schedule} loss={loss}"
+def settings_digest(config: FFRConfig, fields=None) -> str:
+    """A short digest of the settings in `fields` (default: every field but the cell lists)."""
+    settings = {name: value for name, value in asdict(config).items()
+                if name not in CELL_FIELDS and (fields is None or name in fields)}  # fmt: skip
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cell_key(seed: int, bias: float, signature: float, schedule: str, loss: str, settings: str) -> str:
+    return f"seed={seed} bias={bias} signature={signature} schedule={schedule} loss={loss} settings={settings}"
 
 
 def read_results(output_dir: Path) -> list[dict]:
@@ -100,15 +133,6 @@ def _saved(folder: Path, build):
         shutil.rmtree(folder, ignore_errors=True)
         build().save_to_disk(str(folder))
     return datasets.load_from_disk(str(folder))
-
-
-def balance_groups(dataset, seed: int):
-    """Cut every (label, attribute) group to the smallest group's size (a seeded choice)."""
-    keys = np.array(dataset[LABEL_COLUMN]) * 100 + np.array(dataset[SPURIOUS_ATTRIBUTE])
-    smallest = min(np.bincount(keys)[np.unique(keys)])
-    rng = np.random.default_rng(seed)
-    keep = np.concatenate([rng.choice(np.flatnonzero(keys == key), smallest, replace=False) for key in np.unique(keys)])
-    return dataset.select(np.sort(keep))
 
 
 def real_pool_counts(config: FFRConfig) -> dict[tuple[str, str], int]:
@@ -136,9 +160,25 @@ def biased_subset(pool, per_class: int, bias: float):
     return pool.select(sorted(keep))
 
 
+def validation_counts(config: FFRConfig, bias: float) -> dict[tuple[str, str], int]:
+    """Per group, the real validation set at `bias`: biased like the training set, with at least
+    `validation_min_minority` images of each minority group."""
+    minority = minority_count(config.validation_per_class, bias, config.validation_min_minority)
+    if minority >= config.validation_per_class:
+        raise ValueError(f"validation_per_class={config.validation_per_class} leaves no stereotyped images once "
+                         f"each minority group has {minority} (validation_min_minority); raise validation_per_class")
+    counts = {}
+    for profession in render.PROFESSIONS:
+        stereotyped = STEREOTYPES[profession].gender
+        counts[(profession, stereotyped)] = config.validation_per_class - minority
+        counts[(profession, other_gender(stereotyped))] = minority
+    return counts
+
+
 @dataclass
 class SeedData:
     real: dict  # bias -> saved dataset
+    validation: dict  # bias -> saved dataset
     test: object
     synthetic_train: dict  # signature -> saved dataset
     synthetic_test: dict  # signature -> saved dataset
@@ -151,6 +191,8 @@ def prepare_seed(config: FFRConfig, seed: int, data_dir: Path, show_progress: bo
     pool = _saved(data_dir / "real-pool", lambda: render_groups(real_pool_counts(config), seed))
     real = {bias: _saved(data_dir / f"real-bias-{bias}", lambda bias=bias: biased_subset(pool, config.per_class, bias))
             for bias in config.bias_levels}  # fmt: skip
+    validation = {bias: _saved(data_dir / f"validation-bias-{bias}", lambda bias=bias: render_groups(
+        validation_counts(config, bias), seed + VALIDATION_SEED_OFFSET)) for bias in config.bias_levels}
     test = _saved(data_dir / "real-test", lambda: render_groups(
         {(p, g): config.test_per_group for p in render.PROFESSIONS for g in render.GENDERS}, seed + TEST_SEED_OFFSET))
     synthetic_train, synthetic_test = {}, {}
@@ -160,23 +202,23 @@ def prepare_seed(config: FFRConfig, seed: int, data_dir: Path, show_progress: bo
             folder / "generated", seed + SYNTHETIC_SEED_OFFSET, signature, config.captions_per_concept,
             config.decorators_per_caption, config.appearances_per_base, show_progress=show_progress,
         )  # fmt: skip
-        synthetic_train[signature] = _saved(folder / "train", lambda exported=exported: balance_groups(
-            counterfactual_rows(load_training_dataset(str(exported), "train")), seed))
+        synthetic_train[signature] = _saved(folder / "train", lambda exported=exported: counterfactual_rows(
+            load_training_dataset(str(exported), "train")))
         synthetic_test[signature] = _saved(folder / "test", lambda exported=exported: counterfactual_rows(
             load_training_dataset(str(exported), "test")))
-    return SeedData(real, test, synthetic_train, synthetic_test)
+    return SeedData(real, validation, test, synthetic_train, synthetic_test)
 
 
 def training_arguments(config: FFRConfig, output_dir: Path, seed: int, schedule: str, loss: str, quiet: bool):
     from cf_hf.methods.ffr.trainer import ClassifierTrainingArguments
 
-    steps = config.real_steps + (config.synthetic_steps if schedule == "mixed" else 0)
+    # As the authors train: a constant learning rate, GroupDRO on shuffled batches (no resampling).
     return ClassifierTrainingArguments(
-        output_dir=str(output_dir), schedule=schedule, loss=loss, max_steps=steps,
-        synthetic_max_steps=config.synthetic_steps, per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate, groupdro_step_size=config.groupdro_step_size,
-        group_balanced_sampling=loss == "groupdro", label_column=LABEL_COLUMN, group_column=SPURIOUS_ATTRIBUTE,
-        warmup_steps=max(1, steps // 10), lr_scheduler_type="cosine", save_strategy="no", report_to="none",
+        output_dir=str(output_dir), schedule=schedule, loss=loss, num_train_epochs=config.epochs,
+        synthetic_num_train_epochs=config.synthetic_epochs, per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=256, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        groupdro_step_size=config.groupdro_step_size, group_balanced_sampling=False, label_column=LABEL_COLUMN,
+        group_column=SPURIOUS_ATTRIBUTE, lr_scheduler_type="constant", save_strategy="no", report_to="none",
         use_cpu=True, seed=seed, data_seed=seed, logging_strategy="no", disable_tqdm=True,
         dataloader_num_workers=0,
     )  # fmt: skip
@@ -201,40 +243,46 @@ def run_experiment(config: FFRConfig, output_dir: str | Path, quiet: bool = Fals
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n", encoding="utf-8")
     done = {row["key"] for row in read_results(output_dir)}
+    settings, data_settings = settings_digest(config), settings_digest(config, DATA_FIELDS)
     for seed in config.seeds:
         seed_dir = output_dir / f"seed-{seed}"
+        models_dir = seed_dir / f"models-{settings}"
         cells = [(bias, schedule, loss) for bias in config.bias_levels for schedule in config.schedules
                  for loss in config.losses]  # fmt: skip
         todo = [cell for cell in cells if any(
-            cell_key(seed, cell[0], signature, cell[1], cell[2]) not in done for signature in config.signatures)]
+            cell_key(seed, cell[0], signature, cell[1], cell[2], settings) not in done
+            for signature in config.signatures)]
         if not todo:
             continue
         started = time.monotonic()
-        data = prepare_seed(config, seed, seed_dir / "data", show_progress=not quiet)
+        data = prepare_seed(config, seed, seed_dir / f"data-{data_settings}", show_progress=not quiet)
         runs = [(bias, schedule, loss, signature) for bias, schedule, loss in todo
                 for signature in (["any"] if schedule == "real" else config.signatures)]  # fmt: skip
         for bias, schedule, loss, signature in tqdm(runs, desc=f"FFR runs, seed {seed}", disable=quiet):
             signatures = config.signatures if schedule == "real" else [signature]
             name = f"bias-{bias}_{schedule}_{loss}" + ("" if schedule == "real" else f"_signature-{signature}")
-            model_dir = seed_dir / "models" / name
+            model_dir = models_dir / name
             run_started = time.monotonic()
             train_classifier(
                 str(Path(__file__).resolve().parent.parent / "original_clip"), data.real[bias],
                 None if schedule == "real" else data.synthetic_train[signature],
                 training_arguments(config, model_dir, seed, schedule, loss, quiet),
-                synthetic_stage_dir=seed_dir / "models" / f"ffr-stage-1_signature-{signature}",
+                synthetic_stage_dir=models_dir / f"ffr-stage-1_bias-{bias}_signature-{signature}",
+                validation_dataset=data.validation[bias],
             )  # fmt: skip
             evaluation = evaluate_run(model_dir, data, signatures, seed)
             metrics = {name: value for name, value in evaluation.items() if not name.startswith("probe_accuracy/")}
             for probed in signatures:
-                row = {"key": cell_key(seed, bias, probed, schedule, loss), "seed": seed, "bias": bias,
+                row = {"key": cell_key(seed, bias, probed, schedule, loss, settings), "settings": settings,
+                       "seed": seed, "bias": bias,
                        "signature": probed, "schedule": schedule, "loss": loss, **metrics,
                        "probe_accuracy": evaluation[f"probe_accuracy/{probed}"],
                        "run_seconds": round(time.monotonic() - run_started, 1)}  # fmt: skip
                 _append_result(output_dir, row)
-        _append_result(output_dir, {"key": f"seed={seed} wall", "seed": seed,
+        _append_result(output_dir, {"key": f"seed={seed} settings={settings} wall", "seed": seed,
+                                    "settings": settings,
                                     "seed_seconds": round(time.monotonic() - started, 1)})
-    results = read_results(output_dir)
+    results = [row for row in read_results(output_dir) if row.get("settings") == settings]
     (output_dir / REPORT_FILE).write_text(report(results, config), encoding="utf-8")
     return results
 
@@ -267,9 +315,12 @@ def report(results: list[dict], config: FFRConfig) -> str:
     return "\n".join([
         "# From Fake to Real in the professions world", "",
         f"Real training data: {config.per_class} scenes per profession; test: {config.test_per_group} per "
-        f"(profession, gender). Steps: {config.synthetic_steps} synthetic (ffr stage 1), {config.real_steps} real; "
-        f"mixed {config.synthetic_steps + config.real_steps}. Batch {config.batch_size}, learning rate "
-        f"{config.learning_rate}. Mean ± std over seeds, percent; std with ddof=0.", "",
+        f"(profession, gender); validation: {config.validation_per_class} per profession, biased like the training "
+        f"data, at least {config.validation_min_minority} per minority group. Epochs per stage: {config.epochs:g} "
+        f"(real, usb, asb, ffr stage 2), {config.synthetic_epochs:g} (ffr stage 1); each stage keeps its epoch "
+        f"with the best validation worst-group accuracy. Batch {config.batch_size}, learning rate "
+        f"{config.learning_rate} (constant), weight decay {config.weight_decay}. Settings digest {settings_digest(config)}. "
+        "Mean ± std over seeds, percent; std with ddof=0.", "",
         summary_table(results, config), "",
         "Wall time per seed (s): " + (", ".join(f"{wall:.0f}" for wall in walls) or "none recorded"), "",
     ])  # fmt: skip

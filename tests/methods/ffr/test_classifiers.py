@@ -24,22 +24,30 @@ SIGNATURE = 6.0
 
 @pytest.fixture(scope="module")
 def world_data(tmp_path_factory):
-    """(real, synthetic train, synthetic test) from the world's producers: a biased real set and
-    an exported counterfactual dataset with the generator signature."""
+    """(real, synthetic pool, held-out generated images) from the world's producers: a biased real
+    set (5:1 per profession), a pool of 6 scenes per group (enough for every schedule's counts), and
+    the test split of an exported counterfactual dataset with the generator signature."""
     from cf_hf.methods.training_utils import load_training_dataset
-    from cf_hf.world.ffr.data import counterfactual_rows, real_classification_set, synthetic_dataset
+    from cf_hf.world import render
+    from cf_hf.world.ffr.data import (
+        counterfactual_rows,
+        real_classification_set,
+        render_groups,
+        synthetic_dataset,
+    )
 
     folder = tmp_path_factory.mktemp("ffr_world")
-    real = real_classification_set(bias=0.9, per_class=10, seed=0)
+    real = real_classification_set(bias=0.8, per_class=6, seed=0)
+    pool = render_groups({(profession, gender): 6 for profession in render.PROFESSIONS for gender in render.GENDERS},
+                         seed=1)
     exported = synthetic_dataset(folder, seed=1, signature=SIGNATURE, captions_per_concept=1,
                                  decorators_per_caption=2, appearances_per_base=4, test_size=0.5, show_progress=False)
-    train = counterfactual_rows(load_training_dataset(str(exported), "train"))
     test = counterfactual_rows(load_training_dataset(str(exported), "test"))
-    return real, train, test
+    return real, pool, test
 
 
 def _args(output_dir, schedule, loss, **overrides):
-    values = dict(output_dir=str(output_dir), schedule=schedule, loss=loss, max_steps=2, synthetic_max_steps=2,
+    values = dict(output_dir=str(output_dir), schedule=schedule, loss=loss, num_train_epochs=1,
                   per_device_train_batch_size=8, learning_rate=1e-3, save_strategy="no", report_to="none",
                   use_cpu=True, disable_tqdm=True, logging_strategy="no", dataloader_num_workers=0)
     values.update(overrides)
@@ -91,7 +99,7 @@ def test_probe_finds_a_planted_signature_and_not_an_absent_one():
     assert synthetic_probe(real, rng.normal(size=(200, 16))) < 0.65
 
 
-@pytest.mark.parametrize("schedule", ["real", "mixed", "ffr"])
+@pytest.mark.parametrize("schedule", ["real", "usb", "asb", "ffr"])
 @pytest.mark.parametrize("loss", ["erm", "groupdro"])
 def test_schedule_trains_and_records_its_settings(tiny_clip_dir, world_data, tmp_path, schedule, loss):
     real, synthetic, _ = world_data
@@ -101,18 +109,19 @@ def test_schedule_trains_and_records_its_settings(tiny_clip_dir, world_data, tmp
     record = config[RECORD_KEY]
     assert record["schedule"] == schedule and record["loss"] == loss
     assert [stage["name"] for stage in record["stages"]] == {
-        "real": ["real"], "mixed": ["mixed"], "ffr": ["synthetic", "real"]}[schedule]
+        "real": ["real"], "usb": ["usb"], "asb": ["asb"], "ffr": ["synthetic", "real"]}[schedule]
     assert record["stages"][-1]["loss"] == loss
     assert ("group_weights" in record) == (loss == "groupdro")
     assert config["architectures"] == ["CLIPForImageClassification"]
     card = (Path(output) / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\n") and f"schedule-{schedule}" in card
+    assert "## Differences from the authors' code" in card and "ResNet-50" in card
 
 
 def test_groupdro_training_moves_weight_to_the_minority_groups(tiny_clip_dir, world_data, tmp_path):
     real, _, _ = world_data
     output = train_classifier(str(tiny_clip_dir), real, None, _args(tmp_path / "model", "real", "groupdro",
-                                                                    max_steps=6, groupdro_step_size=1.0))
+                                                                    groupdro_step_size=1.0))
     record = json.loads((Path(output) / "config.json").read_text())[RECORD_KEY]
     assert max(record["group_weights"]) > 1.5 / len(record["group_weights"])
 
@@ -142,7 +151,7 @@ def test_ffr_reuses_an_identical_stage_one(tiny_clip_dir, world_data, tmp_path):
     train_classifier(str(tiny_clip_dir), real, synthetic, _args(tmp_path / "b", "ffr", "groupdro"),
                      synthetic_stage_dir=stage_dir)
     assert weights.stat().st_mtime_ns == written
-    train_classifier(str(tiny_clip_dir), real, synthetic, _args(tmp_path / "c", "ffr", "erm", synthetic_max_steps=3),
+    train_classifier(str(tiny_clip_dir), real, synthetic, _args(tmp_path / "c", "ffr", "erm", synthetic_num_train_epochs=2),
                      synthetic_stage_dir=stage_dir)
     assert weights.stat().st_mtime_ns != written  # other stage-1 settings: trained again
 
@@ -184,23 +193,25 @@ def test_stage_two_with_other_labels_is_refused(tiny_clip_dir, world_data, tmp_p
 def test_schedule_and_data_must_agree(tiny_clip_dir, world_data, tmp_path):
     real, synthetic, _ = world_data
     with pytest.raises(ValueError, match="needs a synthetic dataset"):
-        train_classifier(str(tiny_clip_dir), real, None, _args(tmp_path, "mixed", "erm"))
+        train_classifier(str(tiny_clip_dir), real, None, _args(tmp_path, "asb", "erm"))
     with pytest.raises(ValueError, match="real data only"):
         train_classifier(str(tiny_clip_dir), real, synthetic, _args(tmp_path, "real", "erm"))
 
 
 def test_classify_command_trains_evaluates_and_probes(tiny_clip_dir, world_data, tmp_path, capsys):
     from cf_hf.cli import main
-    from cf_hf.world.ffr.data import balanced_real_set
+    from cf_hf.world.ffr.data import balanced_real_set, real_classification_set
 
     real, synthetic, held_out = world_data
     for name, data in (("real", real), ("synthetic", synthetic), ("held_out", held_out)):
         data.save_to_disk(str(tmp_path / name))
     balanced_real_set(per_group=3, seed=5).save_to_disk(str(tmp_path / "test"))
+    real_classification_set(bias=0.8, per_class=6, seed=6).save_to_disk(str(tmp_path / "validation"))
     output = tmp_path / "model"
     status = main(["classify", "--real_dataset", str(tmp_path / "real"), "--synthetic_dataset",
                    str(tmp_path / "synthetic"), "--model_name_or_path", str(tiny_clip_dir), "--schedule", "ffr",
-                   "--loss", "groupdro", "--max_steps", "2", "--per_device_train_batch_size", "8",
+                   "--loss", "groupdro", "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
+                   "--validation_dataset", str(tmp_path / "validation"),
                    "--output_dir", str(output), "--eval_dataset", str(tmp_path / "test"), "--probe_dataset",
                    str(tmp_path / "held_out"), "--report_to", "none", "--save_strategy", "no", "--no_progress"])
     assert status == 0
@@ -217,7 +228,7 @@ def test_classify_command_reports_a_missing_column_in_one_line(tiny_clip_dir, wo
     real, _, _ = world_data
     real.save_to_disk(str(tmp_path / "real"))
     status = main(["classify", "--real_dataset", str(tmp_path / "real"), "--model_name_or_path", str(tiny_clip_dir),
-                   "--schedule", "real", "--group_column", "race", "--max_steps", "1", "--output_dir",
+                   "--schedule", "real", "--group_column", "race", "--output_dir",
                    str(tmp_path / "model"), "--report_to", "none"])
     assert status == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
@@ -248,15 +259,15 @@ def test_groupdro_run_resumes_from_its_last_checkpoint_with_its_weights(tiny_cli
     real, _, _ = world_data
     output = tmp_path / "model"
     train_classifier(str(tiny_clip_dir), real, None, _args(output, "real", "groupdro", save_strategy="steps",
-                                                           save_steps=2, max_steps=2, groupdro_step_size=1.0))
+                                                           save_steps=2, groupdro_step_size=1.0))
     checkpoint = output / "trainer" / "checkpoint-2"
     saved = json.loads((checkpoint / "groupdro_weights.json").read_text())
     assert max(saved) > 1.0 / len(saved)
     resumed = train_classifier(str(tiny_clip_dir), real, None, _args(
-        output, "real", "groupdro", save_strategy="steps", save_steps=2, max_steps=3, groupdro_step_size=1.0,
+        output, "real", "groupdro", save_strategy="steps", save_steps=2, num_train_epochs=2, groupdro_step_size=1.0,
         resume_from_checkpoint="last"))
     record = json.loads((Path(resumed) / "config.json").read_text())[RECORD_KEY]
-    assert (output / "trainer" / "checkpoint-3").is_dir()
+    assert (output / "trainer" / "checkpoint-12").is_dir()
     assert record["group_weights"] != [1.0 / len(saved)] * len(saved)
 
 
