@@ -203,3 +203,29 @@ def test_bad_input_is_refused_with_a_clear_error_and_nothing_is_written(saved_or
                      attribute_prompts=np.zeros((2, 16)), neighbors=5)
     with pytest.raises(MethodError, match="bendvlm is not a linear map.*cannot fold into a plain CLIPModel"):
         fold(model, fit)
+
+
+def test_cf_hf_compare_fits_bendvlm_and_the_closed_form_projection_and_scores_them(saved_original, tmp_path, capsys):
+    import json
+
+    from testing_utils.evaluation import make_fairface
+
+    from cf_hf.cli import main
+
+    fairface = make_fairface(tmp_path / "fairface", n=40)
+    common = ["--original", str(saved_original), "--fairface", str(fairface), "--k", "10", "--concepts", "nurse", "chef",
+              "--no_progress", "--no_plots", "--clip_clip_fairface", str(fairface), "--clip_clip_fairface_csv",
+              str(fairface / "fairface_label_val.csv")]
+    assert main(["compare", *common, "--methods", "closed_form", "bendvlm", "--closed_form_weight", "1", "0.5",
+                 "--bendvlm_neighbors", "4", "--output_dir", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(results["models"]) == ["original", "closed_form-weight=1", "closed_form-weight=0.5", "bendvlm-neighbors=4"]
+    assert results["methods"]["bendvlm-neighbors=4"]["settings"] == {"attribute": "gender", "neighbors": 4}
+    config = json.loads((tmp_path / "out" / "methods" / "bendvlm-neighbors=4" / "config.json").read_text())
+    assert config["model_type"] == "clip_bendvlm" and config["cf_hf_method"]["fitted_on"]["reference_size"] == 40
+    assert results["models"]["bendvlm-neighbors=4"]["gender"] != results["models"]["original"]["gender"]
+    capsys.readouterr()
+    assert main(["compare", *common, "--methods", "bendvlm", "--attribute", "gender", "race",
+                 "--output_dir", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "one attribute at a time" in error[0]
