@@ -63,7 +63,8 @@ def local_group_means(queries: torch.Tensor, reference: torch.Tensor, labels: to
     """(m, V, d): per query and value, the mean of the `neighbors` reference embeddings of that value most
     similar to the query (all of them when the value has fewer). `reference`: (n, d) unit-norm,
     `labels`: (n,) value indices in [0, V)."""
-    similarities = queries @ reference.T
+    # Similarities in the reference's dtype (a large float32 reference is not copied per call), means in the queries'.
+    similarities = queries.to(reference.dtype) @ reference.T
     means = []
     for value in range(n_values):
         members = torch.nonzero(labels == value).squeeze(1)
@@ -72,7 +73,7 @@ def local_group_means(queries: torch.Tensor, reference: torch.Tensor, labels: to
         count = min(neighbors, len(members))
         # Stable ties: `topk` on the members in index order.
         nearest = members[similarities[:, members].topk(count, dim=1).indices]
-        means.append(reference[nearest].mean(dim=1))
+        means.append(reference[nearest].to(queries.dtype).mean(dim=1))
     return torch.stack(means, dim=1)
 
 
@@ -99,6 +100,13 @@ def bendvlm_debias(queries: torch.Tensor, augmented: torch.Tensor, attribute_pro
     """
     if neighbors < 1:
         raise ValueError(f"neighbors must be >= 1, got {neighbors}")
-    projected = remove_local_subspace(_normalize(queries), _normalize(augmented), _normalize(attribute_prompts))
-    means = local_group_means(projected, _normalize(reference), labels, attribute_prompts.shape[0], neighbors)
+    return bendvlm_unit(_normalize(queries), _normalize(augmented), _normalize(attribute_prompts), _normalize(reference),
+                        labels, neighbors)
+
+
+def bendvlm_unit(queries: torch.Tensor, augmented: torch.Tensor, attribute_prompts: torch.Tensor,
+                 reference: torch.Tensor, labels: torch.Tensor, neighbors: int) -> torch.Tensor:
+    """`bendvlm_debias` for inputs that are already unit-norm (a stored reference set is not renormalized per query)."""
+    projected = remove_local_subspace(queries, augmented, attribute_prompts)
+    means = local_group_means(projected, reference, labels, attribute_prompts.shape[0], neighbors)
     return equalize_group_similarity(projected, means)

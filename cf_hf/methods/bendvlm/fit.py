@@ -82,21 +82,18 @@ def _token_table(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return table, lengths
 
 
-def save_bendvlm(original: str | Path, fit: BendVLMFit, output_dir: str | Path, loaded=None) -> Path:
-    """Save `original` with `fit` as a `BendVLMCLIPModel` in `output_dir` (atomically)."""
+def bendvlm_model(clip, tokenizer, fit: BendVLMFit):
+    """`clip` (a `CLIPModel`, weights copied) with `fit`'s data as a `BendVLMCLIPModel`; `tokenizer` turns the
+    augmentation templates into the token ids stored for query time."""
     import torch
 
     from cf_hf.methods.bendvlm.modeling import BendVLMCLIPConfig, BendVLMCLIPModel
-    from cf_hf.methods.transformed import write_checkpoint
 
-    check_output_folder(output_dir)
-    clip, processor = loaded or load_clip(original)
     dimension = clip.config.projection_dim
     if fit.reference_embeddings.shape[1] != dimension or fit.attribute_prompts.shape[1] != dimension:
         raise MethodError(f"bendvlm: the stored embeddings have {fit.reference_embeddings.shape[1]} dimensions, the "
                           f"model {dimension}: fitted on another model")
     rows = [(value, template) for value in fit.prompts.values for template in fit.prompts.query_templates]
-    tokenizer = getattr(processor, "tokenizer", processor)
     prefixes, prefix_lengths = _token_table(tokenizer, [prefix.format(value=fit.prompts.words[value]) for value, (prefix, _) in rows])
     suffixes, suffix_lengths = _token_table(tokenizer, [suffix.format(value=fit.prompts.words[value]) for value, (_, suffix) in rows])
     config = BendVLMCLIPConfig.from_clip_config(
@@ -116,7 +113,18 @@ def save_bendvlm(original: str | Path, fit: BendVLMFit, output_dir: str | Path, 
         data.prefix_lengths.copy_(torch.from_numpy(prefix_lengths))
         data.suffix_ids.copy_(torch.from_numpy(suffixes))
         data.suffix_lengths.copy_(torch.from_numpy(suffix_lengths))
-    return write_checkpoint(model.to(clip.dtype).eval(), processor, output_dir)
+    return model.to(clip.dtype).eval()
+
+
+def save_bendvlm(original: str | Path, fit: BendVLMFit, output_dir: str | Path, loaded=None) -> Path:
+    """Save `original` with `fit` as a `BendVLMCLIPModel` in `output_dir` (atomically). `loaded`: the
+    (model, processor) of `original` when the caller has them."""
+    from cf_hf.methods.transformed import write_checkpoint
+
+    check_output_folder(output_dir)
+    clip, processor = loaded or load_clip(original)
+    model = bendvlm_model(clip, getattr(processor, "tokenizer", processor), fit)
+    return write_checkpoint(model, processor, output_dir)
 
 
 def fit_bendvlm(original: str | Path, output_dir: str | Path, reference, attribute: str,
@@ -143,7 +151,9 @@ def fit_bendvlm(original: str | Path, output_dir: str | Path, reference, attribu
     for count in neighbors:
         check_output_folder(output_dir / f"bendvlm-neighbors={int(count)}")
     engine = embedding_engine(original, embedding_config)
-    embeddings = np.asarray(engine.embed_images(reference.images, reference.fingerprint), dtype=np.float32)[kept]
+    embeddings = np.asarray(engine.embed_images(reference.images, reference.fingerprint), dtype=np.float64)[kept]
+    # Renormalized: the engine may store float16; the model uses the stored reference as unit-norm.
+    embeddings = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(np.float32)
     prompt_embeddings = np.stack([engine.embed_texts(list(prompts.prototype_prompts[value])).mean(axis=0)
                                   for value in prompts.values])
     prompt_embeddings /= np.linalg.norm(prompt_embeddings, axis=1, keepdims=True)

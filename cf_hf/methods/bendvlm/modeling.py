@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel
 
-from cf_hf.methods.bendvlm.debias import bendvlm_debias
+from cf_hf.methods.bendvlm.debias import bendvlm_unit
 from cf_hf.methods.linear import METHOD_CONFIG_FIELD
 
 MODEL_TYPE = "clip_bendvlm"
@@ -137,10 +137,13 @@ class BendVLMCLIPModel(CLIPModel):
         augmented = super().get_text_features(input_ids=ids, attention_mask=mask).pooler_output
         data, queries = self.bendvlm, outputs.pooler_output
         values, templates = len(self.config.values), self.config.template_count
-        debiased = bendvlm_debias(
-            queries.to(torch.float64), augmented.to(torch.float64).reshape(len(queries), values, templates, -1),
-            data.attribute_prompts.to(torch.float64), data.reference_embeddings.to(torch.float64),
-            data.reference_labels, self.config.neighbors)
+        unit = nn.functional.normalize
+        # float64 for the small tensors; the stored reference (unit-norm, fitted) stays in its dtype.
+        debiased = bendvlm_unit(
+            unit(queries.to(torch.float64), dim=-1),
+            unit(augmented.to(torch.float64), dim=-1).reshape(len(queries), values, templates, -1),
+            data.attribute_prompts.to(torch.float64), data.reference_embeddings, data.reference_labels,
+            self.config.neighbors)
         outputs.pooler_output = debiased.to(queries.dtype)
         return outputs
 

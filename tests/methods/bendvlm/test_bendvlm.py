@@ -229,3 +229,14 @@ def test_cf_hf_compare_fits_bendvlm_and_the_closed_form_projection_and_scores_th
                  "--output_dir", str(tmp_path / "bad")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "one attribute at a time" in error[0]
+
+
+def test_push_model_plans_a_card_that_names_bendvlm_and_what_it_needs_at_query_time(bendvlm_checkpoint):
+    from hub_scripts.push_model import plan_model_push
+
+    (plan,) = plan_model_push(bendvlm_checkpoint.path, "org/clip-bendvlm", base_model="openai/clip-vit-base-patch32")
+    card = plan.extra_files["README.md"].decode()
+    assert "## The debiasing method" in card and "| neighbors | 5 |" in card
+    assert "**At query time** it needs the stored reference embeddings and attribute prompts" in card
+    assert "register_model_types()" in card and "model_type: clip_bendvlm" in card
+    assert "What α means" not in card

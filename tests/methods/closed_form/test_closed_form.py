@@ -168,3 +168,14 @@ def test_bad_input_is_refused_with_a_clear_error(saved_original, tmp_path):
     assert not (tmp_path / "methods").exists()
     assert load_attribute_prompts("race", values=["East Asian", "White"]).words == {"East Asian": "East Asian",
                                                                                     "White": "White"}
+
+
+def test_push_model_plans_a_card_that_names_the_folded_method_and_loads_as_plain_clip(saved_original, tmp_path):
+    from hub_scripts.push_model import plan_model_push
+
+    (checkpoint,) = fit_closed_form(saved_original, tmp_path / "methods", "gender", weights=[0.9])
+    (plan,) = plan_model_push(checkpoint.path, "org/clip-closed-form", base_model="openai/clip-vit-base-patch32")
+    card = plan.extra_files["README.md"].decode()
+    assert "debiased with the `closed_form` method (closed_form-weight=0.9)" in card and "| weight | 0.9 |" in card
+    assert "**At query time** it needs nothing beyond this checkpoint: the method's linear map is folded" in card
+    assert "CLIPModel.from_pretrained" in card and "register_model_types" not in card
