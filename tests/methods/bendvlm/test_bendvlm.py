@@ -240,3 +240,18 @@ def test_push_model_plans_a_card_that_names_bendvlm_and_what_it_needs_at_query_t
     assert "**At query time** it needs the stored reference embeddings and attribute prompts" in card
     assert "register_model_types()" in card and "model_type: clip_bendvlm" in card
     assert "What α means" not in card
+
+
+def test_cf_hf_explore_answers_a_prompt_with_the_bendvlm_checkpoint_beside_the_original(
+        saved_original, bendvlm_checkpoint, tmp_path, capsys):
+    from testing_utils.evaluation import make_fairface
+
+    from cf_hf.cli import main
+
+    root = make_fairface(tmp_path / "fairface", n=16)
+    argv = ["--model", f"original={saved_original}", "--model", f"bendvlm={bendvlm_checkpoint.path}",
+            "--fairface", str(root), "--no_progress", "--check", "a photo of a doctor", "--k", "4",
+            "--attribute", "gender"]
+    assert main(["explore", *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines if "MaxSkew@4" in line] == ["original", "bendvlm"]
