@@ -30,7 +30,9 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "FairnessConfig", "evaluate_models", "load_fairface", "load_utkface", "load_pata", "load_karpathy",
         "load_imagenet_folder", "load_hf_gallery", "load_results", "write_report",
     ],
-    "cf_hf.methods": ["METHODS", "get_method", "register_model_types"],
+    "cf_hf.methods": ["METHODS", "METHOD_CONFIG_FIELD", "get_method", "register_model_types"],
+    "cf_hf.methods.transformed": ["TransformedCLIPModel", "TransformedCLIPConfig", "save_transformed"],
+    "cf_hf.methods.bendvlm.modeling": ["BendVLMCLIPModel", "BendVLMCLIPConfig"],
     "cf_hf.methods.compare": ["compare"],
     "cf_hf.methods.bias_alignment.modeling": ["BiasAlignedCLIPModel", "BiasAlignedCLIPConfig"],
     "cf_hf.metrics": [
@@ -64,7 +66,8 @@ if TYPE_CHECKING:
         write_report,
     )
     from cf_hf.interpolation import interpolate, interpolate_sweep, load_sweep, read_sweep
-    from cf_hf.methods import METHODS, get_method, register_model_types
+    from cf_hf.methods import METHOD_CONFIG_FIELD, METHODS, get_method, register_model_types
+    from cf_hf.methods.bendvlm.modeling import BendVLMCLIPConfig, BendVLMCLIPModel
     from cf_hf.methods.bias_alignment.modeling import BiasAlignedCLIPConfig, BiasAlignedCLIPModel
     from cf_hf.methods.compare import compare
     from cf_hf.methods.counterfactual.losses import clip_loss, counterfactual_clip_loss, counterfactual_loss
@@ -72,6 +75,7 @@ if TYPE_CHECKING:
     from cf_hf.methods.counterfactual.sampler import GroupBatchSampler
     from cf_hf.methods.counterfactual.trainer import CounterfactualTrainingArguments
     from cf_hf.methods.counterfactual.trainer import train as train_counterfactual
+    from cf_hf.methods.transformed import TransformedCLIPConfig, TransformedCLIPModel, save_transformed
     from cf_hf.metrics import (
         able,
         balanced_accuracy,

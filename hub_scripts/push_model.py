@@ -113,6 +113,7 @@ def plan_model_push(
     license: str | None = None,
 ) -> list[PlannedPush]:
     """The commits that publish a checkpoint or a sweep (see module docstring); nothing is sent."""
+    from cf_hf import METHOD_CONFIG_FIELD
     from cf_hf.interpolation import INTERPOLATION_FILE, SWEEP_FILE, alpha_name
     from model_card import is_repo_id, render_model_card
 
@@ -137,7 +138,8 @@ def plan_model_push(
         return render_model_card(
             alpha=alpha, base_model=base_model, results=results, datasets=datasets or (), repo_id=repo_id,
             revision=revision, training=training, sweep_plot=SWEEP_PLOT_NAME if plot_bytes else None,
-            family=family, license=license,
+            family=family, license=license, method=config.get(METHOD_CONFIG_FIELD),
+            model_type=config.get("model_type", "clip"),
         ).encode()
 
     plans = []

@@ -103,14 +103,53 @@ def _metrics_table(models: Sequence[ModelResults], highlight: str | None = None)
     return "\n".join(lines)
 
 
-def _load_code(repo_id: str | None, revision: str | None) -> str:
+ALPHA_SECTION = """## What α means
+
+This checkpoint is one member of the CF_α family: the WiSE-FT interpolation
+`θ_α = (1 − α) · θ_original + α · θ_fine-tuned` of every floating-point weight, between
+the original CLIP (`{base_model}`, α = 0) and the same model fine-tuned on counterfactual images
+(α = 1). Smaller α keeps more of the original model's behaviour (and its biases); larger α moves
+towards the debiased fine-tuned model. **This checkpoint: α = {alpha_text}.**
+"""
+PLAIN_LOAD_NOTE = ("No `cf_hf` import and no `trust_remote_code` are needed: this is a standard `transformers` CLIP\n"
+                   "checkpoint.")
+# What a method checkpoint needs when it embeds, by its model type (a method's record may say more).
+QUERY_TIME_NEEDS = {
+    "clip": "nothing beyond this checkpoint: the method's linear map is folded into the projections",
+    "clip_embedding_transform": "nothing beyond this checkpoint: its stored affine map is applied to every embedding",
+}
+
+
+def _load_code(repo_id: str | None, revision: str | None, model_type: str = "clip") -> str:
     target = json.dumps(repo_id or "path/to/checkpoint")
     extra = f", revision={json.dumps(revision)}" if revision else ""
+    if model_type != "clip":
+        return (
+            "from transformers import AutoModel, AutoProcessor\n\n"
+            "from cf_hf.methods import register_model_types\n\n"
+            "register_model_types()  # cf_hf's model classes, registered with the Auto classes\n"
+            f"model = AutoModel.from_pretrained({target}{extra})\n"
+            f"processor = AutoProcessor.from_pretrained({target}{extra})"
+        )
     return (
         "from transformers import CLIPModel, CLIPProcessor\n\n"
         f"model = CLIPModel.from_pretrained({target}{extra})\n"
         f"processor = CLIPProcessor.from_pretrained({target}{extra})"
     )
+
+
+def _method_section(method: Mapping, model_type: str) -> str:
+    """The card section of a method checkpoint: the method, its settings, what it needs at query time."""
+    rows = {"method": method.get("method"), **(method.get("settings") or {})}
+    fitted_on = method.get("fitted_on") or {}
+    rows.update({f"fitted on: {key}": value for key, value in fitted_on.items()
+                 if key in ("reference", "reference_size", "prompts_file", "values", "gallery", "concepts")})
+    table = "\n".join(f"| {key} | {value} |" for key, value in rows.items())
+    needs = method.get("query_time") or QUERY_TIME_NEEDS.get(model_type)
+    section = f"## The debiasing method\n\n| setting | value |\n|---|---|\n{table}\n"
+    if needs:
+        section += f"\n**At query time** it needs {needs}.\n"
+    return section
 
 
 def is_repo_id(name: str | None) -> bool:
@@ -142,8 +181,10 @@ def render_model_card(
     tags: Sequence[str] = DEFAULT_TAGS,
     license: str | None = None,
     evaluation_datasets: Mapping | None = None,
+    method: Mapping | None = None,
+    model_type: str = "clip",
 ) -> str:
-    """The README.md of one CF_alpha checkpoint.
+    """The README.md of one CF_alpha checkpoint, or of a debiasing method's checkpoint (`method`).
 
     Args:
         alpha: this checkpoint's α (0 = original, 1 = fine-tuned), or None for a card that is not
@@ -161,9 +202,12 @@ def render_model_card(
         tags, license: metadata.
         evaluation_datasets: names of the evaluation sets for the model-index, per kind
             (`fairness`, `zero_shot_accuracy`, `recall_at_5`: {"name", "type"}).
+        method: the record a cf_hf method wrote into the checkpoint's config (`cf_hf_method`: method,
+            settings, fitted_on, query_time): the card then describes that method instead of α.
+        model_type: the checkpoint's model type; anything but `clip` loads through `AutoModel` with cf_hf.
     """
     alpha_text = "—" if alpha is None else f"{float(alpha):g}"
-    model_name = model_name or repo_id or f"CF_α CLIP (α = {alpha_text})"
+    model_name = model_name or repo_id or (method.get("name") if method else f"CF_α CLIP (α = {alpha_text})")
     results = as_results(results)
     own_model = results.model_for_alpha(alpha) if results is not None and alpha is not None else None
     own = own_model.metrics() if own_model is not None else {}
@@ -179,10 +223,14 @@ def render_model_card(
     if index := model_index(model_name, own, evaluation_datasets, fairness_k):
         metadata["model-index"] = index
 
-    summary = (
-        f"A CLIP model debiased with counterfactual fine-tuning, as described in [{PAPER}]({PAPER_URL}), "
-        f"and interpolated with its original model at α = {alpha_text}. Built with `cf_hf`."
-    )
+    if method:
+        summary = (f"`{base_model}` debiased with the `{method.get('method')}` method "
+                   f"({method.get('name', method.get('method'))}). Built with `cf_hf`.")
+    else:
+        summary = (
+            f"A CLIP model debiased with counterfactual fine-tuning, as described in [{PAPER}]({PAPER_URL}), "
+            f"and interpolated with its original model at α = {alpha_text}. Built with `cf_hf`."
+        )
     if datasets:
         summary += " Fine-tuned on " + ", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in datasets) + "."
 
@@ -214,12 +262,17 @@ def render_model_card(
     template = Template(TEMPLATE_PATH.read_text(encoding="utf-8"))
     return template.substitute(
         metadata=yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).rstrip("\n"),
-        title=f"CF_α CLIP, α = {alpha_text}" if alpha is not None else model_name,
+        title=f"CF_α CLIP, α = {alpha_text}" if alpha is not None and not method else model_name,
         summary=summary,
         base_model=base_model,
-        alpha_text=alpha_text,
+        alpha_section=(_method_section(method, model_type) if method
+                       else ALPHA_SECTION.format(base_model=base_model, alpha_text=alpha_text)),
         results_section=results_section,
         sweep_section=sweep_section,
         training_section=training_section,
-        load_code=_load_code(repo_id, revision),
+        load_code=_load_code(repo_id, revision, model_type),
+        load_note=(PLAIN_LOAD_NOTE if model_type == "clip" else
+                   f"Needs `cf_hf` installed: `model_type: {model_type}` is cf_hf's own model class, registered with "
+                   "the Auto classes (no `trust_remote_code`). `CLIPModel.from_pretrained` on this folder loads "
+                   "the CLIP without the method."),
     )

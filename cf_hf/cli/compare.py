@@ -18,7 +18,9 @@ from pathlib import Path
 
 from cf_hf.cli.command import Command
 
-FITTED_METHODS = ("clip_clip", "biased_prompts", "bias_alignment")
+FITTED_METHODS = ("clip_clip", "biased_prompts", "closed_form", "bendvlm", "bias_alignment")
+# Methods that debias one attribute at a time (their checkpoints are named by their swept setting only).
+SINGLE_ATTRIBUTE_METHODS = ("closed_form", "bendvlm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = evaluation_parser()
     parser.prog = "cf-hf compare"
     parser.description = (
-        "Fit debiasing methods (CLIP-clip, biased prompts, the bias-alignment module) on an original CLIP and score them, the original "
+        "Fit debiasing methods (CLIP-clip, biased prompts, the closed-form projection, BendVLM, the bias-alignment module) on an original CLIP and score them, the original "
         "and any given checkpoints (--model, --sweep: the counterfactual CF_alpha sweep) on the same sets; "
         "writes results.json, report.md with one comparison table, and a fairness-accuracy frontier plot. "
         "List options take space-separated values."
@@ -51,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="biased prompts: calibration strengths λ, space-separated; unset: 1000")
     methods.add_argument("--biased_prompts_file", metavar="YAML",
                          help="biased prompts: the prompts file; unset: the shipped cf_hf/methods/biased_prompts/biased_prompts.yaml")
+    methods.add_argument("--attribute_prompts_file", metavar="YAML",
+                         help="closed form, BendVLM: the attribute prompts file; unset: the shipped "
+                              "cf_hf/methods/attribute_prompts.yaml")
+    methods.add_argument("--closed_form_weight", type=float, nargs="+",
+                         help="closed form: fairness weights in (0, 1], space-separated (one checkpoint each; 1 removes "
+                              "the attribute subspace); unset: 1 0.9 0.7")
+    methods.add_argument("--bendvlm_neighbors", type=int, nargs="+",
+                         help="BendVLM: reference images per attribute value that define its local mean, space-separated "
+                              "(one checkpoint each); unset: 100. The reference set is --clip_clip_fairface's labelled images")
     methods.add_argument("--bias_alignment_variants", nargs="+", default=["bias_alignment"],
                          choices=["bias_alignment", "bias_alignment_image_cf", "bias_alignment_ba_only",
                                   "bias_alignment_cd_only"],
@@ -126,6 +137,24 @@ class CompareCommand(Command):
             checkpoints += get_method("biased_prompts").fit(args.original, output_dir / "methods", args.attribute,
                                                      _concept_names(config), args.biased_prompts_lambda,
                                                      args.biased_prompts_file, embedding_config=config.embedding)
+        single = [name for name in SINGLE_ATTRIBUTE_METHODS if name in args.methods]
+        if single and len(args.attribute) != 1:
+            raise MethodError(f"--methods {' '.join(single)} debias one attribute at a time: give one --attribute, "
+                              f"got {args.attribute}")
+        if "closed_form" in args.methods:
+            checkpoints += get_method("closed_form").fit(args.original, output_dir / "methods", args.attribute[0],
+                                                        args.closed_form_weight, args.attribute_prompts_file,
+                                                        embedding_config=config.embedding)
+        if "bendvlm" in args.methods:
+            if not args.clip_clip_fairface:
+                raise MethodError("--methods bendvlm needs --clip_clip_fairface DIR: the attribute-labelled reference "
+                                  "images it stores for query time (FairFace's train split)")
+            csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
+            reference = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
+                                      label_values=args.fairface_labels, name="fairface-train")
+            checkpoints += get_method("bendvlm").fit(args.original, output_dir / "methods", reference, args.attribute[0],
+                                                    args.bendvlm_neighbors, args.attribute_prompts_file,
+                                                    embedding_config=config.embedding)
         if "bias_alignment" in args.methods:
             from cf_hf.methods.bias_alignment.rows import DEFAULT_TEMPLATE
             from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments

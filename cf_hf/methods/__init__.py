@@ -6,6 +6,10 @@
   into both projections.
 - `biased_prompts/`: project the spurious prompts' span out of the text embeddings, calibrated on
   prompt pairs; folded into the text projection.
+- `closed_form/`: shrink the attribute subspace of group prototypes (prompts only) in both towers, the
+  closed-form Pareto trade-off; folded into both projections.
+- `bendvlm/`: BendVLM, per-query debiasing of text embeddings with a stored reference set
+  (`BendVLMCLIPModel`, registered with the Auto classes).
 - `bias_alignment/`: the bias-alignment module (CVPR 2025), small heads trained on a frozen CLIP's
   cached embeddings (`BiasAlignedCLIPModel`, registered with the Auto classes).
 - `sfid/`: SFID (NeurIPS 2024) — the coordinates a random forest finds most attribute-important set to
@@ -16,6 +20,8 @@
   (ERM or GroupDRO).
 
 Shared: `checkpoints` (what a fit returns), `linear` (folding a linear map into a plain `CLIPModel`),
+`embedding_transform` + `transformed` (an affine map of unit-norm embeddings, saved as
+`TransformedCLIPModel`), `attribute_prompts` (the attribute words and templates of prompt-based methods),
 `low_confidence` (SFID's and SPD's neutral value), `training_utils` (datasets, resume), `compare` (every method under one protocol).
 """
 

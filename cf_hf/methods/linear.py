@@ -87,6 +87,11 @@ def fold(model, method: LinearMethod):
     import torch
     from transformers import CLIPModel
 
+    if not isinstance(method, LinearMethod):
+        name = getattr(method, "method", type(method).__name__)
+        raise MethodError(f"{name} is not a linear map of the embeddings ({type(method).__name__}): it cannot fold into "
+                          "a plain CLIPModel checkpoint; save it with its own model class (cf_hf.methods.transformed."
+                          "save_transformed, cf_hf.methods.bendvlm.fit.save_bendvlm)")
     if not isinstance(model, CLIPModel):
         raise MethodError(f"{method.method} folds into a CLIPModel's projections; got {type(model).__name__}")
     folded = copy.deepcopy(model)

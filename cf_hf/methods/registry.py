@@ -53,6 +53,10 @@ METHODS: dict[str, MethodSpec] = {
                    "cf_hf.methods.clip_clip.fit:fit_clip_clip"),
         MethodSpec("biased_prompts", "project the spurious prompts' span out of text embeddings (Chuang et al. 2023)",
                    "cf_hf.methods.biased_prompts.fit:fit_biased_prompts"),
+        MethodSpec("closed_form", "shrink the prompts' attribute subspace in both towers, closed form (after Lian et al. 2026)",
+                   "cf_hf.methods.closed_form.fit:fit_closed_form"),
+        MethodSpec("bendvlm", "per-query: remove the local attribute subspace, equalize group similarity (BendVLM, 2024)",
+                   "cf_hf.methods.bendvlm.fit:fit_bendvlm"),
         MethodSpec("bias_alignment", "heads that align image and text bias on a frozen CLIP (CVPR 2025)",
                    "cf_hf.methods.bias_alignment.fit:fit_bias_alignment",
                    "cf_hf.methods.bias_alignment.trainer:BiasAlignmentArguments"),
@@ -78,7 +82,9 @@ def get_method(name: str) -> MethodSpec:
 
 # Model types of the methods whose checkpoints are their own model classes -> the module that registers
 # them with `AutoConfig`/`AutoModel` when imported.
-MODEL_TYPES = {"clip_bias_aligned": "cf_hf.methods.bias_alignment.modeling"}
+MODEL_TYPES = {"clip_bias_aligned": "cf_hf.methods.bias_alignment.modeling",
+               "clip_embedding_transform": "cf_hf.methods.transformed",
+               "clip_bendvlm": "cf_hf.methods.bendvlm.modeling"}
 
 
 def register_model_types() -> None:
