@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 # The one quiet flag, and its older spelling (still accepted).
@@ -21,6 +24,27 @@ QUIET_HELP = "hide every progress bar and the libraries' load reports (cf_hf's o
 def add_quiet_option(parser_or_group) -> None:
     """The `--quiet` option (alias `--no_progress`) on an argparse parser or group."""
     parser_or_group.add_argument(*QUIET_FLAGS, dest="quiet", action="store_true", help=QUIET_HELP)
+
+
+class CommandInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a command; the message says what was kept and how to continue. The dispatcher
+    prints it as one line and exits 130, as a shell does for SIGINT."""
+
+
+@contextmanager
+def interrupted_training(output_dir: str | Path) -> Iterator[None]:
+    """Turn Ctrl-C inside a training run into `CommandInterrupted` naming the checkpoint a
+    `--resume_from_checkpoint last` continues from (the newest complete one), or that there is none."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from cf_hf.methods.training_utils import latest_complete_checkpoint
+
+        latest = latest_complete_checkpoint(output_dir)
+        if latest is None:
+            raise CommandInterrupted(f"no checkpoint was saved in {output_dir} yet: run again with --overwrite") from None
+        raise CommandInterrupted(f"{latest} is the last complete checkpoint: continue with the same options and "
+                                 "--resume_from_checkpoint last") from None
 
 
 class Command(ABC):
