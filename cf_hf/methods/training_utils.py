@@ -155,8 +155,8 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: st
         latest = latest_complete_checkpoint(output_dir)
         if latest is None:
             raise ValueError(
-                f"resume_from_checkpoint={resume_from_checkpoint!r}: there is no complete checkpoint-* folder in "
-                f"output_dir {output_dir} to resume from (start without --resume_from_checkpoint, or name "
+                f"resume_from_checkpoint={resume_from_checkpoint!r}: there is no checkpoint-* folder in "
+                f"output_dir {output_dir} with a complete save to resume from (start without --resume_from_checkpoint, or name "
                 "a checkpoint folder)"
             )
         return latest

@@ -138,9 +138,9 @@ def claim_output_folder(
 TRAINER_OUTPUTS = ("checkpoint-*", "*.safetensors", "*.bin", "*.json", "*.txt", "*.model", "runs", "README.md",
                    "embeddings", "merges.txt")
 # The TrainingArguments that change what a run trains (the others change only logging, saving or speed).
-TRAINING_SETTINGS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
-                     "num_train_epochs", "max_steps", "seed", "weight_decay", "adam_beta1", "adam_beta2",
-                     "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_steps", "optim")
+# The length (num_train_epochs, max_steps) is not among them: a resume may continue a run for longer.
+TRAINING_SETTINGS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
+                     "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_steps", "optim")
 
 
 def training_settings(training_args: Any, **command_settings: Any) -> dict:
