@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cf_hf.cli.command import QUIET_HELP, Command
 from cf_hf.interpolation import DEFAULT_ALPHAS, alpha_key, interpolate_sweep
+from cf_hf.interpolation.wise_ft import check_alphas, check_processor_folder
 
 
 @dataclass
@@ -39,6 +40,13 @@ class InterpolateCommand(Command):
 
     def build_parser(self):
         return build_parser()
+
+    def parse(self, argv: list[str]):
+        """The options, checked before any weights are read."""
+        (args,) = super().parse(argv)
+        check_alphas(args.alphas, args.allow_extrapolation)
+        check_processor_folder(args.processor_from)
+        return (args,)
 
     def run(self, args) -> int:
         (args,) = args

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from cf_hf.cli.command import QUIET_HELP, Command
+from cf_hf.cli.validation import require_in_range, require_positive
 from cf_hf.generation.masks import DEFAULT_SEGMENTATION_MODEL
 from cf_hf.generation.verification.classifier import DEFAULT_CLASSIFIER_MODEL
 from cf_hf.generation.verification.report import REJECTED_SPLIT
@@ -254,6 +255,24 @@ def _replace_section(body: str, heading: str, section: str) -> str:
     return body[:start] + section + ("" if end < 0 else body[end:])
 
 
+def check_verify_options(args: VerifyArguments) -> None:
+    """The thresholds and sizes, checked before any model loads: a threshold outside its range would reject
+    every counterfactual (and export the base images alone) or turn its check off."""
+    # Fractions, probabilities and cosines live in [0, 1]; SSIM in [-1, 1].
+    for option in ("max_context_difference", "min_adherence", "max_duplicate_similarity", "test_size"):
+        require_in_range(option, getattr(args, option), 0.0, 1.0)
+    require_in_range("min_context_ssim", args.min_context_ssim, -1.0, 1.0)
+    require_positive("min_person_area_ratio", args.min_person_area_ratio, allow_zero=True)
+    require_positive("max_person_area_ratio", args.max_person_area_ratio)
+    if args.min_person_area_ratio > args.max_person_area_ratio:
+        raise ValueError(f"--min_person_area_ratio={args.min_person_area_ratio} is above --max_person_area_ratio="
+                         f"{args.max_person_area_ratio}")
+    if args.test_size >= 1.0:
+        raise ValueError(f"--test_size={args.test_size}: must be below 1 (the share of groups in the test split)")
+    require_positive("batch_size", args.batch_size)
+    require_positive("chunk_groups", args.chunk_groups)
+
+
 class VerifyCommand(Command):
     """`cf-hf verify RUN_OR_DATASET`: score, reject, report."""
 
@@ -267,7 +286,9 @@ class VerifyCommand(Command):
         argv = list(argv)
         if argv and not argv[0].startswith("-"):
             argv = ["--run_or_dataset", *argv]
-        return super().parse(argv)
+        (args,) = super().parse(argv)
+        check_verify_options(args)
+        return (args,)
 
     def run(self, args) -> int:
         (args,) = args
