@@ -115,9 +115,9 @@ class CompareCommand(Command):
 
     def run(self, args) -> int:
         from cf_hf.methods.registry import register_model_types
-        from cf_hf.utils.model_loading import check_model_source
+        from cf_hf.utils.model_loading import CLIP_MODEL_TYPE_PREFIX, check_model_source
 
-        check_model_source(args.original, args.revision, role="--original")
+        check_model_source(args.original, args.revision, role="--original", model_type_prefix=CLIP_MODEL_TYPE_PREFIX)
         register_model_types()  # every cf_hf checkpoint loads through AutoModel
         from cf_hf.cli.evaluate import evaluation_config, models_from_args, print_summary, sets_from_args
         from cf_hf.evaluation import load_fairface

@@ -8,6 +8,7 @@ from pathlib import Path
 from cf_hf.cli.command import QUIET_HELP, Command
 from cf_hf.interpolation import DEFAULT_ALPHAS, alpha_key, interpolate_sweep
 from cf_hf.interpolation.wise_ft import check_alphas, check_processor_folder
+from cf_hf.utils.model_loading import CLIP_MODEL_TYPE_PREFIX, check_model_source
 
 
 @dataclass
@@ -50,6 +51,8 @@ class InterpolateCommand(Command):
 
     def run(self, args) -> int:
         (args,) = args
+        for role in ("original", "finetuned"):
+            check_model_source(getattr(args, role), role=f"--{role}", model_type_prefix=CLIP_MODEL_TYPE_PREFIX)
         sweep = interpolate_sweep(
             args.original, args.finetuned, args.alphas, args.output_dir,
             allow_extrapolation=args.allow_extrapolation, processor_from=args.processor_from,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from cf_hf.cli.command import QUIET_HELP, Command, interrupted_training
 from cf_hf.cli.validation import require_training_length
 from cf_hf.methods.counterfactual.trainer import DEFAULT_MODEL, CounterfactualTrainingArguments, train
+from cf_hf.utils.model_loading import CLIP_MODEL_TYPE_PREFIX, check_model_source
 from cf_hf.utils.output_folder import TRAINER_OUTPUTS, claim_output_folder, training_settings
 
 
@@ -76,6 +77,8 @@ class TrainCommand(Command):
 
     def run(self, args) -> int:
         command_args, training_args = args
+        check_model_source(command_args.model_name_or_path, role="--model_name_or_path",
+                           model_type_prefix=CLIP_MODEL_TYPE_PREFIX)
         claim_output_folder(
             training_args.output_dir, self.name,
             training_settings(training_args, model_name_or_path=command_args.model_name_or_path,

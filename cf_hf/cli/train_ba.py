@@ -17,6 +17,7 @@ from cf_hf.methods.bias_alignment.rows import (
 )
 from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments, train_bias_alignment
 from cf_hf.methods.linear import MethodError
+from cf_hf.utils.model_loading import CLIP_MODEL_TYPE_PREFIX, check_model_source
 from cf_hf.utils.output_folder import TRAINER_OUTPUTS, claim_output_folder, training_settings
 
 
@@ -128,6 +129,8 @@ class TrainBiasAlignmentCommand(Command):
 
     def run(self, args) -> int:
         command, training_args = args
+        check_model_source(command.model_name_or_path, role="--model_name_or_path",
+                           model_type_prefix=CLIP_MODEL_TYPE_PREFIX)
         settings = {name: value for name, value in vars(command).items() if name not in {"quiet", "overwrite", "device"}}
         claim_output_folder(training_args.output_dir, self.name, training_settings(training_args, **settings),
                             owned=TRAINER_OUTPUTS, overwrite=command.overwrite,

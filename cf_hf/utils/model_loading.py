@@ -196,17 +196,26 @@ def model_loading(model_id: str, role: str = "model", revision: str | None = Non
         raise ModelLoadError(str(model_id), message) from error
 
 
-def check_model_source(model_id: str, revision: str | None = None, role: str = "model") -> None:
+# The model types of CLIP checkpoints (transformers' and cf_hf's registered subclasses all start so).
+CLIP_MODEL_TYPE_PREFIX = "clip"
+
+
+def check_model_source(model_id: str, revision: str | None = None, role: str = "model",
+                       model_type_prefix: str | None = None) -> None:
     """Raise `ModelLoadError` now if `model_id` cannot be found; reads no weights.
 
     A local folder must hold `config.json` or `model_index.json`, readable, with readable safetensors
-    headers; a Hub id must resolve (from the
+    headers (and, with `model_type_prefix`, a config whose `model_type` starts with it); a Hub id must resolve (from the
     cache when offline), its config files are fetched and nothing else.
     """
     local = _local_problem(str(model_id), role) or unreadable_model_file(str(model_id), role)
     if local is not None:
         raise ModelLoadError(str(model_id), local)
     if Path(model_id).expanduser().is_dir():
+        model_type = _architecture(str(model_id))
+        if model_type_prefix is not None and model_type is not None and not model_type.startswith(model_type_prefix):
+            raise ModelLoadError(str(model_id), f"{role} {model_id!r}: its config.json describes a {model_type!r} model, "
+                                                f"not a {model_type_prefix!r} one: pass a checkpoint of the right architecture")
         return
     from huggingface_hub import snapshot_download
 
