@@ -125,6 +125,8 @@ class TrainBiasAlignmentCommand(Command):
         if missing:
             raise ValueError(f"--attribute {' '.join(missing)}: not among --fairface_attributes "
                              f"{' '.join(command.fairface_attributes)}")
+        check_caption_setup(command.attribute, command.caption_template, set(command.fairface_attributes),
+                            "--fairface_attributes")
         return command, training_args
 
     def run(self, args) -> int:

@@ -175,6 +175,14 @@ def _check_output(output: Path, overwrite: bool) -> None:
         )
 
 
+def _split_sizes(error: Exception) -> str:
+    """'train: card 99, files 6' from a datasets split-size error (its message lists SplitInfo pairs)."""
+    import re
+
+    pairs = re.findall(r"name='([^']+)'[^)]*?num_examples=(\d+)\).*?name='[^']+'[^)]*?num_examples=(\d+)", str(error))
+    return "; ".join(f"{name}: card {card}, files {files}" for name, card, files in pairs) or str(error)
+
+
 def _verify_folder(args: VerifyArguments, source: Path) -> Path:
     """An exported dataset folder: verified splits + card to `--output_dir`."""
     import datasets
@@ -194,7 +202,10 @@ def _verify_folder(args: VerifyArguments, source: Path) -> Path:
     _check_output(output, args.overwrite)
     try:
         splits = datasets.load_dataset(str(source))
-    except (ValueError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as error:
+    except datasets.exceptions.SplitsVerificationError as error:
+        raise ValueError(f"{source}: the split sizes its card (README.md `dataset_info`) records disagree with its data "
+                         f"files ({_split_sizes(error)}): export the dataset again, or fix the card") from None
+    except (ValueError, FileNotFoundError, datasets.exceptions.DatasetsError) as error:
         raise ValueError(f"{source} is neither a generation run (no manifest.json) nor a dataset folder: {error}") from None
     if REJECTED_SPLIT in splits:
         raise ValueError(f"{source} already has a `{REJECTED_SPLIT}` split: it was verified; verify the unverified export.")

@@ -393,6 +393,20 @@ def test_push_to_an_unreachable_or_offline_hub_is_one_line(tmp_path, capsys, mon
     assert ("offline" in line.lower()) if offline else ("127.0.0.1:9" in line)
 
 
+# -- 12. a card that disagrees with its files; Ctrl-C ----------------------------------------------
+
+
+def test_verify_names_a_card_whose_split_sizes_disagree_with_the_files(tmp_path, capsys):
+    from testing_utils.hub import build_dataset_folder
+
+    folder = build_dataset_folder(tmp_path / "dataset")
+    card = (folder / "README.md").read_text()
+    (folder / "README.md").write_text(card.replace(
+        "license:", "dataset_info:\n  splits:\n  - name: train\n    num_examples: 99\nlicense:", 1))
+    line = one_line_error(capsys, ["verify", str(folder), "--world", "--output_dir", str(tmp_path / "out")])
+    assert "train: card 99, files 6" in line
+
+
 # -- 12. Ctrl-C ----------------------------------------------------------------------------------
 
 
