@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--output_dir", required=True, help="where results.json, report.md and plots/ are written")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an earlier run of this command with other settings in --output_dir (only what "
+                        help="replace an earlier run in --output_dir that used other settings (only what "
                              "it wrote is deleted)")
     parser.add_argument("--no_plots", action="store_true", help="write no plots")
     return parser
