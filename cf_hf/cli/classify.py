@@ -62,6 +62,25 @@ def build_parser():
     )  # fmt: skip
 
 
+def _check_evaluation_labels(command: ClassifyCommandArguments, training_args) -> None:
+    """Refuse, before training, evaluation labels the real training data does not have: the classifier
+    could never predict them (this used to fail only after the training)."""
+    from cf_hf.methods.ffr.encoding import column_strings
+    from cf_hf.methods.ffr.trainer import load_classification_dataset
+
+    real = load_classification_dataset(command.real_dataset, command.real_split, "real data")
+    evaluation = load_classification_dataset(command.eval_dataset, command.eval_split, "evaluation dataset")
+    for column in (training_args.label_column, training_args.group_column):
+        for dataset, what in ((real, "real data"), (evaluation, "evaluation dataset")):
+            if column not in dataset.column_names:
+                raise ValueError(f"the {what} has no column {column!r}; it has {dataset.column_names}")
+    known = set(column_strings(real, training_args.label_column, "real data"))
+    unknown = sorted(set(column_strings(evaluation, training_args.label_column, "evaluation dataset")) - known)
+    if unknown:
+        raise ValueError(f"--eval_dataset {command.eval_dataset}: labels {unknown[:10]} of column "
+                         f"{training_args.label_column!r} are not in the real training data (it has {sorted(known)[:10]})")
+
+
 class ClassifyCommand(Command):
     """`cf-hf classify`: train, then evaluate when an evaluation set is given."""
 
@@ -88,6 +107,8 @@ class ClassifyCommand(Command):
         settings = {name: value for name, value in vars(command).items() if name not in {"quiet", "overwrite"}}
         claim_output_folder(training_args.output_dir, self.name, training_settings(training_args, **settings),
                             owned=(*TRAINER_OUTPUTS, "synthetic-stage"), overwrite=command.overwrite)
+        if command.eval_dataset:
+            _check_evaluation_labels(command, training_args)
         if command.quiet:
             training_args.disable_tqdm = True
         from cf_hf.methods.ffr.card import write_model_card
