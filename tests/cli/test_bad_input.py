@@ -402,7 +402,7 @@ def test_verify_names_a_card_whose_split_sizes_disagree_with_the_files(tmp_path,
     folder = build_dataset_folder(tmp_path / "dataset")
     card = (folder / "README.md").read_text()
     (folder / "README.md").write_text(card.replace(
-        "license:", "dataset_info:\n  splits:\n  - name: train\n    num_examples: 99\nlicense:", 1))
+        "license:", "dataset_info:\n  splits:\n  - name: train\n    num_bytes: 969\n    num_examples: 99\nlicense:", 1))
     line = one_line_error(capsys, ["verify", str(folder), "--world", "--output_dir", str(tmp_path / "out")])
     assert "train: card 99, files 6" in line
 
