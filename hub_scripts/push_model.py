@@ -102,6 +102,47 @@ def _checked_results(results: Results | dict | str | Path | None, alphas: list[f
     return results
 
 
+def _weights_record(folder: Path) -> dict | None:
+    """The interpolation record (α and the endpoints' weight fingerprints) of a checkpoint folder, or None."""
+    from cf_hf.interpolation import INTERPOLATION_FILE
+
+    try:
+        record = json.loads((folder / INTERPOLATION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {"alpha": record.get("alpha"), "fingerprints": record.get("fingerprints")} if record.get("fingerprints") else None
+
+
+def _check_results_measured_these_checkpoints(results: Results | None, checkpoints: dict[float | None, Path]) -> None:
+    """Refuse results whose entry for a pushed α measured another checkpoint: the entry records the path it
+    evaluated, and a sweep member's interpolation.json the fingerprints of the weights it was mixed from.
+    A recorded path that is not on this machine cannot be checked (a warning says so)."""
+    if results is None:
+        return
+    unchecked = []
+    for alpha, folder in checkpoints.items():
+        model = results.model_for_alpha(alpha) if alpha is not None else None
+        recorded = (model.entry.get("model") or {}).get("path") if model is not None else None
+        if recorded is None:
+            continue
+        recorded = Path(recorded)
+        if recorded.resolve() == folder.resolve():
+            continue
+        if not recorded.is_dir():
+            unchecked.append(f"{alpha:g}")
+            continue
+        ours, theirs = _weights_record(folder), _weights_record(recorded)
+        if ours is None or theirs is None or ours != theirs:
+            raise HubPushError(
+                f"{results.source}: the numbers for α = {alpha:g} were measured on {recorded}, not on the pushed "
+                f"{folder} ({'other weights' if ours and theirs else 'not the same checkpoint'}): the cards would "
+                "show another sweep's numbers. Evaluate the pushed sweep (`cf-hf evaluate --sweep ...`) and pass "
+                "that results.json")
+    if unchecked:
+        logger.warning("%s: the checkpoints measured for α = %s are not on this machine; cannot check that they are "
+                       "the pushed ones", results.source, ", ".join(unchecked))
+
+
 def plan_model_push(
     path: str | Path,
     repo_id: str,
@@ -120,6 +161,7 @@ def plan_model_push(
     check_repo_id(repo_id)
     checkpoints = find_checkpoints(path)
     results = _checked_results(results, sorted(a for a in checkpoints if a is not None))
+    _check_results_measured_these_checkpoints(results, checkpoints)
     sweep_file = Path(path) / SWEEP_FILE
     original = json.loads(sweep_file.read_text()).get("original") if sweep_file.is_file() else None
     base_model = base_model or (original if is_repo_id(original) else None)

@@ -14,6 +14,8 @@ import sys
 # Errors a subcommand reports as one line (bad options, missing or corrupt files, bad rows): their
 # messages name the file, row or option to fix, so a traceback would only hide them.
 INPUT_ERRORS = (ValueError, OSError)
+# The exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED_STATUS = 130
 
 # subcommand -> ("module:Command class", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -74,6 +76,9 @@ def run_command(name: str, argv: list[str]) -> int:
     except INPUT_ERRORS as error:
         print(f"cf-hf {name}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interruption:
+        print(f"cf-hf {name}: interrupted" + (f": {interruption}" if str(interruption) else ""), file=sys.stderr)
+        return INTERRUPTED_STATUS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,10 @@ import json
 from dataclasses import dataclass, field
 
 from cf_hf.cli.command import QUIET_HELP, Command
+from cf_hf.cli.validation import require_training_length
 from cf_hf.methods.ffr.trainer import DEFAULT_MODEL
+from cf_hf.utils.model_loading import CLIP_MODEL_TYPE_PREFIX, check_model_source
+from cf_hf.utils.output_folder import TRAINER_OUTPUTS, claim_output_folder, training_settings
 
 RESULTS_FILE = "eval_results.json"
 
@@ -47,6 +50,8 @@ class ClassifyCommandArguments:
         default=None, metadata={"help": "Generated images held out from training: the probe tells them from the "
                                         "evaluation images (needs --eval_dataset)."})
     probe_split: str = field(default="test", metadata={"help": "Split of the probe dataset."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Replace an earlier `cf-hf classify` run in --output_dir (only what it wrote is deleted)."})
     quiet: bool = field(default=False, metadata={"aliases": ["--no_progress"], "help": QUIET_HELP})
 
 
@@ -64,6 +69,25 @@ def build_parser():
     )  # fmt: skip
 
 
+def _check_evaluation_labels(command: ClassifyCommandArguments, training_args) -> None:
+    """Refuse, before training, evaluation labels the real training data does not have: the classifier
+    could never predict them (this used to fail only after the training)."""
+    from cf_hf.methods.ffr.encoding import column_strings
+    from cf_hf.methods.ffr.trainer import load_classification_dataset
+
+    real = load_classification_dataset(command.real_dataset, command.real_split, "real data")
+    evaluation = load_classification_dataset(command.eval_dataset, command.eval_split, "evaluation dataset")
+    for column in (training_args.label_column, training_args.group_column):
+        for dataset, what in ((real, "real data"), (evaluation, "evaluation dataset")):
+            if column not in dataset.column_names:
+                raise ValueError(f"the {what} has no column {column!r}; it has {dataset.column_names}")
+    known = set(column_strings(real, training_args.label_column, "real data"))
+    unknown = sorted(set(column_strings(evaluation, training_args.label_column, "evaluation dataset")) - known)
+    if unknown:
+        raise ValueError(f"--eval_dataset {command.eval_dataset}: labels {unknown[:10]} of column "
+                         f"{training_args.label_column!r} are not in the real training data (it has {sorted(known)[:10]})")
+
+
 class ClassifyCommand(Command):
     """`cf-hf classify`: train, then evaluate when an evaluation set is given."""
 
@@ -72,10 +96,26 @@ class ClassifyCommand(Command):
     def build_parser(self):
         return build_parser()
 
-    def run(self, args) -> int:
-        command, training_args = args
+    def parse(self, argv: list[str]):
+        """The options, checked before any training."""
+        command, training_args = super().parse(argv)
+        require_training_length(training_args)
+        if training_args.synthetic_max_steps == 0 or training_args.synthetic_max_steps < -1:
+            raise ValueError(f"--synthetic_max_steps={training_args.synthetic_max_steps}: must be > 0, or -1 for "
+                             "--max_steps")
         if command.probe_dataset and not command.eval_dataset:
             raise ValueError("--probe_dataset compares generated with real evaluation images: give --eval_dataset")
+        return command, training_args
+
+    def run(self, args) -> int:
+        command, training_args = args
+        check_model_source(command.model_name_or_path, role="--model_name_or_path",
+                           model_type_prefix=CLIP_MODEL_TYPE_PREFIX)
+        settings = {name: value for name, value in vars(command).items() if name not in {"quiet", "overwrite"}}
+        claim_output_folder(training_args.output_dir, self.name, training_settings(training_args, **settings),
+                            owned=(*TRAINER_OUTPUTS, "synthetic-stage"), overwrite=command.overwrite)
+        if command.eval_dataset:
+            _check_evaluation_labels(command, training_args)
         if command.quiet:
             training_args.disable_tqdm = True
         from cf_hf.methods.ffr.card import write_model_card

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -115,6 +117,25 @@ def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]
     if config is not None:
         first += _as_arguments(parser, _read_options(Path(config), "--config"), f"--config {config}")
     return first + rest
+class CommandInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a command; the message says what was kept and how to continue. The dispatcher
+    prints it as one line and exits 130, as a shell does for SIGINT."""
+
+
+@contextmanager
+def interrupted_training(output_dir: str | Path) -> Iterator[None]:
+    """Turn Ctrl-C inside a training run into `CommandInterrupted` naming the checkpoint a
+    `--resume_from_checkpoint last` continues from (the newest complete one), or that there is none."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from cf_hf.methods.training_utils import latest_complete_checkpoint
+
+        latest = latest_complete_checkpoint(output_dir)
+        if latest is None:
+            raise CommandInterrupted(f"no checkpoint was saved in {output_dir} yet: run again with --overwrite") from None
+        raise CommandInterrupted(f"{latest} is the last complete checkpoint: continue with the same options and "
+                                 "--resume_from_checkpoint last") from None
 
 
 class Command(ABC):

@@ -17,10 +17,16 @@ import argparse
 from pathlib import Path
 
 from cf_hf.cli.command import Command
+from cf_hf.cli.evaluate import EVALUATE_OUTPUTS, output_settings
+from cf_hf.cli.validation import require_all_positive, require_positive
+from cf_hf.utils.output_folder import claim_output_folder
 
 FITTED_METHODS = ("clip_clip", "biased_prompts", "closed_form", "bendvlm", "bias_alignment")
 # Methods that debias one attribute at a time (their checkpoints are named by their swept setting only).
 SINGLE_ATTRIBUTE_METHODS = ("closed_form", "bendvlm")
+# What `cf-hf compare` writes into --output_dir (and `--overwrite` may delete): evaluate's files and the
+# fitted methods' checkpoints.
+COMPARE_OUTPUTS = (*EVALUATE_OUTPUTS, "methods")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,9 +107,29 @@ class CompareCommand(Command):
     def build_parser(self) -> argparse.ArgumentParser:
         return build_parser()
 
+    def parse(self, argv: list[str]):
+        """The options, checked before any fitting or training."""
+        from cf_hf.cli.evaluate import check_evaluation_options
+
+        args = super().parse(argv)
+        check_evaluation_options(args)
+        require_positive("--bias_alignment_epochs", args.bias_alignment_epochs)
+        require_all_positive("--clip_clip_keep", args.clip_clip_keep)
+        require_all_positive("--biased_prompts_lambda", args.biased_prompts_lambda, allow_zero=True)
+        if args.biased_prompts_file is not None and not Path(args.biased_prompts_file).is_file():
+            raise ValueError(f"--biased_prompts_file {args.biased_prompts_file}: no such file")
+        if "bias_alignment" in args.methods or "clip_clip" in args.methods:
+            missing = sorted(set(args.attribute) - set(args.fairface_attributes))
+            if missing:
+                raise ValueError(f"--attribute {' '.join(missing)}: not among --fairface_attributes "
+                                 f"{' '.join(args.fairface_attributes)}")
+        return args
+
     def run(self, args) -> int:
         from cf_hf.methods.registry import register_model_types
+        from cf_hf.utils.model_loading import CLIP_MODEL_TYPE_PREFIX, check_model_source
 
+        check_model_source(args.original, args.revision, role="--original", model_type_prefix=CLIP_MODEL_TYPE_PREFIX)
         register_model_types()  # every cf_hf checkpoint loads through AutoModel
         from cf_hf.cli.evaluate import evaluation_config, models_from_args, print_summary, sets_from_args
         from cf_hf.evaluation import load_fairface
@@ -115,7 +141,8 @@ class CompareCommand(Command):
         models, alphas = models_from_args(args, self.parser, required=not args.methods)
         fairness, retrieval, zero_shot = sets_from_args(args, self.parser)
         config = evaluation_config(args)
-        output_dir = Path(args.output_dir)
+        output_dir = claim_output_folder(args.output_dir, self.name, output_settings(args), owned=COMPARE_OUTPUTS,
+                                         overwrite=args.overwrite)
         checkpoints = [
             MethodCheckpoint(name=name, method="counterfactual" if name in alphas else "checkpoint", path=Path(path),
                              settings={"alpha": alphas[name]} if name in alphas else {},
@@ -163,7 +190,8 @@ class CompareCommand(Command):
                 raise MethodError("--methods bias_alignment needs --clip_clip_fairface DIR: labelled images to train on "
                                   "(FairFace's train split)")
             csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
-            gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
+            gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding,
+                                    attributes=args.fairface_attributes, skip_missing=args.skip_missing,
                                     label_values=args.fairface_labels, name="fairface-train")
             # No held-out selection here (the compare sets are test sets): fixed epochs, the last heads kept.
             training = BiasAlignmentArguments(output_dir=str(output_dir / "methods"), num_train_epochs=args.bias_alignment_epochs,

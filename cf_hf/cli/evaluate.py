@@ -16,6 +16,8 @@ import argparse
 from pathlib import Path
 
 from cf_hf.cli.command import Command, add_quiet_option
+from cf_hf.cli.validation import require_all_positive, require_positive
+from cf_hf.utils.output_folder import claim_output_folder
 
 
 def add_gallery_options(group) -> None:
@@ -104,8 +106,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_quiet_option(engine)
 
     parser.add_argument("--output_dir", required=True, help="where results.json, report.md and plots/ are written")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in --output_dir that used other settings (only what "
+                             "it wrote is deleted)")
     parser.add_argument("--no_plots", action="store_true", help="write no plots")
     return parser
+
+
+# What `cf-hf evaluate` writes into --output_dir (and `--overwrite` may delete).
+EVALUATE_OUTPUTS = ("results.json", "report.md", "plots", "embeddings")
+# Options that change how fast, not what, a command computes: not part of an output folder's settings.
+SPEED_OPTIONS = {"quiet", "device", "batch_size", "num_workers", "overwrite", "output_dir", "cache_dir"}
+
+
+def check_evaluation_options(args) -> None:
+    """The protocol and embedding options, checked at parse time (shared with `cf-hf compare`)."""
+    require_all_positive("--k", args.ks)
+    require_positive("--random_floor_queries", args.random_floor_queries, allow_zero=True)
+    require_positive("--batch_size", args.batch_size)
+    require_positive("--num_workers", args.num_workers, allow_zero=True)
+    for option in ("templates", "imagenet_classes", "imagenet_templates", "flickr", "coco", "pata", "pata_captions",
+                   "fairface_csv", "fairface_labels"):
+        value = getattr(args, option, None)
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"--{option} {value}: no such file")
+
+
+def output_settings(args) -> dict:
+    """The options that change what a run writes (for `claim_output_folder`)."""
+    return {name: value for name, value in sorted(vars(args).items()) if name not in SPEED_OPTIONS}
 
 
 def models_from_args(args, parser, required: bool = True) -> tuple[dict, dict]:
@@ -218,6 +247,11 @@ class EvaluateCommand(Command):
     def build_parser(self) -> argparse.ArgumentParser:
         return build_parser()
 
+    def parse(self, argv: list[str]):
+        args = super().parse(argv)
+        check_evaluation_options(args)
+        return args
+
     def run(self, args) -> int:
         from cf_hf.evaluation.protocol import evaluate_models
         from cf_hf.evaluation.report import write_report
@@ -226,6 +260,8 @@ class EvaluateCommand(Command):
         register_model_types()  # every cf_hf checkpoint loads through AutoModel
         models, alphas = models_from_args(args, self.parser)
         fairness, retrieval, zero_shot = sets_from_args(args, self.parser)
+        claim_output_folder(args.output_dir, self.name, output_settings(args), owned=EVALUATE_OUTPUTS,
+                            overwrite=args.overwrite)
         results = evaluate_models(models, fairness, retrieval, zero_shot, evaluation_config(args), alphas=alphas)
         written = write_report(results, args.output_dir, plots=not args.no_plots)
         print_summary(results)

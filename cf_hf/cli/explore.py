@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from cf_hf.cli.command import Command, add_quiet_option
+from cf_hf.cli.validation import require_positive
 
 DEFAULT_CACHE_DIR = Path("~/.cache/cf_hf/explorer").expanduser()
 DEFAULT_PORT = 7860
@@ -46,7 +47,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     protocol.add_argument("--convention", choices=["berg", "exact"], default="berg",
                           help="berg: a value absent from the top-k counts as 1/k and MaxSkew >= 0; exact: the plain definitions")
     protocol.add_argument("--prompt", default=None, help="the prompt the page opens with")
-    protocol.add_argument("--k", type=int, default=None, help="the k the page opens with; unset: 24 (or the gallery size)")
+    protocol.add_argument("--k", type=int, default=None, help="the k the page opens with, below the gallery size; unset: 24 (or the gallery size - 1)")
 
     engine = parser.add_argument_group("embedding")
     engine.add_argument("--device", default="cpu", help="torch device the models run on (cpu, cuda, mps)")
@@ -149,7 +150,11 @@ def _explore(args, parser) -> int:
     if args.check is None:
         require_gradio()
     explorer, image = explorer_from_args(args, parser)
-    k = args.k if args.k is not None else min(DEFAULT_K, explorer.n_images)
+    if args.k is not None and args.k > explorer.max_k:
+        raise ValueError(f"--k {args.k} is not below the size of the gallery {explorer.gallery_name!r} "
+                         f"({explorer.n_images} images): its top-k would be the whole gallery, and MaxSkew its "
+                         f"composition; choose --k between 1 and {explorer.max_k}")
+    k = args.k if args.k is not None else min(DEFAULT_K, explorer.max_k)
     if args.check is not None:
         print_answers(explorer, args.check, k, args.attribute)
         return 0
@@ -167,6 +172,13 @@ class ExploreCommand(Command):
 
     def build_parser(self) -> argparse.ArgumentParser:
         return build_parser()
+
+    def parse(self, argv: list[str]):
+        args = super().parse(argv)
+        require_positive("--k", args.k)
+        require_positive("--batch_size", args.batch_size)
+        require_positive("--world_per_cell", args.world_per_cell)
+        return args
 
     def run(self, args) -> int:
         from cf_hf.methods.registry import register_model_types

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cf_hf.cli.command import QUIET_HELP, Command
+from cf_hf.cli.validation import require_all_positive, require_in_range, require_positive
+from cf_hf.utils.output_folder import claim_output_folder
 from cf_hf.world.ffr.experiment import DEFAULT_SIGNATURE, SCHEDULES, FFRConfig
 
 _DEFAULTS = FFRConfig()
@@ -36,6 +38,8 @@ class FFRDemoArguments:
     synthetic_epochs: float = field(default=_DEFAULTS.synthetic_epochs, metadata={"help": "Epochs of ffr's stage 1."})
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
     learning_rate: float = field(default=3e-4, metadata={"help": "Learning rate of every stage."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Replace an earlier `cf-hf ffr-demo` run with other settings in --output_dir (only what it wrote is deleted)."})
     quiet: bool = field(default=False, metadata={"aliases": ["--no_progress"], "help": QUIET_HELP})
 
 
@@ -58,9 +62,29 @@ class FFRDemoCommand(Command):
     def build_parser(self):
         return build_parser()
 
+    def parse(self, argv: list[str]):
+        """The options, checked before any data is generated."""
+        (args,) = super().parse(argv)
+        for option in ("per_class", "validation_per_class", "test_per_group", "epochs", "batch_size", "learning_rate"):
+            require_positive(option, getattr(args, option))
+        require_positive("synthetic_epochs", args.synthetic_epochs, allow_zero=True)
+        for option in ("seeds", "bias_levels", "signatures", "schedules", "losses"):
+            if not getattr(args, option):
+                raise ValueError(f"--{option}: give at least one value")
+        require_all_positive("signatures", args.signatures, allow_zero=True)
+        for bias in args.bias_levels:
+            require_in_range("bias_levels", bias, 0.0, 1.0)
+        return (args,)
+
     def run(self, args) -> int:
         (args,) = args
-        from cf_hf.world.ffr.experiment import REPORT_FILE, FFRConfig, run_experiment, summary_table
+        from cf_hf.world.ffr.experiment import (
+            GRID_SETTINGS,
+            REPORT_FILE,
+            FFRConfig,
+            run_experiment,
+            summary_table,
+        )
 
         if args.quiet:
             from transformers.utils import logging as transformers_logging
@@ -76,6 +100,12 @@ class FFRDemoCommand(Command):
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
         )  # fmt: skip
+        # The grid may grow between runs (its cells are keyed); every other setting must stay, or the
+        # folder's results would be reused under the new settings.
+        settings = {name: value for name, value in vars(args).items()
+                    if name not in {*GRID_SETTINGS, "quiet", "overwrite", "output_dir"}}
+        claim_output_folder(args.output_dir, self.name, settings, overwrite=args.overwrite,
+                            owned=("data", "seed-*", "results.jsonl", "config.json", "*.md", "*.png", "plots"))
         results = run_experiment(config, args.output_dir, quiet=args.quiet)
         print(summary_table(results, config))
         print(f"report: {args.output_dir}/{REPORT_FILE}")

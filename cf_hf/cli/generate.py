@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cf_hf.cli.command import QUIET_HELP, Command
+from cf_hf.cli.validation import require_in_range, require_positive
 from cf_hf.generation.base_images import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_TEXT_TO_IMAGE_GUIDANCE,
@@ -283,6 +284,30 @@ def _verifier(args: GenerateArguments):
     return build_verifier(options, grid_from_manifest(manifest), manifest["config"].get("mask_postprocessing"))
 
 
+# Options that count something: each must be at least 1 when set (0 would fall back to a default unseen).
+_COUNT_OPTIONS = ("captions_per_concept", "decorators_per_caption", "appearances_per_base", "shard_size",
+                  "caption_batch_size", "text_to_image_steps", "image_size", "inpainting_steps", "inpainting_size",
+                  "text_to_image_batch_size", "segmentation_batch_size", "inpainting_batch_size")
+
+
+def check_generate_options(args: GenerateArguments) -> None:
+    """Every count, share and scale in its range, before any work (a bad `--test_size` used to fail only
+    after the whole generation)."""
+    for option in _COUNT_OPTIONS:
+        require_positive(option, getattr(args, option, None))
+    for option in ("min_mask_area", "max_mask_area", "mask_dilation", "mask_feather", "inpainting_strength"):
+        require_in_range(option, getattr(args, option, None), 0.0, 1.0)
+    if args.inpainting_strength is not None and args.inpainting_strength == 0:
+        raise ValueError("--inpainting_strength=0: must be > 0 (0 paints nothing)")
+    if args.min_mask_area > args.max_mask_area:
+        raise ValueError(f"--min_mask_area={args.min_mask_area} is above --max_mask_area={args.max_mask_area}")
+    for option in ("text_to_image_guidance", "inpainting_guidance"):
+        require_positive(option, getattr(args, option, None), allow_zero=True)
+    require_in_range("test_size", args.test_size, 0.0, 1.0)
+    if args.test_size >= 1.0:
+        raise ValueError(f"--test_size={args.test_size}: must be below 1 (the share of groups in the test split)")
+
+
 class GenerateCommand(Command):
     """`cf-hf generate`: generate (or resume) a run, print its summary, export the dataset."""
 
@@ -291,6 +316,12 @@ class GenerateCommand(Command):
 
     def build_parser(self):
         return build_parser()
+
+    def parse(self, argv: list[str]):
+        """The options, checked before any model loads or image is generated."""
+        (args,) = super().parse(argv)
+        check_generate_options(args)
+        return (args,)
 
     def run(self, args) -> int:
         (args,) = args

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from cf_hf.cli.command import QUIET_HELP, Command
 from cf_hf.interpolation import DEFAULT_ALPHAS, alpha_key, interpolate_sweep
+from cf_hf.interpolation.wise_ft import check_alphas, check_processor_folder
+from cf_hf.utils.model_loading import CLIP_MODEL_TYPE_PREFIX, check_model_source
 
 
 @dataclass
@@ -40,8 +42,17 @@ class InterpolateCommand(Command):
     def build_parser(self):
         return build_parser()
 
+    def parse(self, argv: list[str]):
+        """The options, checked before any weights are read."""
+        (args,) = super().parse(argv)
+        check_alphas(args.alphas, args.allow_extrapolation)
+        check_processor_folder(args.processor_from)
+        return (args,)
+
     def run(self, args) -> int:
         (args,) = args
+        for role in ("original", "finetuned"):
+            check_model_source(getattr(args, role), role=f"--{role}", model_type_prefix=CLIP_MODEL_TYPE_PREFIX)
         sweep = interpolate_sweep(
             args.original, args.finetuned, args.alphas, args.output_dir,
             allow_extrapolation=args.allow_extrapolation, processor_from=args.processor_from,

@@ -14,6 +14,8 @@ HF_TOKEN or `hf auth login`; the endpoint from HF_ENDPOINT.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from cf_hf.cli.command import Command
 
@@ -74,6 +76,28 @@ def _push_explorer(args, parser, options: dict) -> None:
                   gallery_split=args.hf_split or "train", image_column=args.image_column, **options)
 
 
+# Packages whose exceptions mean the Hub could not be reached or answered (the HTTP clients, huggingface_hub).
+HUB_CLIENT_PACKAGES = ("httpx", "httpcore", "requests", "urllib3", "huggingface_hub")
+
+
+@contextmanager
+def hub_connection_errors() -> Iterator[None]:
+    """Turn a failed connection or Hub answer into one `OSError` naming the endpoint and the cause (the
+    clients raise their own exception classes, chained, which the dispatcher would print as a trace)."""
+    try:
+        yield
+    except (ValueError, OSError):
+        raise
+    except Exception as error:
+        if type(error).__module__.split(".")[0].rstrip("0123456789") not in HUB_CLIENT_PACKAGES:
+            raise
+        from huggingface_hub import constants
+
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OSError(f"the Hub at {constants.ENDPOINT} could not be reached or refused the request "
+                      f"({type(error).__name__}: {cause}); check HF_ENDPOINT, the connection and the token") from None
+
+
 class PushCommand(Command):
     """`cf-hf push dataset|model|metrics|explorer ...`."""
 
@@ -83,6 +107,10 @@ class PushCommand(Command):
         return build_parser()
 
     def run(self, args) -> int:
+        with hub_connection_errors():
+            return self._push(args)
+
+    def _push(self, args) -> int:
         from cf_hf.methods.registry import register_model_types
 
         register_model_types()  # every cf_hf checkpoint loads through AutoModel

@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from cf_hf.cli.command import QUIET_HELP, Command
+from cf_hf.cli.command import QUIET_HELP, Command, interrupted_training
+from cf_hf.cli.validation import require_training_length
 from cf_hf.methods.counterfactual.trainer import DEFAULT_MODEL, CounterfactualTrainingArguments, train
+from cf_hf.utils.model_loading import CLIP_MODEL_TYPE_PREFIX, check_model_source
+from cf_hf.utils.output_folder import TRAINER_OUTPUTS, claim_output_folder, training_settings
 
 
 @dataclass
@@ -24,6 +27,8 @@ class TrainCommandArguments:
     )
     model_name_or_path: str = field(default=DEFAULT_MODEL, metadata={"help": "CLIP checkpoint to fine-tune."})
     dataset_split: str = field(default="train", metadata={"help": "Split of the dataset to train on."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Replace an earlier `cf-hf train` run in --output_dir (only what it wrote is deleted)."})
     quiet: bool = field(default=False, metadata={"aliases": ["--no_progress"], "help": QUIET_HELP})
 
 
@@ -62,8 +67,24 @@ class TrainCommand(Command):
     def build_parser(self):
         return build_parser()
 
+    def parse(self, argv: list[str]):
+        """The options, checked before any work (the training length, the output folder's type)."""
+        command_args, training_args = super().parse(argv)
+        require_training_length(training_args)
+        if not training_args.output_dir:
+            raise ValueError("--output_dir is required: the folder the checkpoints and the model are written to")
+        return command_args, training_args
+
     def run(self, args) -> int:
         command_args, training_args = args
+        check_model_source(command_args.model_name_or_path, role="--model_name_or_path",
+                           model_type_prefix=CLIP_MODEL_TYPE_PREFIX)
+        claim_output_folder(
+            training_args.output_dir, self.name,
+            training_settings(training_args, model_name_or_path=command_args.model_name_or_path,
+                              dataset=command_args.dataset, dataset_split=command_args.dataset_split),
+            owned=TRAINER_OUTPUTS, overwrite=command_args.overwrite,
+            resume=training_args.resume_from_checkpoint not in (None, False, "False", "false"))
         # cf_hf's own log lines (e.g. the sampler's group counts); the libraries keep their handlers,
         # and a root handler would print their records twice.
         package_logger = logging.getLogger("cf_hf")
@@ -74,6 +95,7 @@ class TrainCommand(Command):
         package_logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
         if command_args.quiet:
             training_args.disable_tqdm = True
-        print(train(command_args.model_name_or_path, command_args.dataset, training_args,
-                    dataset_split=command_args.dataset_split))
+        with interrupted_training(training_args.output_dir):
+            print(train(command_args.model_name_or_path, command_args.dataset, training_args,
+                        dataset_split=command_args.dataset_split))
         return 0

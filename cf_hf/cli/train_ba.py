@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cf_hf.cli.command import QUIET_HELP, Command
+from cf_hf.cli.command import QUIET_HELP, Command, interrupted_training
+from cf_hf.cli.validation import require_positive, require_training_length
+from cf_hf.evaluation.galleries.fairface import FAIRFACE_ATTRIBUTES
 from cf_hf.methods.bias_alignment.rows import (
     DEFAULT_TEMPLATE,
     BiasAlignmentData,
@@ -16,6 +18,8 @@ from cf_hf.methods.bias_alignment.rows import (
 from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments, train_bias_alignment
 from cf_hf.methods.bias_alignment.validation import split_validation, validation_data
 from cf_hf.methods.linear import MethodError
+from cf_hf.utils.model_loading import CLIP_MODEL_TYPE_PREFIX, check_model_source
+from cf_hf.utils.output_folder import TRAINER_OUTPUTS, claim_output_folder, training_settings
 
 
 @dataclass
@@ -30,6 +34,8 @@ class TrainBiasAlignmentCommandArguments:
                                                                   "choices": ["0.25", "1.25"]})
     fairface_labels: str | None = field(default=None, metadata={
         "help": "YAML/JSON 'attribute: [values]' of a CSV that does not use FairFace's own label values"})
+    fairface_attributes: list[str] = field(default_factory=lambda: list(FAIRFACE_ATTRIBUTES), metadata={
+        "help": "label columns of the FairFace CSV that are sensitive attributes, space-separated"})
     skip_missing: bool = field(default=False, metadata={"help": "skip (and count) rows whose image is missing"})
     attribute: list[str] = field(default_factory=lambda: ["gender"], metadata={
         "help": "attribute(s) whose values the counterfactual captions swap, space-separated"})
@@ -49,6 +55,8 @@ class TrainBiasAlignmentCommandArguments:
     cache_dir: str | None = field(default=None, metadata={
         "help": "cache of CLIP's embeddings of the training rows; unset: OUTPUT_DIR/embeddings"})
     device: str = field(default="cpu", metadata={"help": "device CLIP embeds the rows on"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace an earlier `cf-hf train-ba` run in --output_dir (only what it wrote is deleted)"})
     quiet: bool = field(default=False, metadata={"aliases": ["--no_progress"], "help": QUIET_HELP})
 
 
@@ -85,8 +93,9 @@ def run_command(command: TrainBiasAlignmentCommandArguments, args: BiasAlignment
     from cf_hf.evaluation.embedding import EmbeddingConfig, EmbeddingEngine
 
     csv = command.fairface_csv or Path(command.fairface) / "fairface_label_train.csv"
-    gallery = load_fairface(command.fairface, csv, command.fairface_padding, skip_missing=command.skip_missing,
-                            label_values=command.fairface_labels, name="fairface-train")
+    gallery = load_fairface(command.fairface, csv, command.fairface_padding, attributes=command.fairface_attributes,
+                            skip_missing=command.skip_missing, label_values=command.fairface_labels,
+                            name="fairface-train")
     words = _caption_words(command.caption_words)
     check_caption_setup(command.attribute, command.caption_template, gallery.attributes, f"the gallery {gallery.name!r}")
     embedding = EmbeddingConfig(device=command.device, batch_size=command.embedding_batch_size,
@@ -127,9 +136,29 @@ class TrainBiasAlignmentCommand(Command):
     def build_parser(self):
         return build_parser()
 
+    def parse(self, argv: list[str]):
+        """The options, checked before any work: the training length, the sizes, the caption setup."""
+        command, training_args = super().parse(argv)
+        require_training_length(training_args)
+        require_positive("--embedding_batch_size", command.embedding_batch_size)
+        missing = sorted(set(command.attribute) - set(command.fairface_attributes))
+        if missing:
+            raise ValueError(f"--attribute {' '.join(missing)}: not among --fairface_attributes "
+                             f"{' '.join(command.fairface_attributes)}")
+        check_caption_setup(command.attribute, command.caption_template, set(command.fairface_attributes),
+                            "--fairface_attributes")
+        return command, training_args
+
     def run(self, args) -> int:
         command, training_args = args
+        check_model_source(command.model_name_or_path, role="--model_name_or_path",
+                           model_type_prefix=CLIP_MODEL_TYPE_PREFIX)
+        settings = {name: value for name, value in vars(command).items() if name not in {"quiet", "overwrite", "device"}}
+        claim_output_folder(training_args.output_dir, self.name, training_settings(training_args, **settings),
+                            owned=TRAINER_OUTPUTS, overwrite=command.overwrite,
+                            resume=training_args.resume_from_checkpoint not in (None, False, "False", "false"))
         if command.quiet:
             training_args.disable_tqdm = True
-        print(run_command(command, training_args))
+        with interrupted_training(training_args.output_dir):
+            print(run_command(command, training_args))
         return 0

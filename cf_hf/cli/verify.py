@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from cf_hf.cli.command import QUIET_HELP, Command
+from cf_hf.cli.validation import require_in_range, require_positive
 from cf_hf.generation.masks import DEFAULT_SEGMENTATION_MODEL
 from cf_hf.generation.verification.classifier import DEFAULT_CLASSIFIER_MODEL
 from cf_hf.generation.verification.report import REJECTED_SPLIT
@@ -174,6 +175,14 @@ def _check_output(output: Path, overwrite: bool) -> None:
         )
 
 
+def _split_sizes(error: Exception) -> str:
+    """'train: card 99, files 6' from a datasets split-size error (its message lists SplitInfo pairs)."""
+    import re
+
+    pairs = re.findall(r"name='([^']+)'[^)]*?num_examples=(\d+)\).*?name='[^']+'[^)]*?num_examples=(\d+)", str(error))
+    return "; ".join(f"{name}: card {card}, files {files}" for name, card, files in pairs) or str(error)
+
+
 def _verify_folder(args: VerifyArguments, source: Path) -> Path:
     """An exported dataset folder: verified splits + card to `--output_dir`."""
     import datasets
@@ -193,7 +202,10 @@ def _verify_folder(args: VerifyArguments, source: Path) -> Path:
     _check_output(output, args.overwrite)
     try:
         splits = datasets.load_dataset(str(source))
-    except (ValueError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as error:
+    except datasets.exceptions.SplitsVerificationError as error:
+        raise ValueError(f"{source}: the split sizes its card (README.md `dataset_info`) records disagree with its data "
+                         f"files ({_split_sizes(error)}): export the dataset again, or fix the card") from None
+    except (ValueError, FileNotFoundError, datasets.exceptions.DatasetsError) as error:
         raise ValueError(f"{source} is neither a generation run (no manifest.json) nor a dataset folder: {error}") from None
     if REJECTED_SPLIT in splits:
         raise ValueError(f"{source} already has a `{REJECTED_SPLIT}` split: it was verified; verify the unverified export.")
@@ -254,6 +266,24 @@ def _replace_section(body: str, heading: str, section: str) -> str:
     return body[:start] + section + ("" if end < 0 else body[end:])
 
 
+def check_verify_options(args: VerifyArguments) -> None:
+    """The thresholds and sizes, checked before any model loads: a threshold outside its range would reject
+    every counterfactual (and export the base images alone) or turn its check off."""
+    # Fractions, probabilities and cosines live in [0, 1]; SSIM in [-1, 1].
+    for option in ("max_context_difference", "min_adherence", "max_duplicate_similarity", "test_size"):
+        require_in_range(option, getattr(args, option), 0.0, 1.0)
+    require_in_range("min_context_ssim", args.min_context_ssim, -1.0, 1.0)
+    require_positive("min_person_area_ratio", args.min_person_area_ratio, allow_zero=True)
+    require_positive("max_person_area_ratio", args.max_person_area_ratio)
+    if args.min_person_area_ratio > args.max_person_area_ratio:
+        raise ValueError(f"--min_person_area_ratio={args.min_person_area_ratio} is above --max_person_area_ratio="
+                         f"{args.max_person_area_ratio}")
+    if args.test_size >= 1.0:
+        raise ValueError(f"--test_size={args.test_size}: must be below 1 (the share of groups in the test split)")
+    require_positive("batch_size", args.batch_size)
+    require_positive("chunk_groups", args.chunk_groups)
+
+
 class VerifyCommand(Command):
     """`cf-hf verify RUN_OR_DATASET`: score, reject, report."""
 
@@ -267,7 +297,9 @@ class VerifyCommand(Command):
         argv = list(argv)
         if argv and not argv[0].startswith("-"):
             argv = ["--run_or_dataset", *argv]
-        return super().parse(argv)
+        (args,) = super().parse(argv)
+        check_verify_options(args)
+        return (args,)
 
     def run(self, args) -> int:
         (args,) = args

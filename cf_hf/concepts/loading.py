@@ -50,11 +50,20 @@ def read_data_file(path: str | Path, expected_format: str) -> dict:
         raise FileNotFoundError(f"{path}: no such {expected_format} file.")
     text = path.read_text(encoding="utf-8")
     if suffix == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"{path}: not valid JSON ({error}).") from None
     else:
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ValueError(f"{path}: not valid YAML{at}: {problem}.") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level of a {expected_format} file.")
     declared = data.get("format")
@@ -302,7 +311,10 @@ def load_attribute_grid(
         if extra and core:
             first = "{" + core[0] + "}"
             template = template.replace(first, " ".join("{" + name + "}" for name in extra) + " " + first, 1)
-    return AttributeGrid(tuple(attributes), template)
+    try:
+        return AttributeGrid(tuple(attributes), template)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,6 +31,9 @@ import numpy as np
 
 from .sets import fingerprint_images
 
+logger = logging.getLogger(__name__)
+# Characters of a too-long text shown in the warning that it was cut.
+TRUNCATION_SHOWN_CHARACTERS = 60
 # Parameter-name prefixes of each CLIP tower (transformers `CLIPModel`).
 IMAGE_TOWER_PREFIXES = ("vision_model.", "visual_projection.")
 TEXT_TOWER_PREFIXES = ("text_model.", "text_projection.")
@@ -417,6 +421,17 @@ class EmbeddingEngine:
     def _tokenizer(self):
         return getattr(self.processor, "tokenizer", self.processor)
 
+    def _warn_on_truncation(self, tokenizer, texts: list[str]) -> None:
+        """Say which texts are longer than the text tower reads (they are cut to its first tokens)."""
+        limit = self._max_text_length()
+        long_texts = [(text, len(ids)) for text, ids in zip(texts, tokenizer(texts, truncation=False)["input_ids"])
+                      if len(ids) > limit]
+        if long_texts:
+            text, length = long_texts[0]
+            shown = text if len(text) <= TRUNCATION_SHOWN_CHARACTERS else text[:TRUNCATION_SHOWN_CHARACTERS] + "..."
+            logger.warning("%s: %d text(s) are longer than the %d tokens the text tower reads and are cut to them, "
+                           "e.g. %r (%d tokens)", self.name, len(long_texts), limit, shown, length)
+
     def _max_text_length(self) -> int:
         config = getattr(getattr(self.model, "config", None), "text_config", None)
         return int(getattr(config, "max_position_embeddings", 77))
@@ -546,6 +561,7 @@ class EmbeddingEngine:
         import torch
 
         tokenizer = self._tokenizer()
+        self._warn_on_truncation(tokenizer, texts)
         parts = []
         with torch.inference_mode(), self._progress(len(texts), "embedding texts") as bar:
             for start in range(0, len(texts), self.config.batch_size):

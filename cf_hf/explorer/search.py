@@ -134,16 +134,24 @@ class Explorer:
                                 f"{', '.join(self.models)}")
         return names
 
+    @property
+    def max_k(self) -> int:
+        """The largest k whose top-k is a ranking, not the whole gallery: `n_images - 1`."""
+        return self.n_images - 1
+
     def _check_k(self, k) -> int:
         try:
             value = int(k)
         except (TypeError, ValueError):
             raise ExplorerError(f"k must be a whole number of images, got {k!r}") from None
         if value != k or value < 1:
-            raise ExplorerError(f"k must be a whole number between 1 and {self.n_images}, got {k!r}")
-        if value > self.n_images:
-            raise ExplorerError(f"k = {value} is larger than the gallery {self.gallery_name!r} "
-                                f"({self.n_images} images): choose k between 1 and {self.n_images}")
+            raise ExplorerError(f"k must be a whole number between 1 and {self.max_k}, got {k!r}")
+        if value > self.max_k:
+            # The top-k of the whole gallery is the gallery: its MaxSkew is the gallery's composition, not the
+            # model's (the evaluation harness refuses such a k too).
+            raise ExplorerError(f"k = {value} is not below the size of the gallery {self.gallery_name!r} "
+                                f"({self.n_images} images): its top-k would be the whole gallery; choose k "
+                                f"between 1 and {self.max_k}")
         return value
 
     @staticmethod

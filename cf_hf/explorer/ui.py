@@ -91,13 +91,13 @@ def build_app(explorer: Explorer, image: Callable[[int], object], title: str = "
     import gradio as gr
 
     names = list(explorer.models)
-    default_k = max(1, min(int(default_k), explorer.n_images))
+    default_k = max(1, min(int(default_k), explorer.max_k))
     with gr.Blocks(title=title) as app:
         gr.Markdown(f"# {title}\nWhom does each model retrieve for a prompt? Gallery **{explorer.gallery_name}** "
                     f"({explorer.n_images} images, attributes: {', '.join(explorer.attributes)}).")
         with gr.Row():
             prompt = gr.Textbox(value=default_prompt, label="Prompt", elem_id="prompt", scale=4)
-            k = gr.Number(value=default_k, label=f"k (1-{explorer.n_images})", precision=0, elem_id="k",
+            k = gr.Number(value=default_k, label=f"k (1-{explorer.max_k})", precision=0, elem_id="k",
                           minimum=None, maximum=None, scale=1)
             attribute = gr.Dropdown(explorer.attributes, value=explorer.attributes[0], label="Attribute",
                                     elem_id="attribute", scale=1)

@@ -40,6 +40,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import shutil
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -88,6 +89,9 @@ def check_alphas(alphas: Iterable[float], allow_extrapolation: bool = False) -> 
     alphas = [float(alpha) for alpha in alphas]
     if not alphas:
         raise ValueError("no alpha given: pass at least one, e.g. --alphas 0 0.25 0.5 0.75 1")
+    infinite = [alpha for alpha in alphas if not math.isfinite(alpha)]
+    if infinite:
+        raise ValueError(f"alpha {infinite} is not a finite number: the weights would be NaN or infinite")
     names = [alpha_name(alpha) for alpha in alphas]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -227,6 +231,19 @@ class _Checkpoint:
                 while chunk := file.read(_FINGERPRINT_CHUNK_BYTES):
                     digest.update(chunk)
         return digest.hexdigest()
+
+
+def check_processor_folder(processor_from: str | Path | None) -> None:
+    """Refuse a `processor_from` that is not a folder holding processor files: the checkpoints would be
+    written without them, and load without a tokenizer."""
+    if processor_from is None:
+        return
+    folder = Path(processor_from)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"processor_from {str(folder)!r}: no such folder")
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
+        raise FileNotFoundError(f"processor_from {str(folder)!r} holds none of the processor files "
+                                f"{', '.join(PROCESSOR_FILES)}: pass the folder a processor was saved to")
 
 
 def _resolve_checkpoint(path: str | Path, role: str) -> Path:
@@ -423,6 +440,7 @@ def interpolate_sweep(
     processor_source = Path(processor_from) if processor_from is not None else source_finetuned.path
     if processor_from is None and not any((processor_source / n).is_file() for n in PROCESSOR_FILES):
         processor_source = source_original.path
+    check_processor_folder(processor_from)
     # The fine-tuned config records how it was trained; the stored dtype is the original's.
     config = dict(source_finetuned.config)
     for key in ("dtype", "torch_dtype"):

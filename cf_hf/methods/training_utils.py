@@ -108,20 +108,55 @@ def from_pretrained_or_name_the_file(loader, model_name_or_path: str, what: str)
         ) from error
 
 
-def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
-    """The checkpoint folder to resume from: a folder as given, or for 'last' / 'True' (any case,
-    or True) the latest `checkpoint-*` in `output_dir`; None for None, False or 'False'."""
-    from transformers.trainer_utils import get_last_checkpoint
+# The file the Trainer writes last into a checkpoint folder: a folder without a readable one is incomplete.
+TRAINER_STATE_NAME = "trainer_state.json"
 
+
+def incomplete_checkpoint(folder: str | Path) -> str | None:
+    """Why `folder` is not a complete Trainer checkpoint (the Trainer does not write them atomically:
+    a run killed while saving leaves a partial one), or None if it is complete."""
+    import json
+
+    state = Path(folder) / TRAINER_STATE_NAME
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{folder} has no readable {TRAINER_STATE_NAME} (the run stopped while saving it)"
+    return unreadable_weights_file(str(folder))
+
+
+def latest_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete `checkpoint-<step>` folder in `output_dir` (incomplete ones are skipped, with a
+    warning naming them), or None."""
+    import logging
+    import re
+
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    steps = sorted(((int(match.group(1)), path) for path in output_dir.iterdir()
+                    if path.is_dir() and (match := re.fullmatch(r"checkpoint-(\d+)", path.name))), reverse=True)
+    for _, path in steps:
+        reason = incomplete_checkpoint(path)
+        if reason is None:
+            return str(path)
+        logging.getLogger(__name__).warning("skipping %s: %s; remove it", path.name, reason)
+    return None
+
+
+def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
+    """The checkpoint folder to resume from: a folder as given (refused if incomplete), or for 'last' /
+    'True' (any case, or True) the newest complete `checkpoint-*` in `output_dir`; None for None, False
+    or 'False'."""
     if resume_from_checkpoint in (None, False) or str(resume_from_checkpoint).lower() == "false":
         return None
     words = [word.lower() for word in LATEST_CHECKPOINT_WORDS]
     if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() in words:
-        latest = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        latest = latest_complete_checkpoint(output_dir)
         if latest is None:
             raise ValueError(
                 f"resume_from_checkpoint={resume_from_checkpoint!r}: there is no checkpoint-* folder in "
-                f"output_dir {output_dir} to resume from (start without --resume_from_checkpoint, or name "
+                f"output_dir {output_dir} with a complete save to resume from (start without --resume_from_checkpoint, or name "
                 "a checkpoint folder)"
             )
         return latest
@@ -130,4 +165,8 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: st
             f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder; give one, or "
             f"{' / '.join(LATEST_CHECKPOINT_WORDS)} for the latest checkpoint in output_dir"
         )
+    reason = incomplete_checkpoint(resume_from_checkpoint)
+    if reason is not None:
+        raise ValueError(f"resume_from_checkpoint={resume_from_checkpoint!r} is incomplete: {reason}; "
+                         "remove it and resume from the one before")
     return resume_from_checkpoint

@@ -67,6 +67,46 @@ def _local_problem(model_id: str, role: str) -> str | None:
     return None
 
 
+def unreadable_model_file(model_id: str, role: str = "model") -> str | None:
+    """Why a local model folder's files cannot be read (a `config.json` that is not a JSON object, a
+    truncated or corrupt `*.safetensors` header), or None; None for a Hub id. Reads no weights."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(model_id).expanduser()
+    if not folder.is_dir():
+        return None
+    for name in MODEL_FOLDER_FILES:
+        path = folder / name
+        if path.is_file():
+            try:
+                config = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as error:
+                return f"{role} {model_id!r}: {path} is not valid JSON ({error}): the file is truncated or corrupt"
+            if not isinstance(config, dict):
+                return f"{role} {model_id!r}: {path} is not a JSON object"
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as weights:
+                weights.keys()
+        except (SafetensorError, OSError) as error:
+            return (f"{role} {model_id!r}: {path} is not a readable safetensors file ({error}): it is truncated "
+                    "or corrupt; write the checkpoint again")
+    return None
+
+
+def _architecture(model_id: str) -> str | None:
+    """The model type a local folder's config.json names (e.g. 'clip', 'bert'), or None."""
+    import json
+
+    try:
+        config = json.loads((Path(model_id).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config.get("model_type") if isinstance(config, dict) else None
+
+
 def _causes(error: BaseException) -> Iterator[BaseException]:
     seen = set()
     while error is not None and id(error) not in seen:
@@ -93,10 +133,15 @@ def explain(model_id: str, error: BaseException, role: str = "model", revision: 
         RevisionNotFoundError,
     )
 
-    local = _local_problem(model_id, role)
+    local = _local_problem(model_id, role) or unreadable_model_file(model_id, role)
     if local is not None:
         return local
     causes = list(_causes(error))
+    model_type = _architecture(model_id)
+    if isinstance(error, RuntimeError) and model_type is not None:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return (f"{role} {model_id!r}: its config.json describes a {model_type!r} model whose weights do not fit "
+                f"the model loaded here ({first_line}): pass a checkpoint of the right architecture")
     not_local = "" if Path(model_id).expanduser().exists() else f" (no local folder {model_id!r} either)"
     for cause in causes:
         if isinstance(cause, GatedRepoError):
@@ -131,33 +176,46 @@ def explain(model_id: str, error: BaseException, role: str = "model", revision: 
 def model_loading(model_id: str, role: str = "model", revision: str | None = None) -> Iterator[None]:
     """Turn a failed load inside the block into a `ModelLoadError` naming `model_id` and the cause.
 
-    `OSError`s (what the libraries raise for a model they cannot find or read) always become a
-    `ModelLoadError`; a `ValueError` only when the cause is recognised (e.g. a folder that is not a
-    model), so that other bad arguments keep their own message.
+    `OSError`s and safetensors errors (what the libraries raise for a model they cannot find or read)
+    always become a `ModelLoadError`; a `ValueError` or `RuntimeError` only when the cause is recognised
+    (a folder that is not a model, a corrupt file, weights of another architecture), so that other bad
+    arguments keep their own message.
     """
+    from safetensors import SafetensorError
+
     try:
         yield
     except ModelLoadError:
         raise
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         message = explain(str(model_id), error, role, revision)
         if message is None:
-            if not isinstance(error, OSError):
+            if not isinstance(error, (OSError, SafetensorError)):
                 raise
             message = f"cannot load {role} {str(model_id)!r}: {error}"
         raise ModelLoadError(str(model_id), message) from error
 
 
-def check_model_source(model_id: str, revision: str | None = None, role: str = "model") -> None:
+# The model types of CLIP checkpoints (transformers' and cf_hf's registered subclasses all start so).
+CLIP_MODEL_TYPE_PREFIX = "clip"
+
+
+def check_model_source(model_id: str, revision: str | None = None, role: str = "model",
+                       model_type_prefix: str | None = None) -> None:
     """Raise `ModelLoadError` now if `model_id` cannot be found; reads no weights.
 
-    A local folder must hold `config.json` or `model_index.json`; a Hub id must resolve (from the
+    A local folder must hold `config.json` or `model_index.json`, readable, with readable safetensors
+    headers (and, with `model_type_prefix`, a config whose `model_type` starts with it); a Hub id must resolve (from the
     cache when offline), its config files are fetched and nothing else.
     """
-    local = _local_problem(str(model_id), role)
+    local = _local_problem(str(model_id), role) or unreadable_model_file(str(model_id), role)
     if local is not None:
         raise ModelLoadError(str(model_id), local)
     if Path(model_id).expanduser().is_dir():
+        model_type = _architecture(str(model_id))
+        if model_type_prefix is not None and model_type is not None and not model_type.startswith(model_type_prefix):
+            raise ModelLoadError(str(model_id), f"{role} {model_id!r}: its config.json describes a {model_type!r} model, "
+                                                f"not a {model_type_prefix!r} one: pass a checkpoint of the right architecture")
         return
     from huggingface_hub import snapshot_download
 

@@ -80,8 +80,8 @@ def test_a_second_start_reads_the_memory_mapped_cache_instead_of_embedding(tiny_
 
 @pytest.mark.parametrize(("prompt", "k", "attribute", "models", "message"), [
     ("   ", 5, "gender", None, "the prompt is empty"),
-    ("a doctor", 33, "gender", None, "k = 33 is larger than the gallery 'world_fairface' (32 images)"),
-    ("a doctor", 0, "gender", None, "k must be a whole number between 1 and 32"),
+    ("a doctor", 32, "gender", None, "k = 32 is not below the size of the gallery 'world_fairface' (32 images)"),
+    ("a doctor", 0, "gender", None, "k must be a whole number between 1 and 31"),
     ("a doctor", "five", "gender", None, "k must be a whole number of images, got 'five'"),
     ("a doctor", 5, "race", None, "has no attribute 'race': it has gender, skin_tone, age"),
     ("a doctor", 5, "gender", ["original", "clip-clip"], "no model named 'clip-clip': the models are original, cf"),

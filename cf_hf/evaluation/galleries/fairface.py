@@ -47,12 +47,32 @@ def fairface_label_values() -> dict[str, list[str]]:
     return labels
 
 
+def _check_duplicate_files(csv_path: Path, rows: list[dict]) -> None:
+    """Refuse rows that name the same image twice: the image would be counted twice in every ranking."""
+    first_line: dict[str, int] = {}
+    duplicates = []
+    for index, row in enumerate(rows):
+        file = row["file"].strip()
+        if file in first_line:
+            duplicates.append((first_line[file], index + 2, file))
+        else:
+            first_line[file] = index + 2
+    if duplicates:
+        shown = "; ".join(f"lines {first} and {line}: {file!r}" for first, line, file in duplicates[:5])
+        raise ValueError(f"{csv_path}: {len(duplicates)} row(s) repeat an image ({shown}"
+                         f"{' ...' if len(duplicates) > 5 else ''}): each image must be listed once")
+
+
 def _check_label_values(
     csv_path: Path, rows: list[dict], attributes: Sequence[str], known: Mapping[str, Sequence[str]], custom: Sequence[str]
 ) -> None:
     for attribute in attributes:
         if attribute not in known:
-            continue
+            values = sorted({row[attribute].strip() for row in rows})
+            raise ValueError(
+                f"{csv_path}: column {attribute!r} is not a FairFace attribute and no label set names its values "
+                f"({values[:10]}{' ...' if len(values) > 10 else ''}): name them, label_values={{{attribute!r}: "
+                "[values]}} / --fairface_labels FILE, so that a typo never becomes a group of its own")
         allowed = set(known[attribute])
         unknown = [(index + 2, row[attribute].strip()) for index, row in enumerate(rows)
                    if row[attribute].strip() not in allowed]
@@ -114,6 +134,7 @@ def load_fairface(
         for column in ("file", *attributes):
             if row.get(column) is None or not row[column].strip():
                 raise ValueError(f"{csv_path}: line {line}: column {column!r} is empty")
+    _check_duplicate_files(csv_path, rows)
     if isinstance(label_values, (str, Path)):
         label_values = read_label_values(label_values)
     _check_label_values(csv_path, rows, attributes, {**fairface_label_values(), **(label_values or {})},

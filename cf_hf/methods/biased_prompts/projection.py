@@ -24,6 +24,8 @@ from cf_hf.methods.linear import LinearMethod, MethodError
 
 PROMPTS_FILE = Path(__file__).resolve().parent / "biased_prompts.yaml"
 PROMPTS_FORMAT = "cf_hf-biased-prompts"
+# The placeholders each template list of a prompts file may use.
+TEMPLATE_PLACEHOLDERS = {"spurious_templates": {"value"}, "pair_templates": {"value", "concept"}}
 DEFAULT_LAMBDA = 1000.0
 # Singular values below this fraction of the largest are treated as zero (dependent prompts).
 _RANK_TOLERANCE = 1e-6
@@ -57,6 +59,8 @@ def load_biased_prompts(
 
     path = Path(path) if path is not None else PROMPTS_FILE
     data = read_data_file(path, PROMPTS_FORMAT)
+    for key, allowed in TEMPLATE_PLACEHOLDERS.items():
+        _check_templates(path, key, data.get(key), allowed)
     attributes = [attribute] if isinstance(attribute, str) else list(attribute)
     if values is not None and len(attributes) != 1:
         raise MethodError("values= selects the values of one attribute; give a single attribute")
@@ -83,6 +87,23 @@ def load_biased_prompts(
                   for concept in concepts
                   for first, second in itertools.combinations(words.values(), 2)]
     return BiasedPrompts(attribute="+".join(attributes), spurious=tuple(spurious), pairs=tuple(pairs))
+
+
+def _check_templates(path: Path, key: str, templates, allowed: set[str]) -> None:
+    """Refuse a template list that is missing, not strings, or names a placeholder the method does not fill."""
+    import string
+
+    if not isinstance(templates, list) or not templates or not all(isinstance(item, str) for item in templates):
+        raise MethodError(f"{path}: `{key}:` must be a list of template strings")
+    for template in templates:
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        except ValueError as error:
+            raise MethodError(f"{path}: `{key}:` template {template!r} is malformed ({error})") from None
+        unknown = sorted(names - allowed)
+        if unknown:
+            raise MethodError(f"{path}: `{key}:` template {template!r} uses unknown placeholder(s) {unknown}; "
+                              f"allowed: {sorted(allowed)}")
 
 
 def orthogonal_complement_projection(spurious_embeddings: np.ndarray) -> np.ndarray:

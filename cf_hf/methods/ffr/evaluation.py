@@ -46,14 +46,18 @@ def predict(model, encoded, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.nd
 
 
 def majority_values(labels: Sequence[str], values: Sequence[str]) -> dict[str, str]:
-    """Per label, its most frequent attribute value (ties: the first in sorted order): the stereotype
-    the training data teaches."""
+    """Per label, its most frequent attribute value: the stereotype the training data teaches. A label
+    whose most frequent values tie (balanced data) teaches none and is left out."""
     counts = Counter(zip(labels, values))
-    best: dict[str, tuple[int, str]] = {}
-    for (label, value), count in sorted(counts.items()):
-        if label not in best or count > best[label][0]:
-            best[label] = (count, value)
-    return {label: value for label, (_, value) in best.items()}
+    by_label: dict[str, list[tuple[int, str]]] = {}
+    for (label, value), count in counts.items():
+        by_label.setdefault(label, []).append((count, value))
+    stereotypes = {}
+    for label, ranked in by_label.items():
+        ranked.sort(reverse=True)
+        if len(ranked) == 1 or ranked[0][0] > ranked[1][0]:
+            stereotypes[label] = ranked[0][1]
+    return stereotypes
 
 
 def classification_metrics(predictions, labels, values, stereotypes: Mapping[str, str]) -> dict[str, float]:
@@ -62,29 +66,35 @@ def classification_metrics(predictions, labels, values, stereotypes: Mapping[str
     Args:
         predictions, labels: (n,) predicted and true label names.
         values: (n,) attribute value of each example.
-        stereotypes: label -> its stereotypical value (`majority_values` of the training data).
+        stereotypes: label -> its stereotypical value (`majority_values` of the training data); labels
+            without one (balanced training data) count in neither kind.
 
     Returns:
         worst_group_accuracy, balanced_accuracy, mean_accuracy, stereotypical_accuracy and
         anti_stereotypical_accuracy (means over the groups of each kind), stereotype_gap
-        (stereotypical minus anti-stereotypical), as fractions.
+        (stereotypical minus anti-stereotypical), as fractions. Without any stereotype (balanced
+        training data) the last three are left out: there is no gap to measure.
     """
     predictions, labels, values = (np.asarray(array).astype(str) for array in (predictions, labels, values))
     per_group = group_accuracies(predictions, labels, values)
-    stereotypical = [accuracy for (label, value), accuracy in per_group.items() if stereotypes.get(label) == value]
-    anti = [accuracy for (label, value), accuracy in per_group.items() if stereotypes.get(label) != value]
+    stereotypical = [accuracy for (label, value), accuracy in per_group.items()
+                     if label in stereotypes and stereotypes[label] == value]
+    anti = [accuracy for (label, value), accuracy in per_group.items()
+            if label in stereotypes and stereotypes[label] != value]
+    metrics = {
+        "worst_group_accuracy": worst_group_accuracy(predictions, labels, values),
+        "balanced_accuracy": balanced_accuracy(predictions, labels, values),
+        "mean_accuracy": float(np.mean(predictions == labels)),
+    }
+    if not stereotypes:
+        return metrics
     if not stereotypical or not anti:
         raise ValueError(
             "the evaluation data needs stereotypical and anti-stereotypical groups to measure the gap; "
             f"it has {len(stereotypical)} and {len(anti)}"
         )
-    metrics = {
-        "worst_group_accuracy": worst_group_accuracy(predictions, labels, values),
-        "balanced_accuracy": balanced_accuracy(predictions, labels, values),
-        "mean_accuracy": float(np.mean(predictions == labels)),
-        "stereotypical_accuracy": float(np.mean(stereotypical)),
-        "anti_stereotypical_accuracy": float(np.mean(anti)),
-    }
+    metrics["stereotypical_accuracy"] = float(np.mean(stereotypical))
+    metrics["anti_stereotypical_accuracy"] = float(np.mean(anti))
     metrics["stereotype_gap"] = metrics["stereotypical_accuracy"] - metrics["anti_stereotypical_accuracy"]
     return metrics
 

@@ -233,6 +233,27 @@ def evaluate_run(model_dir: Path, data: SeedData, signatures, seed: int) -> dict
     return evaluate_checkpoint(model_dir, data.test, stereotypes, LABEL_COLUMN, SPURIOUS_ATTRIBUTE, probes, seed)
 
 
+# The settings a cell's key names; every other setting changes every cell, so a resume must share it.
+GRID_SETTINGS = ("seeds", "bias_levels", "signatures", "schedules", "losses")
+
+
+def check_resumable(config: FFRConfig, output_dir: Path) -> None:
+    """Refuse to resume the results in `output_dir` under settings (other than the grid) that differ from
+    those they were computed with: the cells are keyed by seed, bias, signature, schedule and loss only."""
+    try:
+        before = json.loads((output_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not read_results(output_dir):
+        return
+    now = json.loads(json.dumps(asdict(config)))
+    changed = [f"{name}: {before.get(name)!r} -> {value!r}" for name, value in now.items()
+               if name not in GRID_SETTINGS and before.get(name) != value]
+    if changed:
+        raise ValueError(f"{output_dir} holds results computed with other settings ({'; '.join(changed)}): resuming "
+                         "would report them under the new ones. Use another folder, or the same settings.")
+
+
 def run_experiment(config: FFRConfig, output_dir: str | Path, quiet: bool = False) -> list[dict]:
     """Run every cell not yet in `results.jsonl` (resume), write the report; returns all results."""
     from tqdm.auto import tqdm
@@ -241,6 +262,7 @@ def run_experiment(config: FFRConfig, output_dir: str | Path, quiet: bool = Fals
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    check_resumable(config, output_dir)
     (output_dir / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n", encoding="utf-8")
     done = {row["key"] for row in read_results(output_dir)}
     settings, data_settings = settings_digest(config), settings_digest(config, DATA_FIELDS)

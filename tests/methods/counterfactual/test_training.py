@@ -294,7 +294,22 @@ def test_rows_without_group_id_are_refused_before_training(tiny_clip_dir, datase
 def test_resume_from_last_finds_the_latest_checkpoint(tmp_path, word):
     for step in (5, 10, 9):
         (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     assert resolve_checkpoint(word, str(tmp_path)) == str(tmp_path / "checkpoint-10")
+
+
+def test_resume_from_last_skips_a_checkpoint_the_trainer_did_not_finish(tmp_path, caplog):
+    for step in (5, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": 1')  # killed while saving
+    (tmp_path / "checkpoint-5" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "checkpoint-4").mkdir()
+    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    assert resolve_checkpoint("last", str(tmp_path)) == str(tmp_path / "checkpoint-4")
+    assert "skipping checkpoint-10" in caplog.text and "skipping checkpoint-5" in caplog.text
+    with pytest.raises(ValueError, match="checkpoint-10.*is incomplete.*remove it"):
+        resolve_checkpoint(str(tmp_path / "checkpoint-10"), str(tmp_path))
 
 
 def test_resume_from_last_without_a_checkpoint_is_one_line(tiny_clip_dir, dataset, tmp_path, capsys):

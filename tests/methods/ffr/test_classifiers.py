@@ -287,3 +287,23 @@ def test_stage_one_of_another_backbone_is_not_reused(tiny_clip_dir, world_data, 
     record = json.loads((Path(output) / "config.json").read_text())[RECORD_KEY]
     assert record["base_model"] == str(other)
     assert [stage["starts_from"] for stage in record["stages"]] == [str(other), "the synthetic stage"]
+
+
+def test_classify_refuses_evaluation_labels_the_training_data_lacks_before_training(tiny_clip_dir, world_data,
+                                                                                    tmp_path, capsys):
+    from cf_hf.cli import main
+    from cf_hf.methods.ffr.encoding import column_strings
+    from cf_hf.methods.ffr.trainer import DEFAULT_LABEL_COLUMN
+
+    real, _, _ = world_data
+    labels = column_strings(real, DEFAULT_LABEL_COLUMN, "real data")
+    left_out = sorted(set(labels))[0]
+    real.select([row for row, label in enumerate(labels) if label != left_out]).save_to_disk(str(tmp_path / "real"))
+    real.save_to_disk(str(tmp_path / "test"))
+    status = main(["classify", "--real_dataset", str(tmp_path / "real"), "--model_name_or_path", str(tiny_clip_dir),
+                   "--schedule", "real", "--max_steps", "1", "--output_dir", str(tmp_path / "model"),
+                   "--eval_dataset", str(tmp_path / "test"), "--eval_split", "train", "--report_to", "none"])
+    assert status == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("cf-hf classify: error: --eval_dataset") and repr(left_out) in error
+    assert not (tmp_path / "model" / "model.safetensors").exists()
