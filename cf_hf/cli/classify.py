@@ -100,9 +100,9 @@ class ClassifyCommand(Command):
         """The options, checked before any training."""
         command, training_args = super().parse(argv)
         require_training_length(training_args)
-        if training_args.synthetic_max_steps == 0 or training_args.synthetic_max_steps < -1:
-            raise ValueError(f"--synthetic_max_steps={training_args.synthetic_max_steps}: must be > 0, or -1 for "
-                             "--max_steps")
+        if training_args.synthetic_num_train_epochs == 0 or training_args.synthetic_num_train_epochs < -1:
+            raise ValueError(f"--synthetic_num_train_epochs={training_args.synthetic_num_train_epochs}: must be > 0, "
+                             "or -1 for --num_train_epochs")
         if command.probe_dataset and not command.eval_dataset:
             raise ValueError("--probe_dataset compares generated with real evaluation images: give --eval_dataset")
         return command, training_args

@@ -80,9 +80,10 @@ def _command_into(data, command: str, output: Path) -> list[str]:
         "train": ["train", "--model_name_or_path", model, "--dataset", str(data["root"] / "no-dataset"),
                   "--output_dir", str(output), "--max_steps", "1", "--use_cpu"],
         "train-ba": ["train-ba", "--fairface", fairface, "--model_name_or_path", model, "--output_dir", str(output),
-                     "--max_steps", "1", "--use_cpu", "--per_device_train_batch_size", "8", "--queue_size", "16"],
+                     "--max_steps", "1", "--use_cpu", "--per_device_train_batch_size", "8", "--queue_size", "16",
+                     "--eval_strategy", "no", "--early_stopping_patience", "0"],
         "classify": ["classify", "--real_dataset", str(data["root"] / "no-dataset"), "--model_name_or_path", model,
-                     "--output_dir", str(output), "--max_steps", "1", "--use_cpu"],
+                     "--output_dir", str(output), "--num_train_epochs", "1", "--use_cpu"],
         "evaluate": _evaluate_args(data, output),
         "compare": ["compare", "--original", model, "--model", model, "--fairface", fairface, "--concepts", "doctor",
                     "--k", "6", "--no_plots", "--quiet", "--output_dir", str(output)],
@@ -140,7 +141,7 @@ def test_ffr_results_are_not_resumed_under_other_settings(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(asdict(before)))
     (tmp_path / RESULTS_FILE).write_text(json.dumps({"key": "seed=0 bias=0.95 signature=0.0 schedule=real loss=erm"}) + "\n")
     check_resumable(FFRConfig(per_class=40, seeds=[0, 1]), tmp_path)  # a larger grid resumes
-    for changed in ({"per_class": 80}, {"real_steps": 7}, {"batch_size": 8}, {"learning_rate": 1e-3}):
+    for changed in ({"per_class": 80}, {"epochs": 7}, {"batch_size": 8}, {"learning_rate": 1e-3}):
         with pytest.raises(ValueError, match=f"{next(iter(changed))}: "):
             check_resumable(FFRConfig(seeds=[0], **{"per_class": 40, **changed}), tmp_path)
 
@@ -196,12 +197,13 @@ def test_push_model_refuses_results_measured_on_another_sweep(tiny_clip_dir, tmp
 
 @pytest.mark.parametrize("command, option, value", [
     ("train", "--num_train_epochs", "0"), ("train", "--max_steps", "0"), ("train-ba", "--num_train_epochs", "-1"),
-    ("classify", "--max_steps", "0"), ("compare", "--bias_alignment_epochs", "0"),
+    ("classify", "--num_train_epochs", "0"), ("compare", "--bias_alignment_epochs", "0"),
 ])
 def test_a_training_length_of_zero_or_less_is_refused_before_any_work(data, tmp_path, capsys, command, option, value):
     argv = _command_into(data, command, tmp_path / "out")
-    argv = [item for index, item in enumerate(argv) if item != "--max_steps" and argv[index - 1] != "--max_steps"]
-    if command != "compare":
+    argv = [item for index, item in enumerate(argv) if item not in ("--max_steps", "--num_train_epochs")
+            and argv[index - 1] not in ("--max_steps", "--num_train_epochs")]
+    if command not in ("compare", "classify"):
         argv += ["--max_steps", "-1"] if option == "--num_train_epochs" else []
     line = one_line_error(capsys, argv + [option, value])
     assert option.lstrip("-") in line
@@ -319,9 +321,9 @@ def _loading_argv(data, command: str, model: Path, output: Path) -> list[str]:
                         str(output), "--alphas", "0.5"],
         "train-ba": ["train-ba", "--fairface", fairface, "--model_name_or_path", str(model), "--output_dir",
                      str(output), "--max_steps", "1", "--use_cpu", "--per_device_train_batch_size", "8",
-                     "--queue_size", "16", "--quiet"],
+                     "--queue_size", "16", "--quiet", "--eval_strategy", "no", "--early_stopping_patience", "0"],
         "classify": ["classify", "--real_dataset", fairface, "--model_name_or_path", str(model), "--output_dir",
-                     str(output), "--max_steps", "1", "--use_cpu"],
+                     str(output), "--num_train_epochs", "1", "--use_cpu"],
         "train": ["train", "--model_name_or_path", str(model), "--dataset", fairface, "--output_dir", str(output),
                   "--max_steps", "1", "--use_cpu"],
     }[command]
@@ -451,7 +453,8 @@ def test_train_ba_reads_a_gallery_with_other_attribute_columns(data, tmp_path):
             "--fairface_attributes", "gender", "skin_tone", "age", "--caption_template",
             "a photo of a {skin_tone} {gender}", "--model_name_or_path", str(data["model"]), "--output_dir",
             str(tmp_path / "out"), "--max_steps", "1", "--use_cpu", "--per_device_train_batch_size", "8",
-            "--queue_size", "16", "--quiet", "--save_strategy", "no"]
+            "--queue_size", "16", "--quiet", "--save_strategy", "no", "--eval_strategy", "no",
+            "--early_stopping_patience", "0"]
     assert main(argv) == 0
     assert (tmp_path / "out" / "model.safetensors").is_file()
 

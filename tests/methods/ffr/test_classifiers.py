@@ -301,7 +301,7 @@ def test_classify_refuses_evaluation_labels_the_training_data_lacks_before_train
     real.select([row for row, label in enumerate(labels) if label != left_out]).save_to_disk(str(tmp_path / "real"))
     real.save_to_disk(str(tmp_path / "test"))
     status = main(["classify", "--real_dataset", str(tmp_path / "real"), "--model_name_or_path", str(tiny_clip_dir),
-                   "--schedule", "real", "--max_steps", "1", "--output_dir", str(tmp_path / "model"),
+                   "--schedule", "real", "--num_train_epochs", "1", "--output_dir", str(tmp_path / "model"),
                    "--eval_dataset", str(tmp_path / "test"), "--eval_split", "train", "--report_to", "none"])
     assert status == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
