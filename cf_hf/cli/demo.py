@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--original_dir", default=None,
                         help="the shipped original's folder: --pretrain writes it, a run loads it when its corpus and "
                              "pretraining settings match; unset: cf_hf/world/original_clip in the package")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; unset: torch's choice")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads; unset: $OMP_NUM_THREADS, else 2, the count the documented numbers "
+                             "were computed with (another count computes other numbers: docs/reproducibility.md)")  # fmt: skip
     parser.add_argument("--quiet", "--no_progress", dest="quiet", action="store_true", help="print only the final table")
     return parser
 
