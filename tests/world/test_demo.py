@@ -73,6 +73,17 @@ def test_quick_demo_fine_tuning_reduces_the_skew(quick_demo):
     assert after < before
 
 
+def test_quick_demo_chooses_an_alpha_that_cuts_every_max_skew(quick_demo):
+    # On every machine and seed (docs/reproducibility.md): measured here, 14-32% per attribute.
+    output_dir, _ = quick_demo
+    results = json.loads((output_dir / "results.json").read_text())
+    assert results["chosen_alpha"] > 0
+    assert results["config"]["original"]["source"] == "shipped"
+    chosen = results["models"][f"alpha={results['chosen_alpha']:g}"]
+    for attribute in ATTRIBUTES:
+        assert chosen[attribute]["max_skew"] < results["models"]["original"][attribute]["max_skew"], attribute
+
+
 def test_quick_demo_artefacts_load_with_the_standard_libraries(quick_demo):
     import datasets
     from transformers import CLIPModel, CLIPProcessor
