@@ -63,12 +63,13 @@ def installed(wheel, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     environment to run it in (offline, without this source tree on PYTHONPATH)."""
     work = tmp_path_factory.mktemp("venv")
     venv = work / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)], cwd=work)
-    python = venv / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "-q", "--no-compile", TORCH_REQUIREMENT], cwd=work)
-    _run([str(python), "-m", "pip", "install", "-q", "--no-compile", "-c", str(ROOT / "constraints.txt"), str(wheel)],
-         cwd=work)  # fmt: skip
+    # Without PYTHONPATH: pip would take what it finds there as installed, and leave it out of the venv.
     env = {name: value for name, value in os.environ.items() if name not in {"PYTHONPATH", "PYTHONHOME"}}
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=work, env=env)
+    python = venv / "bin" / "python"
+    _run([str(python), "-m", "pip", "install", "-q", "--no-compile", TORCH_REQUIREMENT], cwd=work, env=env)
+    _run([str(python), "-m", "pip", "install", "-q", "--no-compile", "-c", str(ROOT / "constraints.txt"), str(wheel)],
+         cwd=work, env=env)  # fmt: skip
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", CF_HF_CACHE=str(work / "cache"))
     return venv, env
 
