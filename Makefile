@@ -3,8 +3,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 # torch goes in first: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
-# GPU users: make test TORCH_SPEC='torch --index-url https://download.pytorch.org/whl/cu124'
+# GPU users: make test TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu124'
 TORCH_SPEC ?= torch==2.13.0
+# The exact versions that produced the documented numbers (docs/reproducibility.md); `make test-latest`
+# empties it to test against the newest releases.
+CONSTRAINTS ?= constraints.txt
+CONSTRAINT_OPTION = $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 BIN := $(VENV)/bin
 # The package alone (what `make demo` needs), and the package with the test tools.
 STAMP := $(VENV)/.cf_hf-installed
@@ -13,12 +17,13 @@ TEST_STAMP := $(VENV)/.cf_hf-test-installed
 # parallel and compiles no bytecode; README has the timings); pip otherwise. Torch stays with pip,
 # which honours pip's own configuration (a local wheel, a CUDA index) and TORCH_SPEC.
 # $(1): what to install; $(2): extra uv options.
-INSTALL = { $(BIN)/pip install -q uv && $(BIN)/uv pip install --python $(BIN)/python -C editable_mode=compat $(2) $(1); } \
-	|| $(BIN)/pip install --config-settings editable_mode=compat $(1)
+INSTALL = { $(BIN)/pip install -q $(CONSTRAINT_OPTION) uv \
+	  && $(BIN)/uv pip install --python $(BIN)/python $(CONSTRAINT_OPTION) -C editable_mode=compat $(2) $(1); } \
+	|| $(BIN)/pip install $(CONSTRAINT_OPTION) --config-settings editable_mode=compat $(1)
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast test-latest lint constraints clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --no-compile $(TORCH_SPEC)
 	$(call INSTALL,-e .)
@@ -50,5 +55,17 @@ test-fast: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
+# The whole suite against the newest releases of every dependency (torch: TORCH_SPEC), in an
+# environment made afresh each time (an existing one would keep its versions), beside the locked one.
+test-latest:
+	rm -rf .venv-latest
+	$(MAKE) test VENV=.venv-latest CONSTRAINTS=
+
+# Rewrite constraints.txt from the environment that just passed `make test` and reproduced the demo.
+constraints: $(TEST_STAMP)
+	{ grep '^#' constraints.txt; $(BIN)/pip freeze --all --exclude-editable \
+	  | grep -viE '^(cf[-_]hf|pip|setuptools|wheel)==' | sed -E 's/^(torch==[^+]*)\+.*/\1/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) .venv-latest build dist *.egg-info

@@ -17,6 +17,10 @@ INPUT_ERRORS = (ValueError, OSError)
 # The exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
 INTERRUPTED_STATUS = 130
 
+# Commands whose documented numbers come from training on the CPU: their arithmetic is pinned
+# (`cf_hf.utils.reproducibility`) before they import torch.
+PINNED_ARITHMETIC_COMMANDS = ("demo", "ffr-demo")
+
 # subcommand -> ("module:Command class", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("cf_hf.cli.generate:GenerateCommand", "synthesise a counterfactual dataset"),
@@ -81,6 +85,21 @@ def run_command(name: str, argv: list[str]) -> int:
         return INTERRUPTED_STATUS
 
 
+def pin_arithmetic_for(name: str) -> dict[str, str]:
+    """Pin the CPU arithmetic for command `name` if it is one of `PINNED_ARITHMETIC_COMMANDS`; return
+    the variables set. Says so on stderr when torch was already imported (the pin then cannot act)."""
+    if name not in PINNED_ARITHMETIC_COMMANDS:
+        return {}
+    from cf_hf.utils.reproducibility import pin_cpu_arithmetic, torch_loaded_before_pinning
+
+    applied = pin_cpu_arithmetic()
+    if torch_loaded_before_pinning(applied):
+        print(f"cf-hf {name}: note: torch was imported before {' and '.join(applied)} could be set, so its "
+              "kernels are not the pinned ones and the numbers may differ from docs/reproducibility.md",
+              file=sys.stderr)  # fmt: skip
+    return applied
+
+
 def main(argv: list[str] | None = None) -> int:
     """`cf-hf <command> [options]`."""
     # On a machine whose cores are shared, OpenMP threads that spin while they wait made torch up to
@@ -102,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     if {"-h", "--help"} & set(rest):
         from cf_hf.cli import help as fast_help
 
-        if not fast_help.print_help(name):  # from help.json: without importing the command's heavy libraries
+        if not fast_help.print_help(name):  # from help.json or the help cache: no heavy library imported
             load_command(name).build_parser().print_help()
         return 0
+    pin_arithmetic_for(name)
     return run_command(name, rest)

@@ -18,13 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cf-hf demo",
         description="Run the whole method on the embedded professions world and report the measured numbers. "
-        "Options left unset take the preset's value (the full demo, or --quick). The full demo loads the "
-        "shipped original CLIP when its settings match, and pretrains one otherwise.",
+        "Options left unset take the preset's value (the full demo, or --quick). Both load the shipped "
+        "original CLIP when their settings match, and pretrain one otherwise.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--output_dir", default="outputs/demo", help="where every artefact is written")
     parser.add_argument("--quick", action="store_true",
-                        help="a small smoke run (the tests' mode; pretrains its own small original)")  # fmt: skip
+                        help="a small smoke run from the shipped original (the tests' mode)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=None,
                         help="fine-tuning seeds to average; unset: 1 (README's tables: --seeds 3 --ablations)")  # fmt: skip
     parser.add_argument("--ablations", action="store_true",
@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--original_dir", default=None,
                         help="the shipped original's folder: --pretrain writes it, a run loads it when its corpus and "
                              "pretraining settings match; unset: cf_hf/world/original_clip in the package")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; unset: torch's choice")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads; unset: $OMP_NUM_THREADS, else 2, the count the documented numbers "
+                             "were computed with (another count computes other numbers: docs/reproducibility.md)")  # fmt: skip
     parser.add_argument("--quiet", "--no_progress", dest="quiet", action="store_true", help="print only the final table")
     parser.add_argument("--verbose", action="store_true",
                         help="also show every inner progress bar (embedding, generation, dataset export) and the "

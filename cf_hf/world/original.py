@@ -6,7 +6,7 @@ pretraining for minutes. `shipped.json` records what produced it: the corpus and
 settings, a digest of the corpus, a digest of the weights, and a fingerprint of the weights after the
 first `CHECK_STEPS` steps, which a test replays to show that the shipped model is what this code
 produces. When the demo's corpus or pretraining differ from the record (another world, another
-schedule, `--quick`), the demo pretrains its own original.
+schedule), the demo pretrains its own original; `--quick` loads this one too.
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ option, one list convention, --version."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from cf_hf.cli import COMMANDS, main
 from cf_hf.cli import help as cli_help
 
 HEAVY_MODULES = ("torch", "transformers", "datasets", "diffusers")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
@@ -34,32 +37,66 @@ def _own_options(command: str, parser: argparse.ArgumentParser) -> list[argparse
 
 
 def _help_file() -> dict:
-    data = json.loads(cli_help.HELP_FILE.read_text(encoding="utf-8"))
-    if data["transformers"] != version("transformers"):
-        # `--help` then uses the real parser (tested below); the fast path needs a regenerated file.
-        pytest.skip(f"help.json was made with transformers {data['transformers']}, {version('transformers')} "
-                    "is installed: regenerate it with `python -m cf_hf.cli.help`")
-    return data
+    return json.loads(cli_help.HELP_FILE.read_text(encoding="utf-8"))
 
 
-def test_help_file_equals_a_fresh_build():
-    # Fails after an option changes: regenerate with `python -m cf_hf.cli.help`.
-    assert _help_file() == json.loads(json.dumps(cli_help.build_help_file()))
+def _locked_version(package: str) -> str:
+    """The version constraints.txt pins `package` to."""
+    constraints = (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    (pinned,) = [line.split("==")[1] for line in constraints if line.lower().startswith(f"{package}==")]
+    return pinned
+
+
+def _cf_hf_options(data: dict) -> dict:
+    """Per command, what help.json says of the options cf_hf declares (not those of `TrainingArguments`,
+    which change with the transformers release)."""
+    from transformers import TrainingArguments
+
+    inherited = {field.name for field in dataclasses.fields(TrainingArguments)}
+    return {command: [(action["option_strings"], action["help"], action["default"], action["choices"])
+                      for action in description["actions"] if action["dest"] not in inherited]
+            for command, description in data["commands"].items()}  # fmt: skip
+
+
+@pytest.fixture
+def help_cache(tmp_path, monkeypatch):
+    """An empty help cache of the test's own (the variable reaches subprocesses too)."""
+    monkeypatch.setenv("CF_HF_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_help_file_is_made_with_the_locked_transformers():
+    # `make test` installs the lock, so its fast help reads help.json; other versions use the cache.
+    assert _help_file()["transformers"] == _locked_version("transformers")
+
+
+def test_help_file_describes_the_cf_hf_options_as_the_parsers_do():
+    # Under any transformers. Fails after an option changes: regenerate with `python -m cf_hf.cli.help`.
+    assert _cf_hf_options(_help_file()) == _cf_hf_options(json.loads(json.dumps(cli_help.build_help_file())))
+
+
+def test_help_file_equals_a_fresh_build_with_its_transformers():
+    fresh = json.loads(json.dumps(cli_help.build_help_file()))
+    if fresh["transformers"] == _help_file()["transformers"]:
+        assert _help_file() == fresh
+    else:  # another release: help.json is not read, the cache is (the tests below)
+        assert cli_help.fast_description("train") is None
 
 
 @pytest.mark.parametrize("command", sorted(cli_help.FAST_HELP_COMMANDS))
-def test_fast_help_is_the_real_parsers_help(command):
-    description = _help_file()["commands"][command]
+def test_fast_help_is_the_real_parsers_help(command, help_cache, capsys):
+    cli_help.print_help(command)  # with another transformers than help.json's: fills the cache
     real = cli_help.real_parser(command)
-    light = cli_help.rebuild(description)
+    assert capsys.readouterr().out == real.format_help()
+    light = cli_help.rebuild(cli_help.fast_description(command))
     assert light.format_help() == real.format_help()
     options = {option for action in real._actions for option in action.option_strings}
     assert options == {option for action in light._actions for option in action.option_strings}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_help_imports_no_heavy_library(command):
-    _help_file()
+def test_help_imports_no_heavy_library(command, help_cache, capsys):
+    cli_help.print_help(command)  # the first --help with a transformers other than help.json's
     code = (
         "import sys, time; start = time.perf_counter(); from cf_hf.cli import main; "
         f"main([{command!r}, '--help']); "
@@ -71,11 +108,49 @@ def test_help_imports_no_heavy_library(command):
     assert "HEAVY []" in result.stdout, result.stdout[-300:]
 
 
-def test_help_falls_back_to_the_real_parser_for_another_transformers(monkeypatch, capsys):
+def test_help_for_another_transformers_is_built_once_then_cached(monkeypatch, help_cache, capsys):
     monkeypatch.setattr(cli_help, "_transformers_version", lambda: "0.0.0")
-    assert cli_help.print_help("train") is False
+    assert cli_help.fast_description("train") is None
     assert main(["train", "--help"]) == 0
-    assert "--caption_suffix_columns" in capsys.readouterr().out
+    first = capsys.readouterr().out
+    assert "--caption_suffix_columns" in first
+    assert cli_help.help_cache_file("0.0.0").is_file()
+    assert cli_help.help_cache_file("0.0.0").is_relative_to(help_cache)
+
+    def no_real_parser(command):
+        raise AssertionError(f"the real parser of {command} was built again")
+
+    monkeypatch.setattr(cli_help, "real_parser", no_real_parser)
+    assert main(["train", "--help"]) == 0
+    assert capsys.readouterr().out == first
+
+
+def test_a_regenerated_help_file_is_never_served_from_an_old_cache(monkeypatch, help_cache, tmp_path):
+    help_file = tmp_path / "help.json"
+    help_file.write_text(cli_help.HELP_FILE.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(cli_help, "HELP_FILE", help_file)
+    before = cli_help.help_cache_file("0.0.0")
+    help_file.write_text(help_file.read_text(encoding="utf-8").replace("Run folder", "The run folder"))
+    assert cli_help.help_cache_file("0.0.0") != before
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"commands": []}', '{"other": 1}'])
+def test_a_broken_help_cache_is_rebuilt(monkeypatch, help_cache, capsys, content):
+    monkeypatch.setattr(cli_help, "_transformers_version", lambda: "0.0.0")
+    cache_file = cli_help.help_cache_file("0.0.0")
+    cache_file.parent.mkdir(parents=True)
+    cache_file.write_text(content)
+    assert cli_help.print_help("demo") is True
+    assert "usage: cf-hf demo" in capsys.readouterr().out
+    assert "demo" in json.loads(cache_file.read_text())["commands"]
+
+
+def test_an_unwritable_help_cache_still_prints_help(monkeypatch, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("CF_HF_CACHE", str(tmp_path / "file" / "cache"))  # below a file: cannot be made
+    monkeypatch.setattr(cli_help, "_transformers_version", lambda: "0.0.0")
+    assert cli_help.print_help("demo") is True
+    assert "usage: cf-hf demo" in capsys.readouterr().out
 
 
 def test_train_help_lists_the_cf_hf_options_first():

@@ -49,14 +49,16 @@ def test_seeds_below_one_are_refused(capsys):
     assert "--seeds must be >= 1" in capsys.readouterr().err
 
 
-def test_the_full_demo_has_the_shipped_originals_settings_and_quick_has_not():
+def test_the_full_and_quick_demos_have_the_shipped_originals_settings():
     record = read_record()
     assert record is not None, "no shipped original: run `cf-hf demo --pretrain`"
     full, quick = DemoConfig.full(), DemoConfig.quick()
     assert settings_record(full.corpus, full.pretrain) == record["settings"], (
         "the demo's corpus or pretraining settings changed: run `cf-hf demo --pretrain` to ship a matching original"
     )
-    assert settings_record(quick.corpus, quick.pretrain) != record["settings"]
+    # --quick starts from the shipped original too: a small one pretrained in the run learned too
+    # little bias to show a reduction on every machine (docs/reproducibility.md).
+    assert settings_record(quick.corpus, quick.pretrain) == record["settings"]
 
 
 def test_pretrain_writes_an_original_that_shipped_original_accepts(tiny_shipped):
