@@ -34,7 +34,7 @@ class VerifyArguments:
 
     run_or_dataset: str = field(metadata={"help": "A generation run folder (with manifest.json) or a dataset folder that datasets.load_dataset reads."})
     output_dir: str | None = field(default=None, metadata={"help": "Verified dataset folder; unset: <run>/dataset for a run, <dataset>-verified for a dataset."})
-    world: bool = field(default=False, metadata={"help": "The professions world's verifier: its segmenter, pixel embeddings, its shipped original CLIP for the attributes it can judge (with the default --classifier_model) and the pixel reader for the others."})
+    world: bool = field(default=False, metadata={"help": "The professions world's verifier: its segmenter, pixel embeddings, its shipped original CLIP (unless --classifier_model names another) for the attributes it can judge and the pixel reader for the others."})
     classifier_model: str = field(default=DEFAULT_CLASSIFIER_MODEL, metadata={"help": "CLIP checkpoint of the zero-shot attribute classifier and the embeddings."})
     segmentation_model: str | None = field(default=None, metadata={"help": f"Human-parsing SegFormer for the person masks; unset: a run's own segmenter, else {DEFAULT_SEGMENTATION_MODEL}; '{NO_SEGMENTER}' skips the context and person checks."})
     mask_labels: list[str] | None = field(default=None, metadata={"help": f"Label names forming the person mask, space-separated, as cf-hf generate's; unset: a run's own, else {' '.join(APPEARANCE_LABELS)}. A run is verified with the mask it was generated with."})
