@@ -55,10 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="CLIP-clip: FairFace folder whose labelled images rank the dimensions (the train split)")
     methods.add_argument("--clip_clip_fairface_csv", metavar="CSV",
                          help="CLIP-clip: labels CSV of --clip_clip_fairface; unset: DIR/fairface_label_train.csv")
+    methods.add_argument("--clip_clip_estimator", choices=["histogram", "knn"], default="histogram",
+                         help="CLIP-clip: mutual-information estimator; histogram: the authors' (64x64 joint histogram "
+                              "smoothed with a Gaussian, sigma 1, on unnormalized image features); knn: scikit-learn's "
+                              "k-NN estimator (k=5) on unit-norm embeddings")
     methods.add_argument("--biased_prompts_lambda", type=float, nargs="+",
                          help="biased prompts: calibration strengths λ, space-separated; unset: 1000")
     methods.add_argument("--biased_prompts_file", metavar="YAML",
-                         help="biased prompts: the prompts file; unset: the shipped cf_hf/methods/biased_prompts/biased_prompts.yaml")
+                         help="biased prompts: the prompts file (spurious prompts, pair templates, calibration "
+                              "concepts); unset: the shipped cf_hf/methods/biased_prompts/biased_prompts.yaml. The "
+                              "evaluated concepts are dropped from its calibration concepts")
     methods.add_argument("--attribute_prompts_file", metavar="YAML",
                          help="closed form, BendVLM: the attribute prompts file; unset: the shipped "
                               "cf_hf/methods/attribute_prompts.yaml")
@@ -159,7 +165,7 @@ class CompareCommand(Command):
                                     label_values=args.fairface_labels, name="fairface-train")
             keep = args.clip_clip_keep or _default_keep(args.original)
             checkpoints += get_method("clip_clip").fit(args.original, output_dir / "methods", gallery, args.attribute, keep,
-                                                embedding_config=config.embedding)
+                                                       embedding_config=config.embedding, estimator=args.clip_clip_estimator)
         if "biased_prompts" in args.methods:
             checkpoints += get_method("biased_prompts").fit(args.original, output_dir / "methods", args.attribute,
                                                      _concept_names(config), args.biased_prompts_lambda,

@@ -281,7 +281,10 @@ def _verifier(args: GenerateArguments):
     options = VerifyArguments(run_or_dataset=args.output_dir, classifier_model=args.verify_classifier_model,
                               segmentation_model=args.segmentation_model, device=args.device, dtype=dtype,
                               quiet=args.quiet)  # fmt: skip
-    return build_verifier(options, grid_from_manifest(manifest), manifest["config"].get("mask_postprocessing"))
+    # The run's own segmenter record: the verifier's person mask is the one the generation repainted
+    # (--mask_labels, --include_clothing), so repainted clothes never count as changed context.
+    return build_verifier(options, grid_from_manifest(manifest), manifest["config"].get("mask_postprocessing"),
+                          manifest.get("components", {}).get("segmenter"))
 
 
 # Options that count something: each must be at least 1 when set (0 would fall back to a default unseen).

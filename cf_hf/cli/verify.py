@@ -4,7 +4,7 @@ and write the generator's measured pass rates into the dataset card.
 ```bash
 cf-hf verify outputs/run                       # a generation run: exported, verified, to outputs/run/dataset
 cf-hf verify outputs/run/dataset --output_dir outputs/verified   # an exported dataset folder
-cf-hf verify outputs/demo/seed-0/dataset --world # the professions world's stand-in components
+cf-hf verify outputs/demo/seed-0/dataset --world # the professions world's components and its own CLIP
 ```
 """
 
@@ -18,7 +18,7 @@ from typing import Literal
 
 from cf_hf.cli.command import QUIET_HELP, Command
 from cf_hf.cli.validation import require_in_range, require_positive
-from cf_hf.generation.masks import DEFAULT_SEGMENTATION_MODEL
+from cf_hf.generation.masks import APPEARANCE_LABELS, DEFAULT_SEGMENTATION_MODEL
 from cf_hf.generation.verification.classifier import DEFAULT_CLASSIFIER_MODEL
 from cf_hf.generation.verification.report import REJECTED_SPLIT
 from cf_hf.generation.verification.scores import VerificationConfig
@@ -35,9 +35,12 @@ class VerifyArguments:
 
     run_or_dataset: str = field(metadata={"help": "A generation run folder (with manifest.json) or a dataset folder that datasets.load_dataset reads."})
     output_dir: str | None = field(default=None, metadata={"help": "Verified dataset folder; unset: <run>/dataset for a run, <dataset>-verified for a dataset."})
-    world: bool = field(default=False, metadata={"help": "Use the professions world's stand-ins: its segmenter, its attribute reader and pixel embeddings."})
+    world: bool = field(default=False, metadata={"help": "The professions world's verifier: its segmenter, pixel embeddings, its shipped original CLIP (unless --classifier_model names another) for the attributes it can judge and the pixel reader for the others."})
     classifier_model: str = field(default=DEFAULT_CLASSIFIER_MODEL, metadata={"help": "CLIP checkpoint of the zero-shot attribute classifier and the embeddings."})
-    segmentation_model: str = field(default=DEFAULT_SEGMENTATION_MODEL, metadata={"help": f"Human-parsing SegFormer for the person masks; '{NO_SEGMENTER}' skips the context and person checks."})
+    segmentation_model: str | None = field(default=None, metadata={"help": f"Human-parsing SegFormer for the person masks; unset: a run's own segmenter, else {DEFAULT_SEGMENTATION_MODEL}; '{NO_SEGMENTER}' skips the context and person checks."})
+    mask_labels: list[str] | None = field(default=None, metadata={"help": f"Label names forming the person mask, space-separated, as cf-hf generate's; unset: a run's own, else {' '.join(APPEARANCE_LABELS)}. A run is verified with the mask it was generated with."})
+    include_clothing: bool = field(default=False, metadata={"help": "With a dataset folder: the mask includes clothing, as cf-hf generate --include_clothing (a run records its own)."})
+    zero_shot_prompts_file: str | None = field(default=None, metadata={"help": "Zero-shot prompts per attribute (YAML/JSON); unset: the shipped cf_hf/generation/verification/zero_shot_prompts.yaml."})
     attribute_grid_file: str | None = field(default=None, metadata={"help": "Attribute grid YAML/JSON of a dataset folder; unset: the shipped grid (the world's with --world). A run uses its own."})
     max_context_difference: float = field(default=_DEFAULTS.max_context_difference, metadata={"help": "Largest mean absolute pixel change outside the person (fraction of the range)."})
     min_context_ssim: float = field(default=_DEFAULTS.min_context_ssim, metadata={"help": "Smallest SSIM outside the person."})
@@ -76,9 +79,10 @@ def grid_from_manifest(manifest: dict):
 
 
 def clip_attribute_classifier(grid, model_id: str | Path, *, device: str = "cpu", dtype: str = "float32",
-                              batch_size: int = 64):  # fmt: skip
+                              batch_size: int = 64, prompts=None):  # fmt: skip
     """The zero-shot `CLIPAttributeClassifier` of a CLIP checkpoint, reading through an
-    `EmbeddingEngine` (device, dtype, batch size) that loads on first use."""
+    `EmbeddingEngine` (device, dtype, batch size) that loads on first use. `prompts`: a
+    `ZeroShotPrompts` (default: the shipped file's)."""
     from cf_hf.generation.verification.classifier import CLIPAttributeClassifier
 
     def load_embedder():
@@ -87,26 +91,48 @@ def clip_attribute_classifier(grid, model_id: str | Path, *, device: str = "cpu"
         config = EmbeddingConfig(device=device, dtype=dtype, batch_size=batch_size, progress=False)
         return EmbeddingEngine.from_pretrained(model_id, config=config, cache=EmbeddingCache(memory_budget_mb=0))
 
-    return CLIPAttributeClassifier(grid, load_embedder, model_id=str(model_id), dtype=dtype)
+    return CLIPAttributeClassifier(grid, load_embedder, model_id=str(model_id), dtype=dtype, prompts=prompts)
 
 
-def build_verifier(args: VerifyArguments, grid, mask_settings: dict | None = None):
-    """The `Verifier` the arguments describe (models load on first use)."""
-    from cf_hf.generation.verification.scores import PixelEmbedder
+def verification_segmenter(args: VerifyArguments, run_segmenter: dict | None = None):
+    """The verifier's segmenter: the run's own mask definition (`run_segmenter`, its manifest's
+    segmenter record: model, revision, labels) when there is a run, else `--mask_labels` /
+    `--include_clothing`; None with `--segmentation_model none`."""
+    from cf_hf.generation.masks import SegformerSegmenter, mask_label_names
+    from cf_hf.generation.runtime import resolve_dtype
+
+    if args.segmentation_model == NO_SEGMENTER:
+        return None
+    dtype = resolve_dtype(args.dtype, args.device)
+    if run_segmenter is not None and run_segmenter.get("labels"):
+        recorded = tuple(run_segmenter["labels"].split(","))
+        if args.mask_labels is not None and mask_label_names(args.mask_labels, args.include_clothing) != recorded:
+            raise ValueError(f"--mask_labels {' '.join(args.mask_labels)}{' --include_clothing' if args.include_clothing else ''} "
+                             f"differs from the mask the run was generated with ({' '.join(recorded)}): the verifier "
+                             "uses the run's mask; leave --mask_labels unset")
+        return SegformerSegmenter.from_provenance(run_segmenter, model_id=args.segmentation_model,
+                                                  device=args.device, dtype=dtype)
+    return SegformerSegmenter(args.segmentation_model or DEFAULT_SEGMENTATION_MODEL,
+                              labels=args.mask_labels or APPEARANCE_LABELS, include_clothing=args.include_clothing,
+                              device=args.device, dtype=dtype)
+
+
+def build_verifier(args: VerifyArguments, grid, mask_settings: dict | None = None, run_segmenter: dict | None = None):
+    """The `Verifier` the arguments describe (models load on first use). `mask_settings` and
+    `run_segmenter`: a run's mask postprocessing and segmenter record (its manifest's), so that the
+    verifier's person mask is the generation's."""
+    from cf_hf.generation.verification.prompts import load_zero_shot_prompts
     from cf_hf.generation.verification.scoring import Verifier
 
     config = args.verification_config(mask_settings)
     if args.world:
-        from cf_hf.world.components import WorldAttributeReader, WorldSegmenter
+        from cf_hf.world.verification import world_verifier
 
-        return Verifier(grid, WorldAttributeReader(), PixelEmbedder(), WorldSegmenter(), config, not args.quiet)
-    segmenter = None
-    if args.segmentation_model != NO_SEGMENTER:
-        from cf_hf.generation.masks import SegformerSegmenter
-        from cf_hf.generation.runtime import resolve_dtype
-
-        segmenter = SegformerSegmenter(args.segmentation_model, device=args.device, dtype=resolve_dtype(args.dtype, args.device))
-    classifier = clip_attribute_classifier(grid, args.classifier_model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+        return world_verifier(grid, config, args.classifier_model, show_progress=not args.quiet)
+    segmenter = verification_segmenter(args, run_segmenter)
+    prompts = load_zero_shot_prompts(grid, args.zero_shot_prompts_file)
+    classifier = clip_attribute_classifier(grid, args.classifier_model, device=args.device, dtype=args.dtype,
+                                           batch_size=args.batch_size, prompts=prompts)
     return Verifier(grid, classifier, None, segmenter, config, not args.quiet)
 
 
@@ -149,7 +175,8 @@ def _verify_run(args: VerifyArguments, run_dir: Path) -> Path:
     from dataset_builder.builder import finished_manifest
 
     manifest = finished_manifest(run_dir)
-    verifier = build_verifier(args, grid_from_manifest(manifest), manifest["config"].get("mask_postprocessing"))
+    verifier = build_verifier(args, grid_from_manifest(manifest), manifest["config"].get("mask_postprocessing"),
+                              manifest.get("components", {}).get("segmenter"))
     output = Path(args.output_dir or run_dir / "dataset")
     export_dataset(run_dir, output, test_size=args.test_size, repo_id=args.repo_id, overwrite=args.overwrite, verifier=verifier)
     _print_reports(verifier)

@@ -67,6 +67,12 @@ def resolve_label_ids(id2label: Mapping[int, str], names: Sequence[str], model_n
     return sorted(found)
 
 
+def mask_label_names(labels: Sequence[str] = APPEARANCE_LABELS, include_clothing: bool = False) -> tuple[str, ...]:
+    """The label names that form a person mask: `labels`, plus the clothing labels when asked for.
+    The one definition of the mask, for the generation's segmenter and the verifier's."""
+    return tuple(labels) + (CLOTHING_LABELS if include_clothing else ())
+
+
 class SegformerSegmenter:
     """A `Segmenter` backed by `transformers` semantic segmentation; loads on first call.
 
@@ -88,7 +94,7 @@ class SegformerSegmenter:
     ):
         torch_dtype(dtype)  # validate early
         self.model_id = model_id
-        self.labels = tuple(labels) + (CLOTHING_LABELS if include_clothing else ())
+        self.labels = mask_label_names(labels, include_clothing)
         self.revision = revision
         self.device = device
         self.dtype = dtype
@@ -99,6 +105,21 @@ class SegformerSegmenter:
     @property
     def provenance(self) -> dict[str, str]:
         return {"model_id": self.model_id, "revision": self.revision or "main", "labels": ",".join(self.labels)}
+
+    @classmethod
+    def from_provenance(cls, provenance: Mapping[str, str], *, model_id: str | None = None, device: str = "cpu",
+                        dtype: str = "float32") -> SegformerSegmenter:
+        """The segmenter a run recorded (`provenance`, as in its manifest): the same model, revision
+        and mask labels, so that a verifier's person masks are the generation's. `model_id` replaces
+        the recorded model (the labels stay the run's)."""
+        labels = [label for label in str(provenance.get("labels", "")).split(",") if label]
+        if not labels:
+            raise ValueError(f"the run's segmenter record {dict(provenance)} names no mask labels")
+        revision = provenance.get("revision")
+        recorded = provenance.get("model_id")
+        return cls(model_id or recorded or DEFAULT_SEGMENTATION_MODEL, labels=labels,
+                   revision=None if revision in (None, "main") or (model_id and model_id != recorded) else revision,
+                   device=device, dtype=dtype)
 
     def check_model(self) -> None:
         """Raise `ModelLoadError` now if the model cannot be found (reads no weights)."""

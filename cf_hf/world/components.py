@@ -429,9 +429,9 @@ class WorldInpainter(_Signed):
 class WorldAttributeReader:
     """The world's stand-in for a zero-shot attribute classifier: reads gender, skin tone and age
     of the person in each crop from its pixels (`find_person`), as the world's segmenter finds the
-    person. The world's CLIP cannot stand in: its captions never name a person's appearance, so
-    its text tower has not learnt the words. Probability 1 for the value read, uniform when no
-    person is found."""
+    person. `cf-hf verify --world` uses it for the attributes the world's CLIP cannot judge on
+    person crops (`cf_hf.world.verification.STAND_IN_ATTRIBUTES`). Probability 1 for the value
+    read, uniform when no person is found."""
 
     VALUES = {"gender": ("female", "male"), "skin_tone": tuple(SKIN_TONES), "age": tuple(HAIR_COLORS)}
 

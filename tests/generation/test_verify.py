@@ -235,8 +235,10 @@ def test_cli_verify_on_the_demos_dataset(tmp_path, capsys):
     make_counterfactual_dataset(config, 0, tmp_path / "run", tmp_path / "dataset", quiet=True)
     assert main(["verify", str(tmp_path / "dataset"), "--world", "--output_dir", str(tmp_path / "verified"), "--no_progress"]) == 0
     verified = datasets.load_dataset(str(tmp_path / "verified"))
-    assert list(verified) == ["train"] and all(verified["train"]["verify_passed"])
-    assert "32/32 counterfactuals passed" in capsys.readouterr().out
+    # No failure is planted: the world's CLIP judges age (and may miss a few), the stand-in the rest.
+    rejected = verified["rejected"]["verify_failures"] if "rejected" in verified else []
+    assert set(rejected) <= {"adherence_age"} and len(rejected) <= 4
+    assert f"{32 - len(rejected)}/32 counterfactuals passed" in capsys.readouterr().out
     # A folder the command did not write is refused in one line.
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
@@ -299,3 +301,92 @@ def test_exporting_again_resumes_the_stored_scores(planted_run, tmp_path):
     assert {split: r.chunks_resumed for split, r in again.reports.items()} == {split: r.chunks_scored for split, r in first.reports.items()}
     assert all(report.chunks_scored == 0 for report in again.reports.values())
     assert (tmp_path / "a" / "README.md").read_text().split("## Verification")[1] == (tmp_path / "b" / "README.md").read_text().split("## Verification")[1]
+
+
+def test_zero_shot_prompts_are_grammatical_with_a_head_noun_and_no_inpainting_suffix():
+    from cf_hf.generation.verification.classifier import attribute_prompts
+
+    grid = load_attribute_grid()
+    race = attribute_prompts(grid, "race", "doctor")
+    assert race[grid.attributes[1].values.index("White")] == ["a photo of a White person working as a doctor"]
+    assert ["a photo of an East Asian person working as a doctor"] in race
+    assert attribute_prompts(grid, "gender", "nurse") == [["a photo of a woman working as a nurse"],
+                                                          ["a photo of a man working as a nurse"]]
+    assert ["a photo of an elderly person working as a chef"] in attribute_prompts(grid, "age", "chef")
+    every = [prompt for name in grid.names for prompts in attribute_prompts(grid, name, "doctor") for prompt in prompts]
+    assert not any("natural skin" in prompt or "detailed face" in prompt or " a E" in prompt for prompt in every)
+
+
+def test_zero_shot_prompts_come_from_a_data_file(tmp_path):
+    from cf_hf.generation.verification.prompts import load_zero_shot_prompts
+
+    grid = load_attribute_grid()
+    custom = tmp_path / "prompts.yaml"
+    custom.write_text("format: cf_hf-zero-shot-prompts\nattributes:\n  gender:\n"
+                      "    templates: ['a {value} {concept}', 'a portrait of a {value}']\n"
+                      "    words: {female: [woman, lady], male: man}\n")
+    with pytest.raises(VerificationError, match="no templates for attribute 'race'"):
+        load_zero_shot_prompts(grid, custom)
+    custom.write_text(custom.read_text() + "default_template: 'a {value} person'\n")
+    prompts = load_zero_shot_prompts(grid, custom)
+    assert prompts.prompts("gender", "female", "doctor") == ["a woman doctor", "a lady doctor", "a portrait of a woman",
+                                                            "a portrait of a lady"]
+    assert prompts.source == "prompts.yaml"
+    assert prompts.prompts("race", "East_Asian", "doctor") == ["an East Asian person"]
+
+
+def test_a_tall_person_crop_is_padded_square_so_no_centre_crop_cuts_the_head():
+    from cf_hf.generation.verification.scores import square_person_crop
+
+    image = Image.new("RGB", (40, 100), (10, 20, 30))
+    image.paste((200, 0, 0), (15, 0, 25, 100))  # a tall person spanning the whole height
+    crop = square_person_crop(image, (15, 0, 25, 100))
+    assert crop.size == (100, 100)
+    pixels = np.asarray(crop)
+    # The whole person is kept (all 100 rows), centred, with the image's own pixels beside it where
+    # it has them (40 wide), and the crop's mean colour beyond.
+    assert (pixels[:, 45:55] == (200, 0, 0)).all()
+    assert (pixels[50, 30:45] == (10, 20, 30)).all()
+    assert pixels[50, 0].tolist() == np.asarray(image, dtype=float).reshape(-1, 3).mean(0).round().astype(int).tolist()
+    wide = square_person_crop(Image.new("RGB", (100, 100)), (0, 40, 60, 60))
+    assert wide.size == (60, 60)  # grown inside the image: no padding needed
+
+
+def test_the_verifier_masks_what_the_generation_repainted():
+    from cf_hf.cli.verify import VerifyArguments, build_verifier, verification_segmenter
+    from cf_hf.generation.masks import APPEARANCE_LABELS, CLOTHING_LABELS, SegformerSegmenter
+
+    generation = SegformerSegmenter("some/segformer", labels=["Hair", "Face"], include_clothing=True)
+    recorded = generation.provenance
+    args = VerifyArguments(run_or_dataset="run", quiet=True)
+    verifier = build_verifier(args, GRID, None, recorded)
+    assert verifier.segmenter.labels == generation.labels == ("Hair", "Face", *CLOTHING_LABELS)
+    assert verifier.segmenter.model_id == "some/segformer"
+    with pytest.raises(ValueError, match="--mask_labels Hair differs from the mask the run was generated with"):
+        verification_segmenter(VerifyArguments(run_or_dataset="run", mask_labels=["Hair"]), recorded)
+    folder = verification_segmenter(VerifyArguments(run_or_dataset="dataset", include_clothing=True))
+    assert folder.labels == (*APPEARANCE_LABELS, *CLOTHING_LABELS)
+    assert verification_segmenter(VerifyArguments(run_or_dataset="dataset", segmentation_model="none")) is None
+
+
+def test_the_world_verifier_reads_age_with_the_worlds_clip_and_the_rest_with_the_stand_in():
+    from cf_hf.world.verification import STAND_IN_ATTRIBUTES, world_verifier, world_zero_shot_prompts
+
+    assert STAND_IN_ATTRIBUTES == ("gender", "skin_tone")
+    prompts = world_zero_shot_prompts(GRID)
+    assert prompts.prompts("age", "elderly", "doctor")[:2] == ["a photo of an elderly person", "a photo of an old person"]
+    from cf_hf.generation.verification.scores import grid_attribute, person_box, square_person_crop
+
+    base = _base_image()
+    wanted = {**APPEARANCE, "age": "elderly"}
+    edited = _edit(base, wanted)
+    box = person_box(WorldSegmenter()([base])[0], (base.height, base.width), VerificationConfig().crop_margin)
+    reader = world_verifier(GRID, VerificationConfig()).classifier
+    probabilities = reader([square_person_crop(edited, box)], ["doctor"])
+    values = {name: list(grid_attribute(GRID, name).values) for name in GRID.names}
+    assert probabilities["age"][0].argmax() == values["age"].index(wanted["age"])  # the world's CLIP reads it
+    assert 0 < probabilities["age"][0].max() < 1  # a softmax, not the stand-in's certainty
+    for name in STAND_IN_ATTRIBUTES:
+        assert probabilities[name][0, values[name].index(wanted[name])] == 1.0
+    assert reader.provenance["stand_in_attributes"] == "gender,skin_tone"
+    assert reader.provenance["model_id"].startswith("cf_hf/world/original_clip@")

@@ -97,7 +97,7 @@ def test_clip_clip_mutual_information_ranks_informative_dimensions_highest():
 
 def test_biased_prompts_make_the_paired_prompts_embed_alike_when_lambda_is_large(tiny_clip):
     model, processor = tiny_clip
-    prompts = load_biased_prompts("gender", ["nurse", "doctor"])
+    prompts = load_biased_prompts("gender", calibration_concepts=["nurse", "doctor"])
     assert prompts.pairs == (("A photo of a female nurse.", "A photo of a male nurse."),
                              ("A photo of a female doctor.", "A photo of a male doctor."))
     spurious = _text_embeddings(model, processor, prompts.spurious)
@@ -130,7 +130,7 @@ def test_folded_checkpoints_load_without_cf_hf_and_give_the_methods_similarities
 
     images_for_fit = np.random.default_rng(0).normal(size=(200, model.config.projection_dim))
     clip_clip = clip_clip_maps(images_for_fit, np.arange(200) % 2, keep=[9], attribute="gender")[0]
-    prompts = load_biased_prompts("gender", ["nurse", "doctor", "chef"])
+    prompts = load_biased_prompts("gender", ["person"], calibration_concepts=["nurse", "doctor", "chef"])
     biased = biased_prompts_maps(lambda batch: _text_embeddings(model, processor, batch), prompts)[0]
 
     for method in (clip_clip, biased):
@@ -204,6 +204,10 @@ def test_methods_fit_from_a_fairface_folder_and_a_saved_original(saved_original,
     assert [checkpoint.name for checkpoint in prompted] == ["biased_prompts-lambda=10", "biased_prompts-lambda=1000"]
     config = json.loads((prompted[1].path / "config.json").read_text())
     assert config[METHOD_CONFIG_FIELD]["settings"] == {"attribute": "gender", "lambda": 1000.0}
+    fitted_on = config[METHOD_CONFIG_FIELD]["fitted_on"]
+    assert fitted_on["evaluated_concepts"] == ["nurse", "chef"]
+    assert fitted_on["held_out_concepts"] == ["chef", "nurse"]  # in the shipped list, left out of the calibration
+    assert not {"nurse", "chef"} & set(fitted_on["calibration_concepts"])
 
 
 def test_compare_scores_every_method_in_one_results_file_table_and_frontier(saved_original, fairface_gallery,
@@ -233,7 +237,8 @@ def test_compare_scores_every_method_in_one_results_file_table_and_frontier(save
     assert read.models["clip_clip-keep=6"].zero_shot_accuracy == results["models"]["clip_clip-keep=6"]["zero_shot_accuracy"]
     names = ["original", "clip_clip-keep=6", "clip_clip-keep=12", "biased_prompts-lambda=1000"]
     assert list(on_disk["models"]) == names == list(results["models"])
-    assert on_disk["methods"]["clip_clip-keep=6"]["settings"] == {"attribute": "gender", "keep": 6}
+    assert on_disk["methods"]["clip_clip-keep=6"]["settings"] == {"attribute": "gender", "keep": 6,
+                                                                  "estimator": "histogram"}
     assert on_disk["methods"]["original"]["method"] == "original"
     report = (tmp_path / "compare" / "report.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("| clip_clip-keep=6 |")]
@@ -307,3 +312,135 @@ def test_the_counterfactual_method_trains_and_writes_its_sweep_as_checkpoints(ti
     assert all(torch.equal(at_zero[name], original[name]) for name in at_zero)
     assert any(not torch.equal(at_one[name], original[name]) for name in at_one)
     assert checkpoints[1].fit_seconds > 0 and arguments.output_dir == str(tmp_path / "cf" / "finetuned")
+
+
+# Reference computations, written here from the papers and a reading of the authors' code (not by calling cf_hf).
+
+def _reference_gaussian_smooth(grid, sigma=1.0, truncate=4.0):
+    """Separable Gaussian smoothing, zero outside the grid (the authors' `gaussian_filter(mode='constant')`)."""
+    radius = int(truncate * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(grid, radius)
+    rows = sum(weight * padded[radius + offset:radius + offset + grid.shape[0], :] for offset, weight in zip(offsets, kernel))
+    return sum(weight * rows[:, radius + offset:radius + offset + grid.shape[1]] for offset, weight in zip(offsets, kernel))
+
+
+def _reference_histogram_information(values, codes, bins=64):
+    """Wang et al.'s MI: 64x64 joint histogram (equal-width bins from min to max on each axis), smoothed, + eps."""
+    def bin_of(column):
+        low, high = column.min(), column.max()
+        index = np.floor((column - low) / (high - low) * bins).astype(int)
+        return np.minimum(index, bins - 1)  # the maximum falls in the last bin
+
+    joint = np.zeros((bins, bins))
+    for row, column in zip(bin_of(values), bin_of(codes)):
+        joint[row, column] += 1
+    joint = _reference_gaussian_smooth(joint) + np.finfo(float).eps
+    joint /= joint.sum()
+    over_values, over_codes = joint.sum(1), joint.sum(0)
+    return (joint * np.log(joint)).sum() - (over_values * np.log(over_values)).sum() - (over_codes * np.log(over_codes)).sum()
+
+
+def _reference_kept_dimensions(features, labels, keep):
+    codes = np.unique(labels, return_inverse=True)[1].astype(float)
+    ranked = sorted((_reference_histogram_information(features[:, column], codes), column)
+                    for column in range(features.shape[1]))
+    return sorted(column for _, column in ranked[:keep])
+
+
+def test_clip_clip_keeps_the_same_dimensions_as_a_reference_computation_of_the_authors_estimator():
+    generator = np.random.default_rng(3)
+    labels = np.array(["Black", "East_Asian", "White"])[generator.integers(0, 3, size=300)]
+    codes = np.unique(labels, return_inverse=True)[1]
+    # Unnormalized features of different scales, some carrying the attribute more or less strongly.
+    features = generator.normal(size=(300, 16)) * generator.uniform(0.2, 5.0, size=16)
+    for column, strength in ((2, 3.0), (5, 1.0), (11, 0.5), (14, 0.2)):
+        features[:, column] += strength * codes
+    for keep in (4, 8, 12, 15):
+        (fit,) = clip_clip_maps(features, labels, keep=[keep], attribute="race")
+        assert sorted(np.flatnonzero(np.diag(fit.image_map))) == _reference_kept_dimensions(features, labels, keep)
+    assert fit.settings["estimator"] == "histogram" and "64x64" in fit.fitted_on["estimator"]
+    recorded = np.array(fit.fitted_on["mutual_information"]["race"])
+    reference = [_reference_histogram_information(features[:, column], codes.astype(float)) for column in range(16)]
+    np.testing.assert_allclose(recorded, reference, atol=1e-6)
+
+
+def test_clip_clip_ranks_the_unnormalized_image_features_as_the_authors(saved_original, fairface_gallery, tmp_path):
+    from cf_hf.evaluation.embedding import EmbeddingConfig, EmbeddingEngine
+    from cf_hf.methods import get_method
+
+    embedding = EmbeddingConfig(cache_dir=None, progress=False)
+    (checkpoint,) = get_method("clip_clip").fit(saved_original, tmp_path / "out", fairface_gallery, "gender", keep=[8],
+                                                embedding_config=embedding)
+    fitted_on = json.loads((checkpoint.path / "config.json").read_text())[METHOD_CONFIG_FIELD]["fitted_on"]
+    assert fitted_on["image_features"] == "unnormalized"
+    engine = EmbeddingEngine.from_pretrained(saved_original, embedding)
+    raw = np.asarray(engine.embed_images(fairface_gallery.images, fairface_gallery.fingerprint, normalize=False),
+                     dtype=np.float64)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    codes = np.unique(np.asarray(fairface_gallery.attributes["gender"], dtype=str), return_inverse=True)[1]
+    reference = [_reference_histogram_information(raw[:, column], codes.astype(float)) for column in range(raw.shape[1])]
+    np.testing.assert_allclose(fitted_on["mutual_information"]["gender"], reference, atol=1e-6)
+    knn = get_method("clip_clip").fit(saved_original, tmp_path / "knn", fairface_gallery, "gender", keep=[8],
+                                      embedding_config=embedding, estimator="knn")[0]
+    assert knn.settings["estimator"] == "knn"
+    with pytest.raises(MethodError, match="unknown CLIP-clip estimator 'ksg'"):
+        get_method("clip_clip").fit(saved_original, tmp_path / "bad", fairface_gallery, "gender", keep=[8], estimator="ksg")
+
+
+def test_biased_prompts_map_equals_a_reference_computation_of_the_authors_closed_form():
+    from sklearn.decomposition import TruncatedSVD
+
+    generator = np.random.default_rng(7)
+
+    def unit(rows):
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    spurious, first, second = unit(generator.normal(size=(4, 16))), unit(generator.normal(size=(6, 16))), \
+        unit(generator.normal(size=(6, 16)))
+    queries = unit(generator.normal(size=(5, 16)))
+    # Chuang et al.: P0 from the TruncatedSVD basis of the spurious prompts, M the mean of
+    # (z_i z_iᵀ + z_j z_jᵀ − z_i z_jᵀ − z_j z_iᵀ) over the pairs, P = P0 (λM + I)⁻¹, queries P z renormalized.
+    basis = TruncatedSVD(n_components=len(spurious), random_state=0).fit(spurious).components_.T
+    projection = np.eye(16) - basis @ np.linalg.inv(basis.T @ basis) @ basis.T
+    calibration = np.zeros((16, 16))
+    for z_i, z_j in zip(first, second):
+        z_i, z_j = z_i[:, None], z_j[:, None]
+        calibration += z_i @ z_i.T + z_j @ z_j.T - z_i @ z_j.T - z_j @ z_i.T
+    calibration /= len(first)
+    from cf_hf.methods.biased_prompts.projection import BiasedPrompts
+
+    table = {**{f"s{i}": row for i, row in enumerate(spurious)}, **{f"a{i}": row for i, row in enumerate(first)},
+             **{f"b{i}": row for i, row in enumerate(second)}}
+    prompts = BiasedPrompts("gender", tuple(f"s{i}" for i in range(4)), tuple((f"a{i}", f"b{i}") for i in range(6)))
+    for lam in (1.0, 1000.0):
+        expected = projection @ np.linalg.inv(lam * calibration + np.eye(16))
+        np.testing.assert_allclose(biased_prompts_map(spurious, first, second, lam), expected, atol=1e-6)
+        mapped = queries @ expected.T
+        (fit,) = biased_prompts_maps(lambda texts: np.stack([table[text] for text in texts]), prompts, [lam])
+        np.testing.assert_allclose(fit.apply(queries, "text"), mapped / np.linalg.norm(mapped, axis=1, keepdims=True),
+                                   atol=1e-6)
+
+
+def test_biased_prompts_calibrate_on_concepts_disjoint_from_the_evaluated_ones():
+    prompts = load_biased_prompts("gender", ["Doctor", "nurse", "astronaut"])
+    named = {pair for pair in prompts.pairs if "doctor" in pair[0].lower() or "nurse" in pair[0].lower()}
+    assert not named
+    assert prompts.held_out_concepts == ("doctor", "nurse")  # in the authors' training list; astronaut is not
+    assert len(prompts.calibration_concepts) == 78
+    assert ("A photo of a female chef.", "A photo of a male chef.") in prompts.pairs
+    with pytest.raises(MethodError, match="every calibration concept .* is also evaluated"):
+        load_biased_prompts("gender", ["nurse"], calibration_concepts=["Nurse"])
+
+
+def test_biased_prompts_articles_agree_with_the_value():
+    race = load_biased_prompts("race", calibration_concepts=["accountant"])
+    assert "A photo of an East Asian." in race.spurious
+    assert "A photo of an Indian person." in race.spurious
+    assert "A photo of a White." in race.spurious
+    assert ("A photo of a White accountant.", "A photo of a Black accountant.") in race.pairs
+    assert ("A photo of a young accountant.", "A photo of an elderly accountant.") in \
+        load_biased_prompts("age", calibration_concepts=["accountant"]).pairs
+    assert not any(" a East" in prompt or " a Indian" in prompt for prompt in race.spurious + sum(race.pairs, ()))

@@ -205,7 +205,14 @@ def test_quick_demo_compares_clip_clip_and_biased_prompts_under_the_same_protoco
             assert set(results["models"][name]["gender"]) == {"max_skew", "min_skew", "ndkl"}
             assert results["methods"][name]["fit_seconds"] > 0
     config = json.loads((output_dir / "seed-0" / "methods" / "clip_clip-keep=16" / "config.json").read_text())
-    assert config[METHOD_CONFIG_FIELD]["settings"] == {"attribute": "gender+skin_tone+age", "keep": 16}
+    assert config[METHOD_CONFIG_FIELD]["settings"] == {"attribute": "gender+skin_tone+age", "keep": 16,
+                                                      "estimator": "histogram"}
+    assert config[METHOD_CONFIG_FIELD]["fitted_on"]["image_features"] == "unnormalized"
+    prompts = json.loads((output_dir / "seed-0" / "methods" / "biased_prompts-lambda=10" / "config.json").read_text())
+    fitted_on = prompts[METHOD_CONFIG_FIELD]["fitted_on"]
+    assert fitted_on["calibration_concepts"] == ["hospital", "kitchen", "street", "school"]
+    assert not set(fitted_on["calibration_concepts"]) & set(fitted_on["evaluated_concepts"])
+    assert len(fitted_on["evaluated_concepts"]) == 8
     assert "## Against other debiasing methods" in (output_dir / "report.md").read_text()
     assert "| CLIP-clip (m = " in stdout and "| biased prompts (λ = " in stdout
 

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from cf_hf.generation.verification.prompts import ZeroShotPrompts, load_zero_shot_prompts
 from cf_hf.generation.verification.scores import grid_attribute
 
 DEFAULT_CLASSIFIER_MODEL = "openai/clip-vit-base-patch32"
@@ -38,18 +39,12 @@ class CLIPEmbedder(Protocol):
         """(N, D) embeddings of `texts`."""
 
 
-def attribute_prompts(grid, attribute: str, concept: str) -> list[str]:
-    """The zero-shot prompts of `attribute`'s values: the grid's appearance prompt with only this
-    attribute's phrase (the other placeholders empty), e.g. "a photo of a woman working as a doctor"."""
-    from cf_hf.concepts import fix_articles
-
-    prompts = []
-    for value in grid_attribute(grid, attribute).values:
-        filled = {name: "" for name in grid.names}
-        filled[attribute] = grid_attribute(grid, attribute).phrase(value)
-        text = grid.prompt_template.format(concept=concept, **filled)
-        prompts.append(fix_articles(" ".join(text.split()).replace(" ,", ",")))
-    return prompts
+def attribute_prompts(grid, attribute: str, concept: str, prompts: ZeroShotPrompts | None = None) -> list[list[str]]:
+    """Per value of `attribute` (grid order), its zero-shot prompts: the prompt file's templates with
+    the value's words (default: the shipped `zero_shot_prompts.yaml`), e.g.
+    [["a photo of a woman working as a doctor"], ["a photo of a man working as a doctor"]]."""
+    prompts = prompts if prompts is not None else load_zero_shot_prompts(grid)
+    return [prompts.prompts(attribute, value, concept) for value in grid_attribute(grid, attribute).values]
 
 
 class CLIPAttributeClassifier:
@@ -58,8 +53,10 @@ class CLIPAttributeClassifier:
     verification loads no model). `model_id` and `dtype` are the provenance it records: they key
     the score cache, so they must name what `load_embedder` loads."""
 
-    def __init__(self, grid, load_embedder: Callable[[], CLIPEmbedder], *, model_id: str, dtype: str = "float32"):
+    def __init__(self, grid, load_embedder: Callable[[], CLIPEmbedder], *, model_id: str, dtype: str = "float32",
+                 prompts: ZeroShotPrompts | None = None):
         self.grid = grid
+        self.prompts = prompts if prompts is not None else load_zero_shot_prompts(grid)
         self.model_id = str(model_id)
         self.dtype = dtype
         self._load_embedder = load_embedder
@@ -68,7 +65,7 @@ class CLIPAttributeClassifier:
 
     @property
     def provenance(self) -> dict[str, str]:
-        return {"model_id": self.model_id, "dtype": self.dtype}
+        return {"model_id": self.model_id, "dtype": self.dtype, "prompts": self.prompts.source}
 
     @property
     def embedder(self) -> CLIPEmbedder:
@@ -77,9 +74,13 @@ class CLIPAttributeClassifier:
         return self._embedder
 
     def _text_embeddings(self, attribute: str, concept: str) -> np.ndarray:
+        """(values, D): per value, the normalized mean of its prompts' unit-norm embeddings."""
         key = (attribute, concept)
         if key not in self._text:
-            self._text[key] = self.embedder.embed_texts(attribute_prompts(self.grid, attribute, concept))
+            rows = [np.asarray(self.embedder.embed_texts(prompts), dtype=np.float64).mean(axis=0)
+                    for prompts in attribute_prompts(self.grid, attribute, concept, self.prompts)]  # fmt: skip
+            rows = np.stack(rows)
+            self._text[key] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
         return self._text[key]
 
     def embed(self, crops: Sequence[Image.Image]) -> np.ndarray:

@@ -157,6 +157,32 @@ def person_box(person: np.ndarray | None, shape: tuple[int, int], margin: float)
             min(width, int(columns.max()) + 1 + grow), min(height, int(rows.max()) + 1 + grow))  # fmt: skip
 
 
+def square_person_crop(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """The crop `box` of `image` made square before a CLIP processor sees it (its centre crop would
+    otherwise cut the head or feet off a tall person): the shorter side grows symmetrically with the
+    image's own pixels where the image has them, and the rest is filled with the crop's mean colour.
+    Returns an RGB image of side max(box width, box height)."""
+    left, top, right, bottom = box
+    width, height = image.size
+    side = max(right - left, bottom - top)
+
+    def grow(start: int, stop: int, limit: int) -> tuple[int, int]:
+        extra = side - (stop - start)
+        start, stop = start - extra // 2, stop + extra - extra // 2
+        shift = max(0, -start) - max(0, stop - limit)  # slide back inside the image where it can
+        return max(0, start + shift), min(limit, stop + shift)
+
+    left, right = grow(left, right, width)
+    top, bottom = grow(top, bottom, height)
+    crop = image.convert("RGB").crop((left, top, right, bottom))
+    if crop.size == (side, side):
+        return crop
+    fill = tuple(int(round(channel)) for channel in np.asarray(crop, dtype=np.float64).reshape(-1, 3).mean(axis=0))
+    square = Image.new("RGB", (side, side), fill)
+    square.paste(crop, ((side - crop.width) // 2, (side - crop.height) // 2))
+    return square
+
+
 def duplicate_similarities(embeddings: np.ndarray) -> np.ndarray:
     """Per image of a group, the largest cosine similarity to any other image of it; (N,) from
     (N, D) unit-norm embeddings (-1 for a group of one)."""

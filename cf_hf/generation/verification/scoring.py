@@ -35,6 +35,7 @@ from cf_hf.generation.verification.scores import (
     person_box,
     rgb_array,
     score_columns,
+    square_person_crop,
 )
 
 
@@ -99,7 +100,7 @@ def score_groups(
     for (group_index, _member), image, mask in zip(owners, images, masks):
         region = base_mask.get(group_index, mask)  # the base's person box: the same crop for the whole group
         box = person_box(region, rgb_array(image).shape[:2], config.crop_margin)
-        crops.append(image.convert("RGB").crop(box))
+        crops.append(square_person_crop(image, box))
         concepts.append(groups[group_index].concept)
     if embedder is not None:
         embeddings = np.concatenate([embedder.embed(crops[s : s + config.batch_size])
