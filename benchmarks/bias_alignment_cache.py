@@ -70,7 +70,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from cf_hf.evaluation.embedding import EmbeddingConfig, EmbeddingEngine
-    from cf_hf.methods.bias_alignment.rows import EncodedBiasAlignmentData, attribute_captions, gallery_data
+    from cf_hf.methods.bias_alignment.captions import CaptionSetting, caption_rows
+    from cf_hf.methods.bias_alignment.rows import EncodedBiasAlignmentData, gallery_data
     from cf_hf.world import galleries
     from cf_hf.world.corpus import ATTRIBUTES
     from cf_hf.world.demo.config import METHOD_FIT_SEED, DemoConfig
@@ -82,10 +83,10 @@ def main() -> None:
         engine = EmbeddingEngine.from_pretrained(ORIGINAL_DIR, EmbeddingConfig(batch_size=256, progress=False,
                                                                                cache_dir=str(Path(folder) / "cache")))
         start = time.perf_counter()
-        cached = gallery_data(engine, gallery, list(ATTRIBUTES), BIAS_ALIGNMENT_TEMPLATE)
+        setting = CaptionSetting.custom(list(ATTRIBUTES), BIAS_ALIGNMENT_TEMPLATE)
+        cached = gallery_data(engine, gallery, setting)
         embedding_seconds = time.perf_counter() - start
-        captions, counterfactuals = attribute_captions(gallery.attributes, list(ATTRIBUTES), BIAS_ALIGNMENT_TEMPLATE)
-        encoded = EncodedBiasAlignmentData(gallery.images, captions, counterfactuals, engine.processor)
+        encoded = EncodedBiasAlignmentData(gallery.images, caption_rows(gallery.attributes, setting), engine.processor)
         queue_size = args.queue_size or DemoConfig().bias_alignment_queue_size
         cached_epochs = _epoch_seconds(ORIGINAL_DIR, cached, Path(folder) / "cached", args.batch_size, args.epochs,
                                        queue_size)
