@@ -34,6 +34,7 @@ def _epoch_seconds(original: Path, data, output_dir: Path, batch_size: int, epoc
     from cf_hf.methods.bias_alignment.trainer import (
         BiasAlignmentArguments,
         BiasAlignmentTrainer,
+        DrawEpochCallback,
         bias_aligned_from,
     )
 
@@ -48,11 +49,12 @@ def _epoch_seconds(original: Path, data, output_dir: Path, batch_size: int, epoc
 
     args = BiasAlignmentArguments(output_dir=str(output_dir), num_train_epochs=epochs,
                                   per_device_train_batch_size=batch_size, queue_size=queue_size, learning_rate=1e-3,
-                                  save_strategy="no", use_cpu=True, disable_tqdm=True, report_to="none", logging_steps=10**6)
+                                  save_strategy="no", use_cpu=True, disable_tqdm=True, report_to="none", logging_steps=10**6,
+                                  eval_strategy="no", early_stopping_patience=0)
     model, _ = bias_aligned_from(original, args)
     collator = data.collate
     trainer = BiasAlignmentTrainer(model=model, args=args, train_dataset=data, data_collator=collator,
-                                   callbacks=[Stamp()])
+                                   callbacks=[Stamp(), DrawEpochCallback(data)])
     trainer.train()
     return [end - begin for begin, end in zip(stamps[::2], stamps[1::2])]
 
