@@ -34,6 +34,7 @@ def _epoch_seconds(original: Path, data, output_dir: Path, batch_size: int, epoc
     from cf_hf.methods.bias_alignment.trainer import (
         BiasAlignmentArguments,
         BiasAlignmentTrainer,
+        DrawEpochCallback,
         bias_aligned_from,
     )
 
@@ -48,11 +49,12 @@ def _epoch_seconds(original: Path, data, output_dir: Path, batch_size: int, epoc
 
     args = BiasAlignmentArguments(output_dir=str(output_dir), num_train_epochs=epochs,
                                   per_device_train_batch_size=batch_size, queue_size=queue_size, learning_rate=1e-3,
-                                  save_strategy="no", use_cpu=True, disable_tqdm=True, report_to="none", logging_steps=10**6)
+                                  save_strategy="no", use_cpu=True, disable_tqdm=True, report_to="none", logging_steps=10**6,
+                                  eval_strategy="no", early_stopping_patience=0)
     model, _ = bias_aligned_from(original, args)
     collator = data.collate
     trainer = BiasAlignmentTrainer(model=model, args=args, train_dataset=data, data_collator=collator,
-                                   callbacks=[Stamp()])
+                                   callbacks=[Stamp(), DrawEpochCallback(data)])
     trainer.train()
     return [end - begin for begin, end in zip(stamps[::2], stamps[1::2])]
 
@@ -70,7 +72,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from cf_hf.evaluation.embedding import EmbeddingConfig, EmbeddingEngine
-    from cf_hf.methods.bias_alignment.rows import EncodedBiasAlignmentData, attribute_captions, gallery_data
+    from cf_hf.methods.bias_alignment.captions import CaptionSetting, caption_rows
+    from cf_hf.methods.bias_alignment.rows import EncodedBiasAlignmentData, gallery_data
     from cf_hf.world import galleries
     from cf_hf.world.corpus import ATTRIBUTES
     from cf_hf.world.demo.config import METHOD_FIT_SEED, DemoConfig
@@ -82,10 +85,10 @@ def main() -> None:
         engine = EmbeddingEngine.from_pretrained(ORIGINAL_DIR, EmbeddingConfig(batch_size=256, progress=False,
                                                                                cache_dir=str(Path(folder) / "cache")))
         start = time.perf_counter()
-        cached = gallery_data(engine, gallery, list(ATTRIBUTES), BIAS_ALIGNMENT_TEMPLATE)
+        setting = CaptionSetting.custom(list(ATTRIBUTES), BIAS_ALIGNMENT_TEMPLATE)
+        cached = gallery_data(engine, gallery, setting)
         embedding_seconds = time.perf_counter() - start
-        captions, counterfactuals = attribute_captions(gallery.attributes, list(ATTRIBUTES), BIAS_ALIGNMENT_TEMPLATE)
-        encoded = EncodedBiasAlignmentData(gallery.images, captions, counterfactuals, engine.processor)
+        encoded = EncodedBiasAlignmentData(gallery.images, caption_rows(gallery.attributes, setting), engine.processor)
         queue_size = args.queue_size or DemoConfig().bias_alignment_queue_size
         cached_epochs = _epoch_seconds(ORIGINAL_DIR, cached, Path(folder) / "cached", args.batch_size, args.epochs,
                                        queue_size)

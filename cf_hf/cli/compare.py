@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--bias_alignment_counterfactual_dataset", metavar="DIR",
                          help="bias alignment: cf_hf's counterfactual dataset (for bias_alignment_image_cf)")
     methods.add_argument("--bias_alignment_template", help="bias alignment: caption template with {attribute} "
-                         "fields; unset: 'This is the photo of a {race} {gender} aged {age}.'")
+                         "fields (caption and counterfactual); unset: the authors' caption for --attribute (gender, age, race, or "
+                         "the three: cf_hf/methods/bias_alignment/captions.yaml)")
     return parser
 
 
@@ -189,7 +190,6 @@ class CompareCommand(Command):
                                                     args.bendvlm_neighbors, args.attribute_prompts_file,
                                                     embedding_config=config.embedding)
         if "bias_alignment" in args.methods:
-            from cf_hf.methods.bias_alignment.rows import DEFAULT_TEMPLATE
             from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments
 
             if not args.clip_clip_fairface:
@@ -205,7 +205,7 @@ class CompareCommand(Command):
                                               eval_strategy="no", early_stopping_patience=0)
             checkpoints += get_method("bias_alignment").fit(
                 args.original, output_dir / "methods", gallery, args.attribute, training_arguments=training,
-                template=args.bias_alignment_template or DEFAULT_TEMPLATE,
+                template=args.bias_alignment_template,
                 counterfactual_dataset=args.bias_alignment_counterfactual_dataset,
                 variants=args.bias_alignment_variants, embedding_config=config.embedding)
         results = compare(args.original, checkpoints, output_dir, fairness, retrieval, zero_shot, config,

@@ -8,13 +8,8 @@ from pathlib import Path
 from cf_hf.cli.command import QUIET_HELP, Command, interrupted_training
 from cf_hf.cli.validation import require_positive, require_training_length
 from cf_hf.evaluation.galleries.fairface import FAIRFACE_ATTRIBUTES
-from cf_hf.methods.bias_alignment.rows import (
-    DEFAULT_TEMPLATE,
-    BiasAlignmentData,
-    check_caption_setup,
-    counterfactual_data,
-    gallery_data,
-)
+from cf_hf.methods.bias_alignment.captions import caption_setting, check_caption_setup
+from cf_hf.methods.bias_alignment.rows import BiasAlignmentData, counterfactual_data, gallery_data
 from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments, train_bias_alignment
 from cf_hf.methods.bias_alignment.validation import split_validation, validation_data
 from cf_hf.methods.linear import MethodError
@@ -39,10 +34,13 @@ class TrainBiasAlignmentCommandArguments:
     skip_missing: bool = field(default=False, metadata={"help": "skip (and count) rows whose image is missing"})
     attribute: list[str] = field(default_factory=lambda: ["gender"], metadata={
         "help": "attribute(s) whose values the counterfactual captions swap, space-separated"})
-    caption_template: str = field(default=DEFAULT_TEMPLATE, metadata={
-        "help": "caption of a labelled image, with {attribute} fields; must mention every --attribute"})
+    caption_template: str | None = field(default=None, metadata={
+        "help": "caption of a labelled image (and form of its counterfactual), with {attribute} fields; must mention "
+                "every --attribute; unset: the authors' caption for the attribute(s) (gender, age, race, or the three: "
+                "cf_hf/methods/bias_alignment/captions.yaml)"})
     caption_words: str | None = field(default=None, metadata={
-        "help": "YAML/JSON 'attribute: {label: word}' to write labels as other words in the captions"})
+        "help": "YAML/JSON 'attribute: {label: word}' to write labels as other words in the captions (over the "
+                "authors' words when --caption_template is unset)"})
     validation_fraction: float = field(default=0.125, metadata={
         "help": "share of the labelled rows held out for the best-ABLE selection (the authors hold out 0.125, their draw "
                 "on the CSV sorted by file)"})
@@ -96,8 +94,8 @@ def run_command(command: TrainBiasAlignmentCommandArguments, args: BiasAlignment
     gallery = load_fairface(command.fairface, csv, command.fairface_padding, attributes=command.fairface_attributes,
                             skip_missing=command.skip_missing, label_values=command.fairface_labels,
                             name="fairface-train")
-    words = _caption_words(command.caption_words)
-    check_caption_setup(command.attribute, command.caption_template, gallery.attributes, f"the gallery {gallery.name!r}")
+    setting = caption_setting(command.attribute, command.caption_template, _caption_words(command.caption_words))
+    check_caption_setup(setting, gallery.attributes, f"the gallery {gallery.name!r}")
     embedding = EmbeddingConfig(device=command.device, batch_size=command.embedding_batch_size,
                                 cache_dir=command.cache_dir or str(Path(args.output_dir) / "embeddings"),
                                 progress=not command.quiet)
@@ -113,13 +111,14 @@ def run_command(command: TrainBiasAlignmentCommandArguments, args: BiasAlignment
 
         validation = validation_data(engine, held_out, command.attribute,
                                      load_imagenet_folder(command.validation_imagenet, name="validation-imagenet"))
-    data = gallery_data(engine, gallery, command.attribute, command.caption_template, words, seed=args.seed)
+    data = gallery_data(engine, gallery, setting, seed=args.seed)
     rows = len(data)
     if command.counterfactual_dataset:
-        data = BiasAlignmentData.concatenate([data, counterfactual_data(engine, command.counterfactual_dataset)])
+        data = BiasAlignmentData.concatenate([data, counterfactual_data(engine, command.counterfactual_dataset,
+                                                                        seed=args.seed)])
     del engine
     record = {"variant": "bias_alignment_image_cf" if command.counterfactual_dataset else "bias_alignment",
-              "attributes": list(command.attribute), "template": command.caption_template,
+              "attributes": list(command.attribute), "captions": setting.record(),
               "gallery": str(csv), "rows": len(data), "labelled_rows": rows,
               "image_counterfactual_rows": data.image_counterfactual_rows,
               "counterfactual_dataset": command.counterfactual_dataset,

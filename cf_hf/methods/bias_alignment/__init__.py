@@ -2,7 +2,9 @@
 
 - `modeling`: `BiasAlignedCLIPConfig`, `BiasAlignedCLIPModel` (registered with `AutoConfig`/`AutoModel`).
 - `losses`: L_ba and L_cd, pure tensor functions.
-- `rows`: attribute captions, their counterfactuals, and the training rows (cached embeddings).
+- `captions`: the authors' caption settings (`captions.yaml`), a template of one's own, and the captions of
+  labelled images with every counterfactual each row may show.
+- `rows`: the training rows (cached embeddings), their counterfactual redrawn at every epoch.
 - `trainer`: `BiasAlignmentArguments`, the `Trainer` with queues and momentum heads, `train_bias_alignment`.
 - `fit`: `fit_bias_alignment`, the variants the comparison trains.
 """

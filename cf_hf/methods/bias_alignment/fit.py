@@ -7,12 +7,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cf_hf.methods.bias_alignment.rows import (
-    DEFAULT_TEMPLATE,
-    BiasAlignmentData,
-    counterfactual_data,
-    gallery_data,
-)
+from cf_hf.methods.bias_alignment.captions import caption_setting
+from cf_hf.methods.bias_alignment.rows import BiasAlignmentData, counterfactual_data, gallery_data
 from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments, train_bias_alignment
 from cf_hf.methods.checkpoints import MethodCheckpoint, embedding_engine
 from cf_hf.methods.linear import MethodError
@@ -28,12 +24,15 @@ VARIANTS = {
 
 
 def fit_bias_alignment(original: str | Path, output_dir: str | Path, gallery, attribute: str | Sequence[str],
-                       training_arguments: BiasAlignmentArguments | None = None, template: str = DEFAULT_TEMPLATE,
+                       training_arguments: BiasAlignmentArguments | None = None, template: str | None = None,
                        words: Mapping[str, Mapping[str, str]] | None = None, counterfactual_dataset=None,
                        variants: Sequence[str] = ("bias_alignment",), embedding_config=None) -> list:
     """The BA module trained on an attribute-labelled gallery (e.g. FairFace train): one checkpoint
     per variant in `VARIANTS` (`bias_alignment_image_cf` needs `counterfactual_dataset`, cf_hf's
-    counterfactual dataset or its folder). Checkpoints are named `<variant>-alpha=<α>`."""
+    counterfactual dataset or its folder). Checkpoints are named `<variant>-alpha=<α>`.
+
+    Captions: unset `template`, the authors' for `attribute` (`captions.yaml`: gender, age, race, or
+    the three), `words` overriding their words; else `template` (caption and counterfactual) with `words`."""
     attributes = [attribute] if isinstance(attribute, str) else list(attribute)
     unknown = [name for name in variants if name not in VARIANTS]
     if unknown:
@@ -44,10 +43,12 @@ def fit_bias_alignment(original: str | Path, output_dir: str | Path, gallery, at
     output_dir = Path(output_dir)
     start = time.perf_counter()
     engine = embedding_engine(original, embedding_config)
-    data = gallery_data(engine, gallery, attributes, template, words, seed=base.seed)
+    setting = caption_setting(attributes, template, words)
+    data = gallery_data(engine, gallery, setting, seed=base.seed)
     image_data = None
     if any(VARIANTS[name][1] for name in variants):
-        image_data = BiasAlignmentData.concatenate([data, counterfactual_data(engine, counterfactual_dataset)])
+        image_data = BiasAlignmentData.concatenate([data, counterfactual_data(engine, counterfactual_dataset,
+                                                                              seed=base.seed)])
     embedding_seconds = time.perf_counter() - start
     checkpoints = []
     for name in variants:
@@ -58,7 +59,7 @@ def fit_bias_alignment(original: str | Path, output_dir: str | Path, gallery, at
         args = copy.deepcopy(base)  # the same settings; α in [0, 1] (checked by `base` or fixed)
         args.output_dir, args.alpha = str(output_dir / checkpoint_name), alpha
         rows = image_data if image_counterfactuals else data
-        record = {"variant": name, "attributes": attributes, "template": template, "gallery": gallery.name,
+        record = {"variant": name, "attributes": attributes, "captions": setting.record(), "gallery": gallery.name,
                   "rows": len(rows), "image_counterfactual_rows": rows.image_counterfactual_rows}
         path = train_bias_alignment(original, rows, args, record)
         checkpoints.append(MethodCheckpoint(

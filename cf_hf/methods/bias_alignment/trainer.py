@@ -1,9 +1,10 @@
 """Training the bias-alignment module (`cf_hf.methods.bias_alignment`) with the HF `Trainer`.
 
 Data: an attribute-labelled face/person set (`cf_hf.evaluation.AttributeGallery`, e.g. FairFace train
-through `cf_hf.evaluation.load_fairface`), each image captioned from its labels with a template ("This is
-the photo of a {race} {gender} aged {age}.") and, for the chosen attribute(s), an attribute-swapped
-counterfactual caption. Optionally, cf_hf's counterfactual dataset (same scene, another person; rows
+through `cf_hf.evaluation.load_fairface`), each image captioned from its labels (the authors' caption for
+the attribute removed, `captions.yaml`, e.g. "This is the photo of a {race} {gender} aged {age}.") and,
+for the chosen attribute(s), an attribute-swapped counterfactual caption drawn again at every epoch.
+Optionally, cf_hf's counterfactual dataset (same scene, another person; rows
 sharing a `group_id`) adds image counterfactuals, which the paper could not make.
 
 CLIP is frozen, so its embeddings of the training rows are computed once, through the evaluation
@@ -29,6 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,6 +205,19 @@ class EvaluateEveryEpochsCallback(TrainerCallback):
         return control
 
 
+class DrawEpochCallback(TrainerCallback):
+    """Tells the training rows which epoch starts, so that each epoch redraws every row's counterfactual
+    caption (and image partner) from (seed, epoch): the authors redraw at every fetch."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is the epochs done so far (a fraction after a resume mid-epoch): its floor is this epoch.
+        self.data.set_epoch(math.floor(state.epoch or 0))
+        return control
+
+
 def counterfactual_mask(rows: int, probability: float, swap: str, device) -> torch.Tensor:
     """(rows,) bool: which rows show their counterfactual. `swap="batch"`: one draw for all rows (the
     authors' `random.random() < 0.5` per batch); `"row"`: one draw per row."""
@@ -345,6 +360,8 @@ def train_bias_alignment(original: str | Path, data: torch.utils.data.Dataset, a
     model, processor = bias_aligned_from(original, args)
     collator = getattr(data, "collate", None)
     callbacks = [EvaluateEveryEpochsCallback()]
+    if hasattr(data, "set_epoch"):
+        callbacks.append(DrawEpochCallback(data))
     if args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
     trainer = BiasAlignmentTrainer(model=model, args=args, train_dataset=data, data_collator=collator,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from cf_hf.methods.bias_alignment.captions import caption_rows, caption_setting
 from cf_hf.methods.bias_alignment.losses import (
     bias_alignment_loss,
     bias_embeddings,
@@ -21,7 +22,6 @@ from cf_hf.methods.bias_alignment.losses import (
 from cf_hf.methods.bias_alignment.modeling import BiasAlignedCLIPModel
 from cf_hf.methods.bias_alignment.rows import (
     BiasAlignmentData,
-    attribute_captions,
     counterfactual_data,
     gallery_data,
     group_partners,
@@ -225,24 +225,29 @@ def test_the_harness_loads_a_bias_aligned_checkpoint_and_embeds_with_the_heads(s
 
 def test_captions_name_the_labels_and_counterfactuals_swap_only_the_chosen_attribute():
     labels = {"gender": ["Male", "Female", "Male"], "race": ["White", "Black", "Indian"], "age": ["20-29"] * 3}
-    captions, counterfactuals = attribute_captions(labels, ["gender"])
-    assert captions[0] == "This is the photo of a White Male aged 20-29."
-    assert counterfactuals == ["This is the photo of a White Female aged 20-29.",
-                               "This is the photo of a Black Male aged 20-29.",
-                               "This is the photo of a Indian Female aged 20-29."]
-    _, swapped = attribute_captions(labels, ["race"], "a {race} person", words={"race": {"Black": "dark"}})
-    assert all(after != f"a {before} person" for before, after in zip(labels["race"], swapped))
+    rows = caption_rows(labels, caption_setting(["gender"]))
+    assert rows.captions[0] == "This is the photo of a White male aged 20-29."
+    assert [[rows.counterfactual_captions[i] for i in choices] for choices in rows.counterfactual_choices] == [
+        ["This is the photo of a White female aged 20-29."], ["This is the photo of a Black male aged 20-29."],
+        ["This is the photo of a Indian female aged 20-29."]]
+    swapped = caption_rows(labels, caption_setting(["race"], "a {race} person", words={"race": {"Black": "dark"}}))
+    assert all(f"a {before} person" not in [swapped.counterfactual_captions[i] for i in choices]
+               for before, choices in zip(["White", "dark", "Indian"], swapped.counterfactual_choices))
 
 
 def test_gallery_rows_from_a_fairface_folder_embed_the_captions_with_the_original_clip(saved_original, fairface_gallery):
     from cf_hf.evaluation.embedding import EmbeddingEngine
 
     engine = EmbeddingEngine.from_pretrained(saved_original)
-    data = gallery_data(engine, fairface_gallery, ["gender"])
+    data = gallery_data(engine, fairface_gallery, caption_setting(["gender"]))
     assert len(data) == len(fairface_gallery.images) and data.image_counterfactual_rows == 0
-    captions, counterfactuals = attribute_captions(fairface_gallery.attributes, ["gender"])
-    np.testing.assert_allclose(data.counterfactual_text, engine.embed_texts(counterfactuals, normalize=False), atol=1e-6)
-    assert not np.allclose(data.text, data.counterfactual_text)
+    rows = caption_rows(fairface_gallery.attributes, caption_setting(["gender"]))
+    np.testing.assert_allclose(data.counterfactual_text, engine.embed_texts(rows.counterfactual_captions, normalize=False),
+                               atol=1e-6)
+    shown = data.__getitems__(list(range(len(data))))["counterfactual_text_features"].numpy()
+    expected = [rows.counterfactual_choices[row][0] for row in range(len(data))]  # gender: one counterfactual per row
+    np.testing.assert_allclose(shown, data.counterfactual_text[expected])
+    assert not np.allclose(data.text, shown)
 
 
 def test_group_partners_are_the_other_members_of_each_group():
@@ -280,13 +285,13 @@ def test_image_counterfactuals_from_a_real_export_train_and_swap_images_within_g
 def test_bad_input_is_refused_with_a_clear_error(tmp_path):
     labels = {"gender": ["Male", "Female"], "race": ["White", "Black"]}
     with pytest.raises(MethodError, match="no attribute 'age'"):
-        attribute_captions(labels, ["age"], "a {age} person")
+        caption_rows(labels, caption_setting(["age"], "a {age} person"))
     with pytest.raises(MethodError, match="does not mention 'gender'"):
-        attribute_captions(labels, ["gender"], "a photo of a {race} person")
+        caption_rows(labels, caption_setting(["gender"], "a photo of a {race} person"))
     with pytest.raises(MethodError, match="no 'gender' label"):
-        attribute_captions({"gender": ["Male", None]}, ["gender"], "a {gender}")
-    with pytest.raises(MethodError, match="single value"):
-        attribute_captions({"gender": ["Male", "Male"]}, ["gender"], "a {gender}")
+        caption_rows({"gender": ["Male", None]}, caption_setting(["gender"], "a {gender}"))
+    with pytest.raises(MethodError, match="single word"):
+        caption_rows({"gender": ["Male", "Male"]}, caption_setting(["gender"], "a {gender}"))
     with pytest.raises(MethodError, match="queue_size=8 is smaller than a batch"):
         _arguments(tmp_path, queue_size=8)
     with pytest.raises(MethodError, match=r"alpha=1.5 is outside \[0, 1\]"):
@@ -318,11 +323,19 @@ def test_train_ba_command_trains_resumes_and_reports_bad_options(saved_original,
     config = json.loads((output / "config.json").read_text())
     assert config["model_type"] == "clip_bias_aligned"
     assert config["bias_alignment"]["attributes"] == ["gender"] and config["bias_alignment"]["losses"]["alpha"] == 0.3
+    captions = config["bias_alignment"]["captions"]  # the authors' gender captions by default
+    assert captions["setting"] == "gender" and captions["caption"] == "This is the photo of a {race} {gender} aged {age}."
     capsys.readouterr()
     assert main(common + ["--alpha", "2"]) == 2
     assert "alpha=2.0 is outside [0, 1]" in capsys.readouterr().err
     assert main(common + ["--attribute", "gender", "--caption_template", "a {race} person"]) == 2
     assert "does not mention 'gender'" in capsys.readouterr().err
+    assert main(common + ["--attribute", "gender", "race"]) == 2
+    assert "no caption setting of the authors removes gender race" in capsys.readouterr().err
+    race_output = tmp_path / "race"
+    assert main(common + ["--attribute", "race", "--max_steps", "1", "--output_dir", str(race_output)]) == 0
+    race = json.loads((race_output / "config.json").read_text())["bias_alignment"]["captions"]
+    assert race["setting"] == "race" and "never names East Asian" in race["difference_from_authors"]
 
 
 def test_compare_scores_bias_alignment_checkpoints_beside_the_original(saved_original, fairface_gallery, tmp_path):
