@@ -144,8 +144,8 @@ class TrainBiasAlignmentCommand(Command):
         if missing:
             raise ValueError(f"--attribute {' '.join(missing)}: not among --fairface_attributes "
                              f"{' '.join(command.fairface_attributes)}")
-        check_caption_setup(command.attribute, command.caption_template, set(command.fairface_attributes),
-                            "--fairface_attributes")
+        setting = caption_setting(command.attribute, command.caption_template, _caption_words(command.caption_words))
+        check_caption_setup(setting, set(command.fairface_attributes), "--fairface_attributes")
         return command, training_args
 
     def run(self, args) -> int:

@@ -380,6 +380,7 @@ def test_train_ba_holds_out_rows_and_keeps_the_best_able_heads_every_two_epochs(
     evaluated = [entry["epoch"] for entry in state["log_history"] if "eval_able" in entry]
     assert evaluated == [2.0] or evaluated == [2.0, 4.0]
     capsys.readouterr()
+    common = [str(tmp_path / "elsewhere") if item == str(output) else item for item in common]  # a new folder
     assert main(common + ["--num_train_epochs", "2"]) == 2
     assert "--validation_imagenet DIR is needed" in capsys.readouterr().err
     assert main(common + ["--eval_strategy", "no"]) == 2
