@@ -46,6 +46,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_
 
 test: $(TEST_STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -q tests
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site -q
 	$(BIN)/ruff check .
 
 # The inner loop: every test but those marked slow (the demo, several processes, the Hub server).

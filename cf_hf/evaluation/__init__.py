@@ -22,6 +22,7 @@ embedded.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "AttributeGallery": "sets", "RetrievalSet": "sets", "ZeroShotSet": "sets", "Query": "sets",
@@ -39,6 +40,37 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # the names as a type checker or the API reference (mkdocstrings) sees them
+    from cf_hf.evaluation.downstream import evaluate_retrieval, evaluate_zero_shot
+    from cf_hf.evaluation.embedding import EmbeddingCache, EmbeddingConfig, EmbeddingEngine
+    from cf_hf.evaluation.fairness import FairnessConfig, evaluate_fairness, random_floor
+    from cf_hf.evaluation.galleries.fairface import load_fairface
+    from cf_hf.evaluation.galleries.hf import load_hf_gallery, load_hf_retrieval, load_hf_zero_shot
+    from cf_hf.evaluation.galleries.imagenet import load_imagenet_folder
+    from cf_hf.evaluation.galleries.karpathy import load_karpathy
+    from cf_hf.evaluation.galleries.pata import load_pata
+    from cf_hf.evaluation.galleries.utkface import load_utkface
+    from cf_hf.evaluation.protocol import EvaluationConfig, evaluate_engine, evaluate_models
+    from cf_hf.evaluation.queries import build_queries
+    from cf_hf.evaluation.report import write_report
+    from cf_hf.evaluation.results import (
+        ModelResults,
+        Results,
+        ResultsError,
+        load_results,
+        parse_results,
+        write_results,
+    )
+    from cf_hf.evaluation.sets import (
+        AttributeGallery,
+        DatasetImages,
+        Query,
+        RetrievalSet,
+        ZeroShotSet,
+        fingerprint_images,
+        protocol_defaults,
+    )
 
 
 def __getattr__(name: str):

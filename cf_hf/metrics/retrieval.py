@@ -60,8 +60,8 @@ def recall_at_k(similarity, image_index_of_text, ks: Sequence[int] = DEFAULT_REC
         ks: cut-offs.
 
     Returns:
-        {"text_to_image": {k: fraction of captions whose image is in the top-k images},
-         "image_to_text": {k: fraction of images with at least one of their captions in the top-k}}.
+        A dict with "text_to_image" (k -> the fraction of captions whose image is in the top-k images)
+            and "image_to_text" (k -> the fraction of images with at least one caption in the top-k).
     """
     scores = _finite_matrix("similarity", similarity)
     n_texts, n_images = scores.shape
