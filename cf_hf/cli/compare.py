@@ -21,9 +21,9 @@ from cf_hf.cli.evaluate import EVALUATE_OUTPUTS, output_settings
 from cf_hf.cli.validation import require_all_positive, require_positive
 from cf_hf.utils.output_folder import claim_output_folder
 
-FITTED_METHODS = ("clip_clip", "biased_prompts", "closed_form", "bendvlm", "bias_alignment")
+FITTED_METHODS = ("clip_clip", "biased_prompts", "closed_form", "bendvlm", "sfid", "spd", "bias_alignment")
 # Methods that debias one attribute at a time (their checkpoints are named by their swept setting only).
-SINGLE_ATTRIBUTE_METHODS = ("closed_form", "bendvlm")
+SINGLE_ATTRIBUTE_METHODS = ("closed_form", "bendvlm", "sfid", "spd")
 # What `cf-hf compare` writes into --output_dir (and `--overwrite` may delete): evaluate's files and the
 # fitted methods' checkpoints.
 COMPARE_OUTPUTS = (*EVALUATE_OUTPUTS, "methods")
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = evaluation_parser()
     parser.prog = "cf-hf compare"
     parser.description = (
-        "Fit debiasing methods (CLIP-clip, biased prompts, the closed-form projection, BendVLM, the bias-alignment module) on an original CLIP and score them, the original "
+        "Fit debiasing methods (CLIP-clip, biased prompts, the closed-form projection, BendVLM, SFID, SPD, the "
+        "bias-alignment module) on an original CLIP and score them, the original "
         "and any given checkpoints (--model, --sweep: the counterfactual CF_alpha sweep) on the same sets; "
         "writes results.json, report.md with one comparison table, and a fairness-accuracy frontier plot. "
         "List options take space-separated values."
@@ -74,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--bendvlm_neighbors", type=int, nargs="+",
                          help="BendVLM: reference images per attribute value that define its local mean, space-separated "
                               "(one checkpoint each); unset: 100. The reference set is --clip_clip_fairface's labelled images")
+    methods.add_argument("--sfid_prune_count", type=int, nargs="+",
+                         help="SFID: numbers m of replaced (most attribute-important) coordinates, space-separated (one "
+                              "checkpoint each); unset: 50. Fitted on --clip_clip_fairface's labelled images")
+    methods.add_argument("--spd_axes", type=int, nargs="+",
+                         help="SPD: numbers of attribute axes (iterative nullspace projection) replaced, space-separated "
+                              "(one checkpoint each); unset: 4. Fitted on --clip_clip_fairface's labelled images")
     methods.add_argument("--bias_alignment_variants", nargs="+", default=["bias_alignment"],
                          choices=["bias_alignment", "bias_alignment_image_cf", "bias_alignment_ba_only",
                                   "bias_alignment_cd_only"],
@@ -104,6 +111,34 @@ def _concept_names(config) -> list[str]:
     if concepts is None:
         return [concept.name for concept in load_concepts()]
     return [getattr(concept, "name", concept) for concept in concepts]
+
+
+def _fit_labelled_set_transforms(args, output_dir: Path, config) -> list:
+    """SFID (every --sfid_prune_count) and SPD (every --spd_axes) of `args.attribute[0]`, fitted on the image
+    embeddings of --clip_clip_fairface's labelled images: `MethodCheckpoint`s."""
+    from cf_hf.evaluation import load_fairface
+    from cf_hf.methods import get_method
+    from cf_hf.methods.linear import MethodError
+
+    wanted = [name for name in ("sfid", "spd") if name in args.methods]
+    if not wanted:
+        return []
+    if not args.clip_clip_fairface:
+        raise MethodError(f"--methods {' '.join(wanted)} needs --clip_clip_fairface DIR: attribute-labelled images to "
+                          "fit on (FairFace's train split)")
+    csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
+    gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
+                            label_values=args.fairface_labels, name="fairface-train")
+    checkpoints = []
+    if "sfid" in wanted:
+        options = {"prune_counts": args.sfid_prune_count} if args.sfid_prune_count else {}
+        checkpoints += get_method("sfid").fit(args.original, output_dir / "methods", gallery, args.attribute[0],
+                                             embedding_config=config.embedding, **options)
+    if "spd" in wanted:
+        options = {"axes": args.spd_axes} if args.spd_axes else {}
+        checkpoints += get_method("spd").fit(args.original, output_dir / "methods", gallery, args.attribute[0],
+                                            embedding_config=config.embedding, **options)
+    return checkpoints
 
 
 class CompareCommand(Command):
@@ -189,6 +224,7 @@ class CompareCommand(Command):
             checkpoints += get_method("bendvlm").fit(args.original, output_dir / "methods", reference, args.attribute[0],
                                                     args.bendvlm_neighbors, args.attribute_prompts_file,
                                                     embedding_config=config.embedding)
+        checkpoints += _fit_labelled_set_transforms(args, output_dir, config)
         if "bias_alignment" in args.methods:
             from cf_hf.methods.bias_alignment.trainer import BiasAlignmentArguments
 

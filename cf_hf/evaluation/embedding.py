@@ -169,15 +169,16 @@ def _config_dict(config) -> dict:
     return {key: value for key, value in values.items() if key not in _IGNORED_CONFIG_KEYS}
 
 
-def tower_fingerprint(model, prefixes: Sequence[str], extra: dict) -> str:
+def tower_fingerprint(model, prefixes: Sequence[str], extra: dict, class_name: str | None = None) -> str:
     """Hash of the parameters and buffers whose names start with `prefixes` (all of them if none
-    match, e.g. for a custom model), plus `extra` (config, processor, device, dtype)."""
+    match, e.g. for a custom model), plus `extra` (config, processor, device, dtype) and the class
+    that computes the tower (`class_name`; default: the model's)."""
     import torch
 
     state = model.state_dict()
     names = sorted(name for name in state if name.startswith(tuple(prefixes))) or sorted(state)
     digest = hashlib.blake2b(digest_size=16)
-    _hash_json(digest, {"class": type(model).__qualname__, **extra})
+    _hash_json(digest, {"class": class_name or type(model).__qualname__, **extra})
     for name in names:
         tensor = state[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
@@ -281,21 +282,24 @@ class _PixelCache:
             self._entries.popitem(last=False)
 
 
-def _plain_clip_towers(model) -> dict | None:
-    """{"vision": (backbone, projection), "text": (...)} when `model` computes its features as a plain
-    `CLIPModel` does (projection of the backbone's pooled output); None for anything else (a subclass
-    that overrides `get_*_features`, a custom model), which is then embedded through its own methods."""
+def _plain_clip_towers(model) -> dict:
+    """{"vision": (backbone, projection), "text": (...)} with the towers of `model` that compute their
+    features as a plain `CLIPModel` does (projection of the backbone's pooled output): a subclass that
+    overrides only `get_text_features` (BendVLM) keeps a plain image tower. Empty for a custom model,
+    which is then embedded through its own methods."""
     try:
         from transformers import CLIPModel
     except ImportError:  # pragma: no cover - transformers is a dependency
-        return None
+        return {}
     if not isinstance(model, CLIPModel):
-        return None
+        return {}
     cls = type(model)
-    if (cls.get_image_features is not CLIPModel.get_image_features
-            or cls.get_text_features is not CLIPModel.get_text_features):
-        return None
-    return {"vision": (model.vision_model, model.visual_projection), "text": (model.text_model, model.text_projection)}
+    towers = {}
+    if cls.get_image_features is CLIPModel.get_image_features:
+        towers["vision"] = (model.vision_model, model.visual_projection)
+    if cls.get_text_features is CLIPModel.get_text_features:
+        towers["text"] = (model.text_model, model.text_projection)
+    return towers
 
 
 def clip_model_class(path: str | Path, revision: str | None = None):
@@ -391,12 +395,19 @@ class EmbeddingEngine:
                 "max_length": self._max_text_length()}
         return extra
 
+    def _tower_class(self, tower: str) -> str:
+        """The class name a tower's fingerprint records: "CLIPModel" for a tower that computes as a plain
+        `CLIPModel`'s (so a BendVLM checkpoint, whose image tower is the original's, shares the original's
+        image embeddings), the model's own class otherwise (a transformed tower never shares)."""
+        return "CLIPModel" if tower in self._towers else type(self.model).__qualname__
+
     @property
     def image_fingerprint(self) -> str:
         """Key of everything that determines the image embeddings."""
         if self._image_fingerprint is None:
             prefixes = getattr(self.model, "image_tower_prefixes", IMAGE_TOWER_PREFIXES)
-            self._image_fingerprint = tower_fingerprint(self.model, prefixes, self._extra("vision"))
+            self._image_fingerprint = tower_fingerprint(self.model, prefixes, self._extra("vision"),
+                                                        self._tower_class("vision"))
         return self._image_fingerprint
 
     def _backbone_fingerprint(self, tower: str) -> str:
@@ -405,7 +416,7 @@ class EmbeddingEngine:
             prefix = "vision_model." if tower == "vision" else "text_model."
             extra = {**self._extra(tower), "output": "pooled"}
             extra.pop("projection_dim", None)
-            self._backbone_fingerprints[tower] = tower_fingerprint(self.model, (prefix,), extra)
+            self._backbone_fingerprints[tower] = tower_fingerprint(self.model, (prefix,), extra, self._tower_class(tower))
         return self._backbone_fingerprints[tower]
 
     @property
@@ -413,7 +424,8 @@ class EmbeddingEngine:
         """Key of everything that determines the text embeddings."""
         if self._text_fingerprint is None:
             prefixes = getattr(self.model, "text_tower_prefixes", TEXT_TOWER_PREFIXES)
-            self._text_fingerprint = tower_fingerprint(self.model, prefixes, self._extra("text"))
+            self._text_fingerprint = tower_fingerprint(self.model, prefixes, self._extra("text"),
+                                                       self._tower_class("text"))
         return self._text_fingerprint
 
     # -- embedding -----------------------------------------------------------------------------
@@ -462,7 +474,7 @@ class EmbeddingEngine:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        if self._towers is None:
+        if "vision" not in self._towers:
             return self._run_images(images, images_key, key, self.model.get_image_features, normalize=True)
         backbone, projection = self._towers["vision"]
         pooled_key = f"pooled-image-{self._backbone_fingerprint('vision')}-{images_key}-{storage}"
@@ -546,7 +558,7 @@ class EmbeddingEngine:
         cached = self.cache.get(key)
         if cached is not None:
             return np.asarray(cached, dtype=np.float32)
-        if self._towers is None:
+        if "text" not in self._towers:
             return np.asarray(self._run_texts(texts, key, self.model.get_text_features, normalize=True),
                               dtype=np.float32)
         backbone, projection = self._towers["text"]

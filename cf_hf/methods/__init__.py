@@ -26,7 +26,15 @@ Shared: `checkpoints` (what a fit returns), `linear` (folding a linear map into 
 """
 
 from cf_hf.methods.linear import METHOD_CONFIG_FIELD, LinearMethod, MethodError, fold, save_folded
-from cf_hf.methods.registry import METHODS, MODEL_TYPES, MethodSpec, get_method, register_model_types
+from cf_hf.methods.registry import (
+    METHODS,
+    MODEL_TYPES,
+    NEEDS,
+    MethodSpec,
+    get_method,
+    register_model_types,
+    training_free_methods,
+)
 
-__all__ = ["METHODS", "METHOD_CONFIG_FIELD", "MODEL_TYPES", "LinearMethod", "MethodError", "MethodSpec", "fold",
-           "get_method", "register_model_types", "save_folded"]
+__all__ = ["METHODS", "METHOD_CONFIG_FIELD", "MODEL_TYPES", "NEEDS", "LinearMethod", "MethodError", "MethodSpec", "fold",
+           "get_method", "register_model_types", "save_folded", "training_free_methods"]

@@ -11,11 +11,13 @@ frontier where a method's swept setting (α, kept dimensions, λ) is a curve.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from cf_hf.evaluation.results import ORIGINAL
 from cf_hf.methods.checkpoints import MethodCheckpoint
 from cf_hf.methods.linear import MethodError
+from cf_hf.methods.registry import METHODS, NEEDS
 
 FRONTIER_PLOT = "frontier.png"
 
@@ -48,12 +50,65 @@ def _number(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def method_needs(method: str) -> dict[str, bool]:
+    """Per entry of `registry.NEEDS`, whether the registered method `method` needs it (all False for the
+    original and for checkpoints of no registered method)."""
+    spec = METHODS.get(method)
+    return {need: spec is not None and need in spec.needs for need in NEEDS}
+
+
+def needs_cells(method: str) -> list[str]:
+    """The table cells of `method_needs`: "yes" or "–", in the order of `NEEDS`."""
+    return ["yes" if needed else "–" for needed in method_needs(method).values()]
+
+
+def measure_query_cost(checkpoint: str | Path, queries: Sequence[str], embedding_config=None, repeats: int = 3) -> float:
+    """Milliseconds per query to embed `queries` with `checkpoint` (its text tower, whatever its method does at
+    query time: BendVLM's per-query debiasing included), with no embedding cache: the best of `repeats` timed
+    passes after one warm-up pass, over the number of queries."""
+    import time
+
+    from cf_hf.evaluation.embedding import EmbeddingCache, EmbeddingConfig, EmbeddingEngine
+
+    queries = [str(query) for query in queries]
+    if not queries:
+        raise MethodError("measure_query_cost: no queries to embed")
+    if repeats < 1:
+        raise MethodError(f"measure_query_cost: repeats must be >= 1, got {repeats}")
+    config = replace(embedding_config or EmbeddingConfig(), cache_dir=None, progress=False)
+    engine = EmbeddingEngine.from_pretrained(checkpoint, config=config, cache=EmbeddingCache())
+    engine.embed_texts(queries)  # warm-up: first-call allocations
+    best = float("inf")
+    for _ in range(repeats):
+        engine.cache = EmbeddingCache()  # a fresh cache: every pass embeds
+        start = time.perf_counter()
+        engine.embed_texts(queries)
+        best = min(best, time.perf_counter() - start)
+    return 1000.0 * best / len(queries)
+
+
+def fairness_query_texts(fairness, config=None) -> list[str]:
+    """The texts of the fairness queries of the first fairness gallery (`fairness`: one gallery, a list or a
+    mapping of them),
+    as the protocol builds them (its concepts x templates, or the gallery's own captions)."""
+    from cf_hf.evaluation import EvaluationConfig
+    from cf_hf.evaluation.queries import gallery_queries
+
+    if isinstance(fairness, Mapping):
+        fairness = list(fairness.values())
+    gallery = fairness[0] if isinstance(fairness, (list, tuple)) else fairness
+    config = config or EvaluationConfig()
+    return [query.text for query in gallery_queries(gallery, config.fairness)]
+
+
 def comparison_table(results: dict) -> list[str]:
-    """Markdown lines: one row per model, MaxSkew / NDKL and ABLE per attribute, accuracies, fit time."""
+    """Markdown lines: one row per model, MaxSkew / NDKL and ABLE per attribute, accuracies, what its method
+    needs (`registry.NEEDS`), fit time and per-query cost (ms, `measure_query_cost`; – when not measured)."""
     attributes = _attributes(results)
     header = ["model", "method"]
     header += [f"MaxSkew {attribute}" for attribute in attributes] + [f"NDKL {attribute}" for attribute in attributes]
-    header += ["zero-shot", "R@5"] + [f"ABLE {attribute}" for attribute in attributes] + ["fit (s)"]
+    header += ["zero-shot", "R@5"] + [f"ABLE {attribute}" for attribute in attributes]
+    header += list(NEEDS) + ["fit (s)", "ms / query"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, entry in results["models"].items():
         method = results.get("methods", {}).get(name, {})
@@ -62,7 +117,9 @@ def comparison_table(results: dict) -> list[str]:
         row += [_number(entry.get(attribute, {}).get("ndkl")) for attribute in attributes]
         row += [_fraction(entry.get("zero_shot_accuracy")), _fraction(entry.get("recall_at_5"))]
         row += [_fraction((entry.get("able") or {}).get(attribute)) for attribute in attributes]
+        row += needs_cells(method.get("method", ""))
         row += [f"{method['fit_seconds']:.1f}" if method.get("fit_seconds") else "–"]
+        row += [f"{method['query_ms']:.2f}" if method.get("query_ms") is not None else "–"]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -122,6 +179,7 @@ def compare(
     zero_shot=None,
     config=None,
     plots: bool = True,
+    query_cost: bool = True,
 ) -> dict:
     """Evaluate `original` and every checkpoint on the same sets; write results.json, report.md, plots.
 
@@ -129,6 +187,8 @@ def compare(
         original: the original CLIP (folder or Hub id), named "original" in the results.
         checkpoints: `MethodCheckpoint`s (from `cf_hf.methods.METHODS`) or name -> checkpoint folder.
         fairness, retrieval, zero_shot, config: as for `cf_hf.evaluation.evaluate_models`.
+        query_cost: measure each model's milliseconds per fairness query (`measure_query_cost`, recorded as
+            `methods[name]["query_ms"]`); needs `fairness`.
 
     Returns:
         The results (the schema of `cf-hf evaluate`, plus `methods`: name -> method record).
@@ -142,6 +202,11 @@ def compare(
     results["methods"] = {ORIGINAL: {"name": ORIGINAL, "method": ORIGINAL, "path": str(original), "settings": {},
                                      "swept": None, "fit_seconds": 0.0}}
     results["methods"].update({checkpoint.name: checkpoint.record() for checkpoint in checkpoints})
+    if query_cost and fairness is not None:
+        texts = fairness_query_texts(fairness, config)
+        embedding = config.embedding if config is not None else None
+        for name, path in models.items():
+            results["methods"][name]["query_ms"] = round(measure_query_cost(path, texts, embedding), 4)
     output_dir = Path(output_dir)
     written = write_report(results, output_dir, plots=plots)
     frontier = output_dir / "plots" / FRONTIER_PLOT

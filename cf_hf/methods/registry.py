@@ -8,6 +8,11 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# What a method may need, the comparison table's columns: attribute-labelled images to fit on, prompts or
+# attribute words, a training run (gradient steps), and a reference set stored and read at query time.
+LABELS, PROMPTS, TRAINING, QUERY_TIME_REFERENCE = "labels", "prompts", "training", "reference set at query time"
+NEEDS = (LABELS, PROMPTS, TRAINING, QUERY_TIME_REFERENCE)
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -20,12 +25,24 @@ class MethodSpec:
             `ffr`, the classifier trainer, which returns the output folder).
         config_path: "module:Class" of its configuration (a dataclass or `TrainingArguments`), or None
             when its options are keyword arguments of `fit`.
+        needs: what it needs, from `NEEDS` (labels, prompts, training, reference set at query time).
     """
 
     name: str
     summary: str
     fit_path: str
     config_path: str | None = None
+    needs: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        unknown = [need for need in self.needs if need not in NEEDS]
+        if unknown:
+            raise ValueError(f"method {self.name!r}: unknown needs {unknown}; known: {list(NEEDS)}")
+
+    @property
+    def training_free(self) -> bool:
+        """Whether it fits without a training run (seconds, not a fine-tune)."""
+        return TRAINING not in self.needs
 
     @staticmethod
     def _load(path: str):
@@ -48,27 +65,32 @@ METHODS: dict[str, MethodSpec] = {
     for spec in (
         MethodSpec("counterfactual", "fine-tune CLIP on counterfactual images, then WiSE-FT (the paper's method)",
                    "cf_hf.methods.counterfactual.fit:fit_counterfactual",
-                   "cf_hf.methods.counterfactual.trainer:CounterfactualTrainingArguments"),
+                   "cf_hf.methods.counterfactual.trainer:CounterfactualTrainingArguments", needs=(TRAINING,)),
         MethodSpec("clip_clip", "drop the embedding dimensions most informative of the attribute (Wang et al. 2021)",
-                   "cf_hf.methods.clip_clip.fit:fit_clip_clip"),
+                   "cf_hf.methods.clip_clip.fit:fit_clip_clip", needs=(LABELS,)),
         MethodSpec("biased_prompts", "project the spurious prompts' span out of text embeddings (Chuang et al. 2023)",
-                   "cf_hf.methods.biased_prompts.fit:fit_biased_prompts"),
+                   "cf_hf.methods.biased_prompts.fit:fit_biased_prompts", needs=(PROMPTS,)),
         MethodSpec("closed_form", "shrink the prompts' attribute subspace in both towers, closed form (after Lian et al. 2026)",
-                   "cf_hf.methods.closed_form.fit:fit_closed_form"),
+                   "cf_hf.methods.closed_form.fit:fit_closed_form", needs=(PROMPTS,)),
         MethodSpec("bendvlm", "per-query: remove the local attribute subspace, equalize group similarity (BendVLM, 2024)",
-                   "cf_hf.methods.bendvlm.fit:fit_bendvlm"),
+                   "cf_hf.methods.bendvlm.fit:fit_bendvlm", needs=(LABELS, PROMPTS, QUERY_TIME_REFERENCE)),
         MethodSpec("bias_alignment", "heads that align image and text bias on a frozen CLIP (CVPR 2025)",
                    "cf_hf.methods.bias_alignment.fit:fit_bias_alignment",
-                   "cf_hf.methods.bias_alignment.trainer:BiasAlignmentArguments"),
+                   "cf_hf.methods.bias_alignment.trainer:BiasAlignmentArguments", needs=(LABELS, PROMPTS, TRAINING)),
         MethodSpec("sfid", "replace the coordinates most important to predict the attribute with a neutral value "
-                   "(Jung et al., NeurIPS 2024)", "cf_hf.methods.sfid.fit:fit_sfid"),
+                   "(Jung et al., NeurIPS 2024)", "cf_hf.methods.sfid.fit:fit_sfid", needs=(LABELS,)),
         MethodSpec("spd", "replace the embeddings' component in the attribute's linearly decodable subspace with a "
-                   "neutral value (Zhao et al., CVPR 2026)", "cf_hf.methods.spd.fit:fit_spd"),
+                   "neutral value (Zhao et al., CVPR 2026)", "cf_hf.methods.spd.fit:fit_spd", needs=(LABELS,)),
         MethodSpec("ffr", "classifiers trained on balanced synthetic data, then real data (From Fake to Real)",
                    "cf_hf.methods.ffr.trainer:train_classifier",
-                   "cf_hf.methods.ffr.trainer:ClassifierTrainingArguments"),
+                   "cf_hf.methods.ffr.trainer:ClassifierTrainingArguments", needs=(LABELS, TRAINING)),
     )
 }
+
+
+def training_free_methods() -> list[str]:
+    """The registered methods that fit without a training run, in registry order."""
+    return [name for name, spec in METHODS.items() if spec.training_free]
 
 
 def get_method(name: str) -> MethodSpec:

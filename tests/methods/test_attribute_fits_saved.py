@@ -98,3 +98,39 @@ def test_a_fit_refuses_a_foreign_output_folder_before_writing_any_checkpoint(tin
     with pytest.raises(MethodError, match="not a checkpoint cf_hf folded"):
         _fits("sfid", tiny_clip_dir, tmp_path / "methods", gallery)
     assert sorted(path.name for path in (tmp_path / "methods").iterdir()) == ["sfid-m=4"]
+
+
+def test_cf_hf_compare_fits_sfid_and_spd_on_the_labelled_set_and_tables_what_they_need(tiny_clip_dir, tmp_path, capsys):
+    import json
+
+    from testing_utils.evaluation import make_fairface
+
+    from cf_hf.cli import main
+
+    fairface = make_fairface(tmp_path / "fairface", n=40)
+    common = ["--original", str(tiny_clip_dir), "--fairface", str(fairface), "--k", "10", "--concepts", "nurse", "chef",
+              "--no_progress", "--no_plots", "--attribute", "race"]
+    labelled = ["--clip_clip_fairface", str(fairface), "--clip_clip_fairface_csv", str(fairface / "fairface_label_val.csv")]
+    assert main(["compare", *common, *labelled, "--methods", "sfid", "spd", "--sfid_prune_count", "2", "4",
+                 "--spd_axes", "1", "--output_dir", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(results["models"]) == ["original", "sfid-m=2", "sfid-m=4", "spd-axes=1"]
+    assert results["methods"]["spd-axes=1"]["settings"]["axes"] == 1
+    assert all(results["methods"][name]["query_ms"] > 0 for name in results["models"])
+    report = (tmp_path / "out" / "report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| model | method |"))
+    assert "| labels | prompts | training | reference set at query time | fit (s) | ms / query |" in header
+    row = next(line for line in report.splitlines() if line.startswith("| sfid-m=2 |")).split(" | ")
+    needs = row[-6:-2]  # before fit (s) and ms / query
+    assert needs == ["yes", "–", "–", "–"]
+    capsys.readouterr()
+    assert main(["compare", *common, "--methods", "spd", "--output_dir", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "--methods spd needs --clip_clip_fairface" in error[0]
+    assert main(["compare", *common, *labelled, "--methods", "sfid", "--sfid_prune_count", "10000",
+                 "--output_dir", str(tmp_path / "too-many")]) == 2
+    assert "m must be between 1 and the embedding size" in capsys.readouterr().err
+    assert not (tmp_path / "too-many" / "methods").exists()
+    assert main(["compare", *common, "--attribute", "race", "gender", *labelled, "--methods", "sfid",
+                 "--output_dir", str(tmp_path / "two")]) == 2
+    assert "one attribute at a time" in capsys.readouterr().err

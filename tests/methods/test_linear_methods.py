@@ -276,9 +276,10 @@ def test_cf_hf_compare_fits_the_methods_and_scores_them_beside_a_real_sweep(tiny
                  "--output_dir", str(tmp_path / "out")]) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert list(results["models"]) == ["original", "alpha=0", "alpha=1", "clip_clip-keep=8", "biased_prompts-lambda=1000"]
-    assert results["methods"]["alpha=1"] | {"path": None} == {
+    assert results["methods"]["alpha=1"]["query_ms"] > 0
+    assert results["methods"]["alpha=1"] | {"path": None, "query_ms": None} == {
         "name": "alpha=1", "method": "counterfactual", "path": None, "settings": {"alpha": 1.0}, "swept": "alpha",
-        "fit_seconds": 0.0}
+        "fit_seconds": 0.0, "query_ms": None}
     assert results["models"]["alpha=0"]["gender"] == results["models"]["original"]["gender"]
     assert (tmp_path / "out" / "methods" / "clip_clip-keep=8" / "config.json").is_file()
     assert (tmp_path / "out" / "report.md").read_text().startswith("# cf_hf method comparison")

@@ -215,6 +215,18 @@ def test_quick_demo_compares_clip_clip_and_biased_prompts_under_the_same_protoco
     assert len(fitted_on["evaluated_concepts"]) == 8
     assert "## Against other debiasing methods" in (output_dir / "report.md").read_text()
     assert "| CLIP-clip (m = " in stdout and "| biased prompts (λ = " in stdout
+    # Every training-free method of the registry, each with its chosen setting, needs and measured costs.
+    from cf_hf.methods import training_free_methods
+    from cf_hf.world.demo.summary import METHOD_LABELS
+
+    assert set(selection) == set(training_free_methods())
+    assert selection["bendvlm"]["candidates"] == ["bendvlm-neighbors=32"]
+    assert selection["sfid"]["candidates"] == ["sfid-m=4", "sfid-m=8"]
+    for method in training_free_methods():
+        assert f"| {METHOD_LABELS[method]} (" in stdout, method
+    assert "| reference set at query time |" in stdout and "ms / query" in stdout
+    assert all(value > 0 for value in results["query_ms"].values())
+    assert set(selection["spd"]["candidates"]) <= set(results["query_ms"])
 
 
 def test_the_printed_compare_command_scores_the_demos_files_to_the_demos_numbers(quick_demo):

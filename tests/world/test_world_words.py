@@ -139,3 +139,22 @@ def test_a_bad_appearance_words_file_names_the_value(tmp_path):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=r"words\.yaml: attributes\['skin_tone'\].*'pale' names both 'light' and 'medium_light'"):
         vocabulary.load_appearance_words(path)
+
+
+def test_the_worlds_attribute_prompts_use_its_appearance_words_and_templates_for_every_value():
+    from cf_hf.methods.attribute_prompts import load_attribute_prompts
+    from cf_hf.world.demo.stages import WORLD_ATTRIBUTE_PROMPTS
+    from cf_hf.world.pretrain import world_tokenizer
+
+    words = vocabulary.appearance_vocabulary()
+    tokenizer = world_tokenizer()
+    unknown = tokenizer.convert_tokens_to_ids(tokenizer.unk_token)
+    for attribute in ATTRIBUTES:
+        prompts = load_attribute_prompts(attribute, WORLD_ATTRIBUTE_PROMPTS)
+        assert sorted(prompts.values) == sorted(words[attribute])
+        for value in prompts.values:
+            assert prompts.words[value] in words[attribute][value]
+            expected = [template.format(word=prompts.words[value]) for template in vocabulary.ATTRIBUTE_PROMPT_TEMPLATES]
+            assert list(prompts.prototype_prompts[value]) == expected
+            for text in [*expected, *prompts.augmented("a photo of a doctor", value)]:
+                assert unknown not in tokenizer(text, add_special_tokens=False)["input_ids"], text

@@ -64,6 +64,13 @@ class DemoConfig:
     clip_clip_keep: tuple[int, ...] = (16, 32, 48, 56)  # of the 64 embedding dimensions
     biased_prompts_lambdas: tuple[float, ...] = (10.0, 100.0, 1000.0)
     method_fit_per_cell: int = 64  # people per grid cell in CLIP-clip's labelled images
+    # The training-free methods that debias one attribute at a time (the closed-form projection, BendVLM,
+    # SFID, SPD) remove `single_attribute`; the table's mean cut still averages over all three attributes.
+    single_attribute: str = "gender"
+    closed_form_weights: tuple[float, ...] = (1.0, 0.7)
+    bendvlm_neighbors: tuple[int, ...] = (100,)  # of the train draw's 512 people per gender value
+    sfid_prune_counts: tuple[int, ...] = (8, 16)  # of the 64 embedding dimensions
+    spd_axes: tuple[int, ...] = (1, 2)
     # The bias-alignment module (cf_hf.methods.bias_alignment), trained on the same labelled people:
     # the paper's model, with the run's image counterfactuals, and the paper's two ablations (L_ba
     # only, L_cd only). Off by default (it adds four models to evaluate per seed): --bias_alignment.
@@ -111,6 +118,8 @@ class DemoConfig:
             random_floor_queries=16,
             clip_clip_keep=(16, 32, 48, 56),  # of the shipped original's 64 dimensions
             method_fit_per_cell=16,
+            bendvlm_neighbors=(32,),  # of the train draw's 128 people per gender value
+            sfid_prune_counts=(4, 8),  # of the 32 embedding dimensions
             seeds=1,
             ablations=False,
         )

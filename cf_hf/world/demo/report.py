@@ -7,6 +7,8 @@ from pathlib import Path
 
 from cf_hf.evaluation.results import FAIRNESS_METRICS, ORIGINAL
 from cf_hf.interpolation import alpha_key
+from cf_hf.methods.compare import needs_cells
+from cf_hf.methods.registry import NEEDS
 
 from .. import galleries, render
 from ..corpus import ATTRIBUTES
@@ -14,6 +16,9 @@ from .ablations import ABLATION_NAMES
 from .config import GALLERY_SEEDS, TARGET_REDUCTION
 from .selection import fairness_score
 from .stages import SHIPPED
+
+# results.json's `query_ms` key of the CF_α sweep's cost (every α is a plain CLIPModel of one shape).
+SWEEP_QUERY_COST = "CF_α sweep"
 
 
 def _pm(mean: float, std: float | None, digits: int = 3) -> str:
@@ -87,12 +92,27 @@ def comparison_models(results: dict) -> list[tuple[str, str]]:
 def _setting(name: str) -> str:
     """"clip_clip-keep=32" -> "keep = 32"."""
     key, _, value = name.split("-", 1)[1].partition("=")
-    return {"keep": "m", "lambda": "λ"}.get(key, key) + f" = {value}"
+    return {"keep": "m", "lambda": "λ", "weight": "w", "neighbors": "k", "axes": "axes"}.get(key, key) + f" = {value}"
+
+
+def _method_of(results: dict, name: str) -> str:
+    """The registered method a compared model belongs to ("original" for the original, "counterfactual" for CF_α)."""
+    if name == ORIGINAL:
+        return ORIGINAL
+    return results.get("methods", {}).get(name, {}).get("method", "counterfactual")
+
+
+def _query_ms(results: dict, name: str) -> str:
+    """The measured milliseconds per fairness query of a compared model (CF_α: its sweep's, all α alike)."""
+    costs = results.get("query_ms", {})
+    value = costs.get(name, costs.get(SWEEP_QUERY_COST) if name.startswith("alpha=") else None)
+    return "" if value is None else f"{value:.2f}"
 
 
 def comparison_rows(results: dict) -> list[list[str]]:
     """One row per compared model: MaxSkew / NDKL per attribute, accuracies (mean ± std over seeds),
-    the mean MaxSkew and NDKL cut, and the fit time; then the random floor."""
+    the mean MaxSkew and NDKL cut, what its method needs (the registry's `needs`), the fit time and the
+    per-query cost; then the random floor."""
     rows = []
     for label, name in comparison_models(results):
         entry, spread = results["models"][name], _spread(results, name)
@@ -103,19 +123,21 @@ def comparison_rows(results: dict) -> list[list[str]]:
         row += [_pm(100 * entry[m], _scaled(spread(None, m), 100), 1) for m in ("zero_shot_accuracy", "recall_at_5")]
         change = results["reduction"][name]["mean"] if name != ORIGINAL else None
         row.append("" if change is None else f"{100 * fairness_score(change):.0f}%")
+        row += needs_cells(_method_of(results, name))
         fit = results.get("methods", {}).get(name, {}).get("fit_seconds")
         row.append(f"{fit:.1f}" if fit is not None else "")
+        row.append(_query_ms(results, name))
         rows.append(row)
     floor = results["random_floor"]
     rows.append(["random ranking (floor)"]
                 + [f"{floor[name][metric]:.3f}" for name in ATTRIBUTES for metric in ("max_skew", "ndkl")]
-                + ["", "", "", ""])  # fmt: skip
+                + [""] * (len(comparison_header()) - 1 - 2 * len(ATTRIBUTES)))  # fmt: skip
     return rows
 
 
 def comparison_header() -> list[str]:
     """The columns of `comparison_rows`."""
-    return summary_header() + ["mean cut", "fit (s)"]
+    return summary_header() + ["mean cut", *NEEDS, "fit (s)", "ms / query"]
 
 
 def summary_header() -> list[str]:
@@ -207,10 +229,15 @@ def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
             "",
             "## Against other debiasing methods",
             "",
-            "CLIP-clip and biased prompts (`cf_hf.methods`), fitted on the same original to remove gender, skin tone "
-            "and age at once; each method's setting is chosen on the validation galleries by the rule that chooses α. "
-            "Mean cut: the mean reduction of MaxSkew and NDKL over the attributes; fit: wall time of fitting the "
-            "method's whole sweep (for CF_α, see the stage times).",
+            "Every training-free method of `cf_hf.methods`, fitted on the same original: CLIP-clip and biased prompts "
+            "remove gender, skin tone and age at once; the closed-form projection, BendVLM, SFID and SPD remove one "
+            f"attribute at a time, here {config.get('single_attribute', 'gender')} (BendVLM's reference set, SFID's "
+            "and SPD's labelled set: the methods' train draw; the closed form's and BendVLM's words: "
+            "`cf_hf/world/attribute_prompts.yaml`). Each method's setting is chosen on the validation galleries by "
+            "the rule that chooses α. Mean cut: the mean reduction of MaxSkew and NDKL over the attributes; "
+            "labels / prompts / training / reference set at query time: what the method needs (the registry's "
+            "`needs`); fit: wall time of fitting the method's whole sweep (for CF_α, see the stage times); "
+            "ms / query: measured time to embed one fairness query with the checkpoint, no cache (first seed).",
         ]
         if config.get("bias_alignment"):
             lines += ["", "The bias-alignment module (`cf_hf.methods.bias_alignment`, `--bias_alignment`) is trained on "

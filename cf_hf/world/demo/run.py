@@ -18,7 +18,7 @@ from .ablations import ablation_models
 from .config import GALLERY_SEEDS, METHOD_FIT_SEED, DemoConfig
 from .model_cards import write_model_cards
 from .plots import write_plots
-from .report import render_report
+from .report import SWEEP_QUERY_COST, render_report
 from .stages import (
     PRETRAINED,
     SHIPPED,
@@ -128,6 +128,15 @@ def compare_command(config: DemoConfig, output_dir: Path, gallery_files: Gallery
     return [*command, "--output_dir", str(output_dir / "compare")]
 
 
+def query_costs(models: dict[str, Path], fairface, evaluation) -> dict[str, float]:
+    """Milliseconds per fairness query of each of `models` (name -> checkpoint folder), measured with no
+    cache on the run's fairness queries (`cf_hf.methods.compare.measure_query_cost`)."""
+    from cf_hf.methods.compare import fairness_query_texts, measure_query_cost
+
+    texts = fairness_query_texts(fairface, evaluation)
+    return {name: round(measure_query_cost(path, texts, evaluation.embedding), 4) for name, path in models.items()}
+
+
 def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
              shipped_dir: str | Path | None = None, verbose: bool = False) -> dict:
     """Run every stage (`cf_hf.world.demo`); write results.json, report.md, plots and model cards to
@@ -176,6 +185,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
                   "per_seed": []}  # fmt: skip
 
     per_seed: list[dict] = []
+    query_ms: dict[str, float] = {}  # first seed: milliseconds per fairness query of the compared models
     method_runs: list[dict] = []  # per seed: fitted checkpoint name -> `MethodCheckpoint.record()`
     first_seed_results = None
     first_sweep_dir = None
@@ -202,7 +212,8 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
         if config.compare_methods:
             progress.stage(f"seed {seed}: CLIP-clip (m = {', '.join(map(str, config.clip_clip_keep))}) and biased "
                            f"prompts (λ = {', '.join(f'{lam:g}' for lam in config.biased_prompts_lambdas)}), "
-                           "fitted on the original (cf_hf.methods)")  # fmt: skip
+                           f"fitted on the original (cf_hf.methods); the closed form, BendVLM, SFID and SPD of "
+                           f"{config.single_attribute}")  # fmt: skip
             fitted = fit_methods(config, original_dir, fit_gallery, seed_dir / "methods", seed, evaluation,
                                  counterfactual_dataset=dataset, quiet=inner_quiet)
             method_runs.append({checkpoint.name: checkpoint.record() for checkpoint in fitted})
@@ -215,12 +226,17 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
                                   alphas={alpha_key(alpha): float(alpha) for alpha in config.alphas})  # fmt: skip
         per_seed.append({name: headline(entry) for name, entry in results["models"].items()})
         if first_seed_results is None:
+            if config.compare_methods:
+                measured = {ORIGINAL: original_dir, SWEEP_QUERY_COST: models[alpha_key(max(config.alphas))]}
+                measured.update({name: path for name, path in models.items() if name in method_runs[0]})
+                query_ms = query_costs(measured, fairface, evaluation)
             results["models"] = {ORIGINAL: original_results["models"][ORIGINAL], **results["models"]}
             first_seed_results, first_sweep_dir = results, sweep_dir
 
     progress.stage("results, report, plots and model cards")
     results = summarise(config, original, floor, per_seed, validation, method_runs)
     results["config"]["original"] = original_source
+    results["query_ms"] = query_ms
     # Every model was evaluated with the original's protocol (one config, the same galleries).
     results["protocol"] = original_results["protocol"]
     for entry in results["models"].values():

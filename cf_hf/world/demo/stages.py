@@ -15,6 +15,11 @@ from .config import GALLERY_SEEDS, METHOD_FIT_SEED, DemoConfig
 from .statistics import headline
 
 WORLD_DIR = Path(__file__).resolve().parents[1]
+# The world's words per attribute value for the methods that read them (closed form, BendVLM).
+WORLD_ATTRIBUTE_PROMPTS = WORLD_DIR / "attribute_prompts.yaml"
+# Every training-free method of the registry, in the demo's table order (bias alignment trains: it stays
+# behind --bias_alignment); tests check it against `cf_hf.methods.training_free_methods()`.
+DEMO_TRAINING_FREE_METHODS = ("clip_clip", "biased_prompts", "closed_form", "bendvlm", "sfid", "spd")
 # How the run got its original CLIP (results.json: config.original.source).
 SHIPPED, PRETRAINED = "shipped", "pretrained"
 
@@ -69,9 +74,31 @@ def fit_methods(config: DemoConfig, original_dir: Path, gallery, output_dir: Pat
     checkpoints += get_method("biased_prompts").fit(original_dir, output_dir, list(ATTRIBUTES), list(render.PROFESSIONS),
                                              config.biased_prompts_lambdas, WORLD_DIR / "biased_prompts.yaml",
                                              embedding_config=evaluation.embedding)
+    checkpoints += fit_single_attribute_methods(config, original_dir, gallery, output_dir, seed, evaluation)
     if config.bias_alignment:
         checkpoints += fit_bias_alignment(config, original_dir, gallery, output_dir, seed, evaluation,
                                           counterfactual_dataset, quiet)
+    return checkpoints
+
+
+def fit_single_attribute_methods(config: DemoConfig, original_dir: Path, gallery, output_dir: Path, seed: int,
+                                 evaluation) -> list:
+    """The training-free methods that remove one attribute (`config.single_attribute`), fitted on the
+    original: the closed-form projection (every `closed_form_weights`; the world's attribute prompts),
+    BendVLM (every `bendvlm_neighbors`; `gallery`, the methods' train draw, is its reference set, the
+    world's attribute prompts its words), SFID (every `sfid_prune_counts`) and SPD (every `spd_axes`),
+    both fitted on `gallery`: `MethodCheckpoint`s."""
+    from cf_hf.methods import get_method
+
+    attribute, embedding = config.single_attribute, evaluation.embedding
+    checkpoints = get_method("closed_form").fit(original_dir, output_dir, attribute, config.closed_form_weights,
+                                                WORLD_ATTRIBUTE_PROMPTS, embedding_config=embedding)
+    checkpoints += get_method("bendvlm").fit(original_dir, output_dir, gallery, attribute, config.bendvlm_neighbors,
+                                             WORLD_ATTRIBUTE_PROMPTS, embedding_config=embedding)
+    checkpoints += get_method("sfid").fit(original_dir, output_dir, gallery, attribute, config.sfid_prune_counts,
+                                          seed=seed, embedding_config=embedding)
+    checkpoints += get_method("spd").fit(original_dir, output_dir, gallery, attribute, config.spd_axes, seed=seed,
+                                         embedding_config=embedding)
     return checkpoints
 
 

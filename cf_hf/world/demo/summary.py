@@ -28,8 +28,8 @@ def targets(change: dict) -> dict:
 
 
 # The methods compared with CF_α, in table order, with their labels.
-METHOD_LABELS = {"clip_clip": "CLIP-clip", "biased_prompts": "biased prompts",
-                 "bias_alignment": "BA module", "bias_alignment_image_cf": "BA + image counterfactuals",
+METHOD_LABELS = {"clip_clip": "CLIP-clip", "biased_prompts": "biased prompts", "closed_form": "closed form",
+                 "bendvlm": "BendVLM", "sfid": "SFID", "spd": "SPD", "bias_alignment": "BA module", "bias_alignment_image_cf": "BA + image counterfactuals",
                  "bias_alignment_ba_only": "BA, L_ba only", "bias_alignment_cd_only": "BA, L_cd only"}
 
 

@@ -156,6 +156,20 @@ def test_the_harness_scores_the_checkpoint_as_bendvlm_applied_to_the_original_em
     np.testing.assert_allclose(debiased.embed_images(images), plain.embed_images(images), atol=1e-6)
 
 
+def test_the_checkpoint_shares_the_originals_image_cache_entry_its_image_tower_being_unchanged(
+        saved_original, reference_gallery, bendvlm_checkpoint):
+    from cf_hf.evaluation.embedding import EmbeddingCache, EmbeddingEngine
+
+    cache = EmbeddingCache()
+    plain = EmbeddingEngine.from_pretrained(saved_original, cache=cache)
+    debiased = EmbeddingEngine.from_pretrained(bendvlm_checkpoint.path, cache=cache)
+    assert debiased.image_fingerprint == plain.image_fingerprint
+    assert debiased.text_fingerprint != plain.text_fingerprint
+    expected = plain.embed_images(reference_gallery.images, reference_gallery.fingerprint)
+    debiased._run_images = None  # a second forward pass would fail: the original's entry must serve
+    np.testing.assert_array_equal(debiased.embed_images(reference_gallery.images, reference_gallery.fingerprint), expected)
+
+
 def test_save_and_load_give_identical_embeddings_in_a_fresh_process_through_automodel(bendvlm_checkpoint, tmp_path):
     folder = bendvlm_checkpoint.path
     model = BendVLMCLIPModel.from_pretrained(folder).eval()
