@@ -65,3 +65,18 @@ def progress_bars_restored():
 def assert_no_progress_bar(stderr: str) -> None:
     """No tqdm bar (of any library) in a command's stderr: no "[00:01<00:02, ..." or "[00:01, ..."."""
     assert re.search(r"\[\d+:\d\d[<,]", stderr) is None, stderr
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that starts another Python process (a fresh process without cf_hf, the command line in a
+    subprocess) is `slow`: each costs seconds of imports, and `make test-fast` leaves them out."""
+    import inspect
+
+    for item in items:
+        function = getattr(item, "function", None)
+        try:
+            source = inspect.getsource(function) if function is not None else ""
+        except (OSError, TypeError):
+            continue
+        if "subprocess." in source or any(word in item.name for word in ("fresh_process", "without_cf_hf")):
+            item.add_marker(pytest.mark.slow)

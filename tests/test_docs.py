@@ -28,7 +28,7 @@ def test_the_code_cites_sections_of_documents_in_the_repository():
 
 
 def _readme_quick_paragraph() -> str:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
     start = readme.index("- `--quick`")
     return " ".join(readme[start : readme.index("\n\n", start)].split())
 
@@ -57,4 +57,4 @@ def test_readme_describes_the_quick_demo_as_configured():
         "no ablations" if not quick.ablations else "with ablations",
     ]
     missing = [phrase for phrase in expected if phrase not in paragraph]
-    assert not missing, f"README's --quick paragraph does not match DemoConfig.quick(): {missing}"
+    assert not missing, f"docs/results.md's --quick paragraph does not match DemoConfig.quick(): {missing}"

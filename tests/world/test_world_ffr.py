@@ -152,7 +152,7 @@ def test_readme_describes_the_experiment_as_configured():
 
     from cf_hf.world.ffr.experiment import DEFAULT_SIGNATURE, FFRConfig
 
-    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8").split())
+    readme = " ".join((Path(__file__).resolve().parents[2] / "docs" / "classify.md").read_text(encoding="utf-8").split())
     config = FFRConfig()
     expected = [
         f"its {config.per_class} images", f"{config.epochs:g} epochs per stage",
@@ -162,4 +162,4 @@ def test_readme_describes_the_experiment_as_configured():
         f"η = {config.groupdro_step_size}",
     ]  # fmt: skip
     missing = [phrase for phrase in expected if phrase not in readme]
-    assert not missing, f"README's ffr-demo paragraph does not match FFRConfig(): {missing}"
+    assert not missing, f"docs/classify.md's ffr-demo paragraph does not match FFRConfig(): {missing}"
