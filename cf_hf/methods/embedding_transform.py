@@ -8,17 +8,18 @@ tower in safetensors. Methods that fit such a map (SFID, SPD, …) return an `Em
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from cf_hf.methods.linear import NamedFit
+
 TOWERS = ("image", "text")
 
 
 @dataclass
-class EmbeddingTransform:
+class EmbeddingTransform(NamedFit):
     """A fitted affine map of unit-norm embeddings, per tower (None: that tower is unchanged).
 
     Attributes:
@@ -37,18 +38,6 @@ class EmbeddingTransform:
     text_matrix: np.ndarray | None = None
     text_offset: np.ndarray | None = None
     swept: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        """A short name of this fit, e.g. `sfid-m=50`: folder and table label."""
-        shown = {key: value for key, value in self.settings.items() if key in self.swept}
-        return self.method + "".join(f"-{key}={value:g}" if isinstance(value, float) else f"-{key}={value}"
-                                     for key, value in shown.items())
-
-    def record(self) -> dict[str, Any]:
-        """What the checkpoint's config and card record about this fit (JSON-serializable)."""
-        return json.loads(json.dumps({"method": self.method, "name": self.name, "settings": self.settings,
-                                      "fitted_on": self.fitted_on}, default=str))
 
     def parts(self, tower: str) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(A, b) of `tower` ("image" or "text")."""

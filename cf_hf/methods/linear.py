@@ -27,8 +27,25 @@ class MethodError(ValueError):
     """A debiasing method was given data or settings it cannot fit."""
 
 
+class NamedFit:
+    """What every fitted map shares: its name from the swept settings, and its record. Subclasses are
+    dataclasses with `method`, `settings`, `fitted_on` and `swept` fields."""
+
+    @property
+    def name(self) -> str:
+        """A short name of this fit, e.g. `clip_clip-keep=64`: folder and table label."""
+        shown = {key: value for key, value in self.settings.items() if key in self.swept}
+        return self.method + "".join(f"-{key}={value:g}" if isinstance(value, float) else f"-{key}={value}"
+                                     for key, value in shown.items())
+
+    def record(self) -> dict[str, Any]:
+        """What the checkpoint's config and card record about this fit (JSON-serializable)."""
+        return json.loads(json.dumps({"method": self.method, "name": self.name, "settings": self.settings,
+                                      "fitted_on": self.fitted_on}, default=str))
+
+
 @dataclass
-class LinearMethod:
+class LinearMethod(NamedFit):
     """A fitted linear debiasing method: optional (d, d) maps of the image and text embeddings.
 
     Attributes:
@@ -46,18 +63,6 @@ class LinearMethod:
     text_map: np.ndarray | None = None
     # The settings that vary within a sweep: they name the fit.
     swept: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        """A short name of this fit, e.g. `clip_clip-keep=64`: folder and table label."""
-        shown = {key: value for key, value in self.settings.items() if key in self.swept}
-        return self.method + "".join(f"-{key}={value:g}" if isinstance(value, float) else f"-{key}={value}"
-                                     for key, value in shown.items())
-
-    def record(self) -> dict[str, Any]:
-        """What the checkpoint's config and card record about this fit (JSON-serialisable)."""
-        return json.loads(json.dumps({"method": self.method, "name": self.name, "settings": self.settings,
-                                      "fitted_on": self.fitted_on}, default=str))
 
     def apply(self, embeddings: np.ndarray, tower: str) -> np.ndarray:
         """The method applied to (n, d) embeddings of `tower` ("image" or "text"), renormalized."""
