@@ -161,5 +161,5 @@ class DemoCommand(Command):
         print("  " + shlex.join(results["compare_command"]))
         from cf_hf.world.demo.explorer import explorer_command
 
-        print(f"explorer (needs cf_hf[explorer]): {explorer_command(config, args.output_dir, results['chosen_alpha'])}")
+        print(f"explorer (needs cf_hf[explorer]): {explorer_command(config, args.output_dir, results['chosen_alpha'], results.get('method_selection'))}")
         return 0

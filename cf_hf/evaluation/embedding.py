@@ -283,10 +283,12 @@ class _PixelCache:
 
 
 def _plain_clip_towers(model) -> dict:
-    """{"vision": (backbone, projection), "text": (...)} with the towers of `model` that compute their
-    features as a plain `CLIPModel` does (projection of the backbone's pooled output): a subclass that
-    overrides only `get_text_features` (BendVLM) keeps a plain image tower. Empty for a custom model,
-    which is then embedded through its own methods."""
+    """{"vision": (backbone, projection, post_map), "text": (...)} with the towers of `model` that compute
+    their features from a `CLIPModel`'s projection of the backbone's pooled output: `post_map` None for a
+    tower computed exactly as `CLIPModel`'s (a subclass that overrides only `get_text_features`, as
+    BendVLM, keeps a plain image tower), or the model's `map_projected_features(features, tower)` when it
+    declares that its `get_*_features` are that map of the projection (`TransformedCLIPModel`). Empty for
+    a custom model, which is then embedded through its own methods."""
     try:
         from transformers import CLIPModel
     except ImportError:  # pragma: no cover - transformers is a dependency
@@ -294,11 +296,15 @@ def _plain_clip_towers(model) -> dict:
     if not isinstance(model, CLIPModel):
         return {}
     cls = type(model)
+    post_map = getattr(model, "map_projected_features", None)
     towers = {}
-    if cls.get_image_features is CLIPModel.get_image_features:
-        towers["vision"] = (model.vision_model, model.visual_projection)
-    if cls.get_text_features is CLIPModel.get_text_features:
-        towers["text"] = (model.text_model, model.text_projection)
+    for tower, method, backbone, projection, name in (
+            ("vision", "get_image_features", model.vision_model, model.visual_projection, "image"),
+            ("text", "get_text_features", model.text_model, model.text_projection, "text")):
+        if getattr(cls, method) is getattr(CLIPModel, method):
+            towers[tower] = (backbone, projection, None)
+        elif callable(post_map):
+            towers[tower] = (backbone, projection, lambda features, name=name: post_map(features, name))
     return towers
 
 
@@ -398,8 +404,10 @@ class EmbeddingEngine:
     def _tower_class(self, tower: str) -> str:
         """The class name a tower's fingerprint records: "CLIPModel" for a tower that computes as a plain
         `CLIPModel`'s (so a BendVLM checkpoint, whose image tower is the original's, shares the original's
-        image embeddings), the model's own class otherwise (a transformed tower never shares)."""
-        return "CLIPModel" if tower in self._towers else type(self.model).__qualname__
+        image embeddings), the model's own class otherwise (a transformed tower never shares them; it may
+        share the backbone's pooled outputs, see `_backbone_fingerprint`)."""
+        plain = tower in self._towers and self._towers[tower][2] is None
+        return "CLIPModel" if plain else type(self.model).__qualname__
 
     @property
     def image_fingerprint(self) -> str:
@@ -416,7 +424,8 @@ class EmbeddingEngine:
             prefix = "vision_model." if tower == "vision" else "text_model."
             extra = {**self._extra(tower), "output": "pooled"}
             extra.pop("projection_dim", None)
-            self._backbone_fingerprints[tower] = tower_fingerprint(self.model, (prefix,), extra, self._tower_class(tower))
+            # The pooled output is the backbone's whatever follows the projection: keyed as CLIPModel's.
+            self._backbone_fingerprints[tower] = tower_fingerprint(self.model, (prefix,), extra, "CLIPModel")
         return self._backbone_fingerprints[tower]
 
     @property
@@ -476,12 +485,12 @@ class EmbeddingEngine:
             return cached
         if "vision" not in self._towers:
             return self._run_images(images, images_key, key, self.model.get_image_features, normalize=True)
-        backbone, projection = self._towers["vision"]
+        backbone, projection, post_map = self._towers["vision"]
         pooled_key = f"pooled-image-{self._backbone_fingerprint('vision')}-{images_key}-{storage}"
         pooled = self.cache.get(pooled_key, count=False)
         if pooled is None:
             pooled = self._run_images(images, images_key, pooled_key, backbone, normalize=False)
-        return self._project(pooled, projection, key, storage)
+        return self._project(pooled, projection, key, storage, post_map)
 
     def _pixel_batches(self, images: Sequence, images_key: str):
         """(start, stop, pixel_values) per batch; whole sets within `pixel_cache_mb` are kept."""
@@ -527,8 +536,9 @@ class EmbeddingEngine:
                 bar.update(stop - start)
         return self.cache.commit(key, output)
 
-    def _project(self, pooled: np.ndarray, projection, key: str, dtype: str) -> np.ndarray:
-        """Unit-norm `projection` of cached pooled outputs, into the cache entry `key`."""
+    def _project(self, pooled: np.ndarray, projection, key: str, dtype: str, post_map=None) -> np.ndarray:
+        """Unit-norm `projection` of cached pooled outputs (then `post_map`, the model's map of projected
+        features, when given), into the cache entry `key`."""
         import torch
 
         output = self.cache.allocate(key, (len(pooled), projection.out_features), dtype)
@@ -536,7 +546,8 @@ class EmbeddingEngine:
         with torch.inference_mode():
             for start in range(0, len(pooled), step):
                 chunk = torch.from_numpy(np.array(pooled[start:start + step], dtype=np.float32))
-                features = projection(chunk.to(self.device, self.dtype)).float()
+                features = projection(chunk.to(self.device, self.dtype))
+                features = (features if post_map is None else post_map(features)).float()
                 output[start:start + len(chunk)] = torch.nn.functional.normalize(features, dim=-1).cpu().numpy()
         return self.cache.commit(key, output)
 
@@ -561,12 +572,12 @@ class EmbeddingEngine:
         if "text" not in self._towers:
             return np.asarray(self._run_texts(texts, key, self.model.get_text_features, normalize=True),
                               dtype=np.float32)
-        backbone, projection = self._towers["text"]
+        backbone, projection, post_map = self._towers["text"]
         pooled_key = f"pooled-text-{self._backbone_fingerprint('text')}-{digest}"
         pooled = self.cache.get(pooled_key, count=False)
         if pooled is None:
             pooled = self._run_texts(texts, pooled_key, backbone, normalize=False)
-        return np.asarray(self._project(pooled, projection, key, "float32"), dtype=np.float32)
+        return np.asarray(self._project(pooled, projection, key, "float32", post_map), dtype=np.float32)
 
     def _run_texts(self, texts: list[str], key: str, forward, normalize: bool) -> np.ndarray:
         """`forward(input_ids=..., attention_mask=...)` over every batch into the cache entry `key`."""

@@ -105,18 +105,24 @@ class TransformedCLIPModel(CLIPModel):
                 init.copy_(getattr(module, f"{tower}_matrix"), torch.eye(self.config.projection_dim))
                 init.zeros_(getattr(module, f"{tower}_offset"))
 
+    def map_projected_features(self, features: torch.Tensor, tower: str) -> torch.Tensor:
+        """What `get_*_features` apply to CLIP's projected features of `tower` ("image" or "text"), (n, d) ->
+        (n, d): the fitted map, or nothing for an untransformed tower. The embedding engine calls it on the
+        original's cached pooled outputs, so a gallery's backbone pass is shared with the original."""
+        if tower in self.config.transformed_towers:
+            return self.embedding_transform(features, tower)
+        return features
+
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs):
         """The mapped image embeddings (in `pooler_output`, as `CLIPModel`'s), (n, d)."""
         outputs = super().get_image_features(pixel_values=pixel_values, **kwargs)
-        if "image" in self.config.transformed_towers:
-            outputs.pooler_output = self.embedding_transform(outputs.pooler_output, "image")
+        outputs.pooler_output = self.map_projected_features(outputs.pooler_output, "image")
         return outputs
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         """The mapped text embeddings (in `pooler_output`, as `CLIPModel`'s), (n, d)."""
         outputs = super().get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        if "text" in self.config.transformed_towers:
-            outputs.pooler_output = self.embedding_transform(outputs.pooler_output, "text")
+        outputs.pooler_output = self.map_projected_features(outputs.pooler_output, "text")
         return outputs
 
 

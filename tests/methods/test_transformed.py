@@ -60,6 +60,29 @@ def test_the_harness_scores_the_saved_checkpoint_as_the_map_applied_to_the_origi
     np.testing.assert_allclose(transformed.embed_texts(texts), transform.apply(plain.embed_texts(texts), "text"), atol=1e-5)
 
 
+def test_the_harness_reuses_the_originals_backbone_pass_and_matches_the_models_own_forward(saved_original, tmp_path):
+    from PIL import Image
+
+    from cf_hf.evaluation.embedding import EmbeddingCache, EmbeddingEngine
+
+    transform = _affine()
+    folder = save_transformed(saved_original, transform, tmp_path / transform.name)
+    cache = EmbeddingCache()
+    plain = EmbeddingEngine.from_pretrained(saved_original, cache=cache)
+    transformed = EmbeddingEngine.from_pretrained(folder, cache=cache)
+    texts = ["a photo of a nurse", "the chef"]
+    expected_images, expected_texts = plain.embed_images(_images()), plain.embed_texts(texts)
+    transformed._run_images = transformed._run_texts = None  # a backbone pass would fail: the original's serves
+    images, text_embeddings = transformed.embed_images(_images()), transformed.embed_texts(texts)
+    np.testing.assert_allclose(images, transform.apply(expected_images, "image"), atol=1e-5)
+    np.testing.assert_allclose(text_embeddings, transform.apply(expected_texts, "text"), atol=1e-5)
+    model, processor = transformed.model, transformed.processor
+    with torch.no_grad():
+        pixels = processor(images=[Image.fromarray(image) for image in _images()], return_tensors="pt")["pixel_values"]
+        own = torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+    np.testing.assert_allclose(images, own.numpy(), atol=1e-5)
+
+
 def test_a_tower_without_a_map_keeps_clips_embeddings_and_other_maps_change_the_cache_key(saved_original, tmp_path):
     from cf_hf.evaluation.embedding import EmbeddingCache, EmbeddingEngine
 

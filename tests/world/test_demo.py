@@ -227,6 +227,8 @@ def test_quick_demo_compares_clip_clip_and_biased_prompts_under_the_same_protoco
     assert "| reference set at query time |" in stdout and "ms / query" in stdout
     assert all(value > 0 for value in results["query_ms"].values())
     assert set(selection["spd"]["candidates"]) <= set(results["query_ms"])
+    assert (output_dir / "plots" / "frontier.png").stat().st_size > 0
+    assert "![frontier](plots/frontier.png)" in (output_dir / "report.md").read_text()
 
 
 def test_the_printed_compare_command_scores_the_demos_files_to_the_demos_numbers(quick_demo):
@@ -286,3 +288,6 @@ def test_quick_demo_prints_an_explorer_command_that_opens_its_outputs(quick_demo
     assert main([*command[1:], "--no_progress", "--check", "a photo of a doctor", "--k", "10"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("original: MaxSkew@10 ") and "\nCF_alpha-" in out
+    # Every compared method's checkpoint of the table answers beside them.
+    for method in json.loads((output_dir / "results.json").read_text())["method_selection"]:
+        assert f"\n{method}: MaxSkew@10 " in out, method

@@ -64,4 +64,20 @@ def write_plots(results: dict, plot_dir: Path) -> list[Path]:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     paths.append(path)
-    return paths
+    frontier = write_frontier(results, plot_dir)
+    return paths + ([frontier] if frontier else [])
+
+
+def write_frontier(results: dict, plot_dir: Path) -> Path | None:
+    """`cf-hf compare`'s fairness–accuracy frontier (`cf_hf.methods.compare.plot_frontier`) of the demo's
+    models (means over seeds): the CF_α sweep and each compared method's sweep a curve; None without
+    compared methods."""
+    from cf_hf.methods.compare import FRONTIER_PLOT, plot_frontier
+
+    if not results.get("method_selection") or "protocol" not in results:
+        return None
+    records = {key: {"method": "counterfactual", "settings": {"alpha": entry["alpha"]}, "swept": "alpha"}
+               for key, entry in results["models"].items() if "alpha" in entry}
+    records.update(results.get("methods", {}))
+    path = plot_dir / FRONTIER_PLOT
+    return path if plot_frontier({**results, "methods": records}, path) else None

@@ -80,13 +80,18 @@ def comparison_models(results: dict) -> list[tuple[str, str]]:
     downstream accuracy are listed with the fairest setting, marked)."""
     rows = [(ORIGINAL, ORIGINAL), (f"CF_α (α = {results['chosen_alpha']:g})", alpha_key(results["chosen_alpha"]))]
     for selection in results.get("method_selection", {}).values():
-        chosen = selection["chosen"]
-        if chosen is None:
-            fairest = max(selection["candidates"], key=lambda name: fairness_score(selection["reductions"][name]))
-            rows.append((f"{selection['label']} ({_setting(fairest)}; none within tolerance)", fairest))
-        else:
-            rows.append((f"{selection['label']} ({_setting(chosen)})", chosen))
+        shown = chosen_or_fairest(selection)
+        marker = "" if selection["chosen"] is not None else "; none within tolerance"
+        rows.append((f"{selection['label']} ({_setting(shown)}{marker})", shown))
     return rows
+
+
+def chosen_or_fairest(selection: dict) -> str:
+    """The model a method's row shows (one entry of results.json's `method_selection`): its chosen setting,
+    or its fairest candidate when no setting kept the downstream numbers."""
+    if selection["chosen"] is not None:
+        return selection["chosen"]
+    return max(selection["candidates"], key=lambda name: fairness_score(selection["reductions"][name]))
 
 
 def _setting(name: str) -> str:
