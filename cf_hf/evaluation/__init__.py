@@ -30,7 +30,7 @@ _EXPORTS = {
     "load_fairface": "galleries.fairface", "load_utkface": "galleries.utkface", "load_pata": "galleries.pata",
     "load_karpathy": "galleries.karpathy", "load_imagenet_folder": "galleries.imagenet",
     "load_hf_gallery": "galleries.hf", "load_hf_retrieval": "galleries.hf", "load_hf_zero_shot": "galleries.hf",
-    "EmbeddingConfig": "embedding", "EmbeddingEngine": "embedding", "EmbeddingCache": "embedding",
+    "EmbeddingConfig": "embedding", "EmbeddingEngine": "embedding", "EmbeddingCache": "cache",
     "EvaluationConfig": "protocol", "evaluate_models": "protocol", "evaluate_engine": "protocol",
     "FairnessConfig": "fairness", "evaluate_fairness": "fairness", "random_floor": "fairness",
     "build_queries": "queries", "evaluate_retrieval": "downstream", "evaluate_zero_shot": "downstream",
@@ -42,8 +42,9 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # the names as a type checker or the API reference (mkdocstrings) sees them
+    from cf_hf.evaluation.cache import EmbeddingCache
     from cf_hf.evaluation.downstream import evaluate_retrieval, evaluate_zero_shot
-    from cf_hf.evaluation.embedding import EmbeddingCache, EmbeddingConfig, EmbeddingEngine
+    from cf_hf.evaluation.embedding import EmbeddingConfig, EmbeddingEngine
     from cf_hf.evaluation.fairness import FairnessConfig, evaluate_fairness, random_floor
     from cf_hf.evaluation.galleries.fairface import load_fairface
     from cf_hf.evaluation.galleries.hf import load_hf_gallery, load_hf_retrieval, load_hf_zero_shot
