@@ -114,3 +114,18 @@ def register_model_types() -> None:
     evaluation harness) loads any cf_hf checkpoint; idempotent."""
     for module in MODEL_TYPES.values():
         importlib.import_module(module)
+
+
+def register_with_auto_classes(model_type: str, config_class: type, model_class: type) -> None:
+    """Make `AutoConfig` / `AutoModel` resolve `model_type` to a method's classes (idempotent): what every
+    method with its own model class calls when its modeling module is imported."""
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        AutoConfig.register(model_type, config_class)
+    except ValueError:  # already registered
+        pass
+    try:
+        AutoModel.register(config_class, model_class)
+    except ValueError:
+        pass

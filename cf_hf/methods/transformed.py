@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel
+from transformers import CLIPConfig, CLIPModel
 
 from cf_hf.methods.embedding_transform import TOWERS, EmbeddingTransform
 from cf_hf.methods.linear import METHOD_CONFIG_FIELD, MethodError, check_output_folder, load_clip
@@ -195,14 +195,9 @@ def save_transformed(original: str | Path, transform: EmbeddingTransform, output
 
 def register_auto_classes() -> None:
     """Make `AutoConfig` / `AutoModel` resolve `model_type: clip_embedding_transform` (idempotent)."""
-    try:
-        AutoConfig.register(MODEL_TYPE, TransformedCLIPConfig)
-    except ValueError:  # already registered
-        pass
-    try:
-        AutoModel.register(TransformedCLIPConfig, TransformedCLIPModel)
-    except ValueError:
-        pass
+    from cf_hf.methods.registry import register_with_auto_classes
+
+    register_with_auto_classes(MODEL_TYPE, TransformedCLIPConfig, TransformedCLIPModel)
 
 
 register_auto_classes()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel
+from transformers import CLIPConfig, CLIPModel
 
 from cf_hf.methods.bendvlm.debias import bendvlm_unit
 from cf_hf.methods.linear import METHOD_CONFIG_FIELD
@@ -150,14 +150,9 @@ class BendVLMCLIPModel(CLIPModel):
 
 def register_auto_classes() -> None:
     """Make `AutoConfig` / `AutoModel` resolve `model_type: clip_bendvlm` (idempotent)."""
-    try:
-        AutoConfig.register(MODEL_TYPE, BendVLMCLIPConfig)
-    except ValueError:  # already registered
-        pass
-    try:
-        AutoModel.register(BendVLMCLIPConfig, BendVLMCLIPModel)
-    except ValueError:
-        pass
+    from cf_hf.methods.registry import register_with_auto_classes
+
+    register_with_auto_classes(MODEL_TYPE, BendVLMCLIPConfig, BendVLMCLIPModel)
 
 
 register_auto_classes()

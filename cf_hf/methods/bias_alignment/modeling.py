@@ -27,7 +27,7 @@ import math
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel
+from transformers import CLIPConfig, CLIPModel
 from transformers import initialization as init
 
 MODEL_TYPE = "clip_bias_aligned"
@@ -178,14 +178,9 @@ class BiasAlignedCLIPModel(CLIPModel):
 
 def register_auto_classes() -> None:
     """Make `AutoConfig` / `AutoModel` resolve `model_type: clip_bias_aligned` (idempotent)."""
-    try:
-        AutoConfig.register(MODEL_TYPE, BiasAlignedCLIPConfig)
-    except ValueError:  # already registered
-        pass
-    try:
-        AutoModel.register(BiasAlignedCLIPConfig, BiasAlignedCLIPModel)
-    except ValueError:
-        pass
+    from cf_hf.methods.registry import register_with_auto_classes
+
+    register_with_auto_classes(MODEL_TYPE, BiasAlignedCLIPConfig, BiasAlignedCLIPModel)
 
 
 register_auto_classes()
