@@ -194,7 +194,7 @@ def test_save_and_load_give_identical_embeddings_in_a_fresh_process_through_auto
     loaded = torch.load(tmp_path / "out.pt")
     assert loaded["class"] == "BendVLMCLIPModel" and loaded["size"] == 40
     # Equal up to float rounding: the two processes may run torch with different thread counts.
-    torch.testing.assert_close(loaded["text"], text, rtol=0, atol=1e-6)
+    torch.testing.assert_close(loaded["text"], text, rtol=0, atol=1e-5)
     assert list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin"))
 
 
