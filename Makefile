@@ -18,14 +18,14 @@ TEST_STAMP := $(VENV)/.cf_hf-test-installed
 # which honours pip's own configuration (a local wheel, a CUDA index) and TORCH_SPEC.
 # $(1): what to install; $(2): extra uv options.
 INSTALL = { $(BIN)/pip install -q $(CONSTRAINT_OPTION) uv \
-	  && $(BIN)/uv pip install --python $(BIN)/python $(CONSTRAINT_OPTION) -C editable_mode=compat $(2) $(1); } \
-	|| $(BIN)/pip install $(CONSTRAINT_OPTION) --config-settings editable_mode=compat $(1)
+	  && $(BIN)/uv pip install -q --python $(BIN)/python $(CONSTRAINT_OPTION) -C editable_mode=compat $(2) $(1); } \
+	|| $(BIN)/pip install -q $(CONSTRAINT_OPTION) --config-settings editable_mode=compat $(1)
 
 .PHONY: setup demo test test-fast test-latest lint constraints clean
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --no-compile $(TORCH_SPEC)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q --no-compile $(TORCH_SPEC)
 	$(call INSTALL,-e .)
 	touch $(STAMP)
 

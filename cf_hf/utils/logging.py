@@ -17,3 +17,17 @@ def silence_progress_bars(diffusers: bool = False) -> None:
         import diffusers.utils.logging
 
         diffusers.utils.logging.disable_progress_bar()
+
+
+def quiet_trainer(trainer) -> None:
+    """Stop `trainer` printing its log dictionaries when its progress bar is off.
+
+    With `disable_tqdm`, `transformers.Trainer` swaps its progress bar for a `PrinterCallback` that
+    prints every log (`{'loss': ...}`) to stdout; cf_hf turns the bar off only for `--quiet`, which
+    asks for neither. The logs still reach `trainer.state.log_history`, `trainer_state.json` and the
+    `report_to` integrations.
+    """
+    from transformers import PrinterCallback
+
+    if trainer.args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)

@@ -47,6 +47,7 @@ from cf_hf.methods.bias_alignment.losses import (
 from cf_hf.methods.bias_alignment.modeling import BiasAlignedCLIPModel
 from cf_hf.methods.bias_alignment.validation import BiasAlignmentValidation
 from cf_hf.methods.linear import MethodError
+from cf_hf.utils.logging import quiet_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -366,6 +367,7 @@ def train_bias_alignment(original: str | Path, data: torch.utils.data.Dataset, a
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
     trainer = BiasAlignmentTrainer(model=model, args=args, train_dataset=data, data_collator=collator,
                                    eval_dataset=validation if args.evaluates else None, callbacks=callbacks)
+    quiet_trainer(trainer)
     trainer.train(resume_from_checkpoint=resume)
     if trainer.state.best_metric is not None:
         record = {**(record or {}), "best_able": trainer.state.best_metric,

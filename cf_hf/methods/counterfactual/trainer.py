@@ -37,6 +37,7 @@ from cf_hf.methods.counterfactual.sampler import (
     check_group_ids,
     group_index,
 )
+from cf_hf.utils.logging import quiet_trainer
 
 if TYPE_CHECKING:
     import datasets
@@ -427,6 +428,7 @@ def train(
         eval_dataset=eval_dataset,
         processing_class=processor,
     )
+    quiet_trainer(trainer)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
 
     final_model = trainer.accelerator.unwrap_model(trainer.model)

@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from cf_hf.utils.logging import quiet_trainer
+
 from .encoding import (
     DEFAULT_GROUP_COLUMN,
     DEFAULT_LABEL_COLUMN,
@@ -265,6 +267,7 @@ def _train_stage(model, encoded, args: ClassifierTrainingArguments, output_dir: 
         model=model, args=stage_args, train_dataset=encoded, eval_dataset=validation, group_loss=group_loss,
         callbacks=callbacks, compute_metrics=worst_group_metrics if validation is not None else None,
     )  # fmt: skip
+    quiet_trainer(trainer)
     trainer.train(resume_from_checkpoint=checkpoint)
     if validation is None:
         return {"kept": "last epoch", "epochs": epochs}

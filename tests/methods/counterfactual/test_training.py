@@ -400,3 +400,9 @@ def test_a_pixel_cache_smaller_than_the_data_keeps_what_fits(tiny_clip_dir, worl
 def test_a_negative_pixel_cache_is_refused(tmp_path):
     with pytest.raises(ValueError, match="pixel_cache_mb must be >= 0"):
         _args(tmp_path, pixel_cache_mb=-1)
+
+
+def test_training_without_a_progress_bar_prints_no_log_dictionaries(tiny_clip_dir, dataset, tmp_path, capsys):
+    # `--quiet` turns the Trainer's bar off; the Trainer would then print every log dictionary instead.
+    train(str(tiny_clip_dir), dataset, _args(tmp_path, max_steps=2, logging_strategy="steps", logging_steps=1))
+    assert "'loss'" not in capsys.readouterr().out
