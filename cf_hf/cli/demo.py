@@ -10,7 +10,7 @@ from pathlib import Path
 from cf_hf.cli.command import Command
 from cf_hf.world import corpus as corpus_module
 from cf_hf.world.corpus import ATTRIBUTES
-from cf_hf.world.demo.config import DemoConfig
+from cf_hf.world.demo.config import BIAS_ALIGNMENT_VARIANTS, DemoConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_methods", action="store_true",
                         help="do not compare CLIP-clip and biased prompts (cf_hf.methods) with CF_α")
     parser.add_argument("--bias_alignment", action="store_true",
-                        help="also train the bias-alignment module (with and without image counterfactuals, and its "
-                             "L_ba-only and L_cd-only ablations) and compare it with the other methods")
+                        help="also train the bias-alignment module per seed (the variants of "
+                             "--bias_alignment_variants) and compare it with the other methods")
+    parser.add_argument("--bias_alignment_variants", nargs="+", default=None, choices=list(BIAS_ALIGNMENT_VARIANTS),
+                        help="with --bias_alignment: which variants to train; unset: the paper's model "
+                             "(bias_alignment); all four rows: bias_alignment bias_alignment_image_cf "
+                             "bias_alignment_ba_only bias_alignment_cd_only")  # fmt: skip
     parser.add_argument("--pretrain_original", action="store_true",
                         help="pretrain the original CLIP in this run even when the shipped one matches its settings")  # fmt: skip
     parser.add_argument("--pretrain", action="store_true",
@@ -82,8 +86,14 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         config.pretrain_original = True
     if args.no_methods:
         config.compare_methods = False
+    if args.bias_alignment_variants is not None and not args.bias_alignment:
+        raise ValueError("--bias_alignment_variants needs --bias_alignment (it names what that trains)")
     if args.bias_alignment:
         config.bias_alignment = True
+    if args.bias_alignment_variants is not None:
+        if len(set(args.bias_alignment_variants)) < len(args.bias_alignment_variants):
+            raise ValueError(f"--bias_alignment_variants names a variant twice: {args.bias_alignment_variants}")
+        config.bias_alignment_variants = tuple(args.bias_alignment_variants)
     if args.finetune_steps is not None:
         config.finetune_steps = args.finetune_steps
     if args.pretrain_steps is not None:

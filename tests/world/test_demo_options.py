@@ -101,3 +101,17 @@ def test_a_run_pretrains_with_the_reason_when_the_shipped_original_does_not_matc
     source = prepare_original(config, original_dir, Progress(3, quiet=True), folder)
     assert source == {"source": PRETRAINED, "reason": "the shipped original was pretrained with other settings"}
     assert (original_dir / "model.safetensors").is_file() and not (original_dir / "shipped.json").exists()
+
+
+def test_bias_alignment_trains_the_papers_model_unless_told_which_variants():
+    from cf_hf.methods.bias_alignment.fit import VARIANTS
+    from cf_hf.world.demo.config import BIAS_ALIGNMENT_VARIANTS
+
+    assert BIAS_ALIGNMENT_VARIANTS == tuple(VARIANTS)
+    assert _config("--bias_alignment").bias_alignment_variants == ("bias_alignment",)
+    chosen = _config("--bias_alignment", "--bias_alignment_variants", *BIAS_ALIGNMENT_VARIANTS)
+    assert (chosen.bias_alignment, chosen.bias_alignment_variants) == (True, BIAS_ALIGNMENT_VARIANTS)
+    with pytest.raises(ValueError, match="needs --bias_alignment"):
+        _config("--bias_alignment_variants", "bias_alignment_ba_only")
+    with pytest.raises(ValueError, match="twice"):
+        _config("--bias_alignment", "--bias_alignment_variants", "bias_alignment", "bias_alignment")

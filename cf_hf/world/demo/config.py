@@ -19,6 +19,11 @@ GALLERY_SEEDS = {"test": (101, 102, 103), "validation": (201, 202, 203)}
 METHOD_FIT_SEED = 301
 
 
+# The bias-alignment variants the demo can train (`cf_hf.methods.bias_alignment.fit.VARIANTS`, named
+# here so that `cf-hf demo --help` imports no torch; a test checks the two agree).
+BIAS_ALIGNMENT_VARIANTS = ("bias_alignment", "bias_alignment_image_cf", "bias_alignment_ba_only", "bias_alignment_cd_only")
+
+
 @dataclass
 class DemoConfig:
     """Every setting of the demo; `full()` and `quick()` are the two presets."""
@@ -72,9 +77,12 @@ class DemoConfig:
     sfid_prune_counts: tuple[int, ...] = (8, 16)  # of the 64 embedding dimensions
     spd_axes: tuple[int, ...] = (1, 2)
     # The bias-alignment module (cf_hf.methods.bias_alignment), trained on the same labelled people:
-    # the paper's model, with the run's image counterfactuals, and the paper's two ablations (L_ba
-    # only, L_cd only). Off by default (it adds four models to evaluate per seed): --bias_alignment.
+    # off by default (it trains per seed): --bias_alignment. `bias_alignment_variants` names what it
+    # trains (cf_hf.methods.bias_alignment.fit.VARIANTS): the paper's model by default; the paper's
+    # model with the run's image counterfactuals and the paper's two ablations (L_ba only, L_cd only)
+    # on request (--bias_alignment_variants).
     bias_alignment: bool = False
+    bias_alignment_variants: tuple[str, ...] = ("bias_alignment",)
     bias_alignment_epochs: float = 20.0
     bias_alignment_learning_rate: float = 1e-3
     bias_alignment_batch_size: int = 256

@@ -245,9 +245,9 @@ def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
             "ms / query: measured time to embed one fairness query with the checkpoint, no cache (first seed).",
         ]
         if config.get("bias_alignment"):
+            variants = ", ".join(f"`{name}`" for name in config.get("bias_alignment_variants", ["bias_alignment"]))
             lines += ["", "The bias-alignment module (`cf_hf.methods.bias_alignment`, `--bias_alignment`) is trained on "
-                      "the same labelled people: the paper's model, with the seed's image counterfactuals, and the "
-                      "L_ba-only and L_cd-only ablations."]
+                      f"the same labelled people, per seed: {variants}."]
         lines += [
             "",
             markdown_table(comparison_header(), comparison),

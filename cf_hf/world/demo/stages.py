@@ -109,8 +109,8 @@ BIAS_ALIGNMENT_TEMPLATE = "a photo of a {age} {skin_tone} {gender}"
 def fit_bias_alignment(config: DemoConfig, original_dir: Path, gallery, output_dir: Path, seed: int, evaluation,
                        counterfactual_dataset=None, quiet: bool = True) -> list:
     """The bias-alignment module trained on the world's labelled people to remove its three attributes:
-    the paper's model, the same with the run's image counterfactuals (when `counterfactual_dataset`
-    is given), and the L_ba-only and L_cd-only ablations."""
+    the variants `config.bias_alignment_variants` names (the image-counterfactual one needs
+    `counterfactual_dataset`)."""
     import yaml
 
     from cf_hf.methods import get_method
@@ -126,9 +126,7 @@ def fit_bias_alignment(config: DemoConfig, original_dir: Path, gallery, output_d
         disable_tqdm=quiet, logging_steps=50,
         # The demo's own small schedule (docs/method.md): its epochs all run, no held-out ABLE selection.
         eval_strategy="no", early_stopping_patience=0)
-    variants = ["bias_alignment", "bias_alignment_ba_only", "bias_alignment_cd_only"]
-    if counterfactual_dataset is not None:
-        variants.insert(1, "bias_alignment_image_cf")
+    variants = list(config.bias_alignment_variants)
     return get_method("bias_alignment").fit(original_dir, output_dir, gallery, list(ATTRIBUTES), training_arguments=arguments,
                                      template=BIAS_ALIGNMENT_TEMPLATE, words=prompts["attributes"],
                                      counterfactual_dataset=counterfactual_dataset, variants=variants,
