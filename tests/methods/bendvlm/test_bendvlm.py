@@ -240,10 +240,14 @@ def test_cf_hf_compare_fits_bendvlm_and_the_closed_form_projection_and_scores_th
     assert config["model_type"] == "clip_bendvlm" and config["cf_hf_method"]["fitted_on"]["reference_size"] == 40
     assert results["models"]["bendvlm-neighbors=4"]["gender"] != results["models"]["original"]["gender"]
     capsys.readouterr()
-    assert main(["compare", *common, "--methods", "bendvlm", "--attribute", "gender", "race",
+    assert main(["compare", *common, "--methods", "bendvlm", "--attribute", "gender", "race", "gender",
                  "--output_dir", str(tmp_path / "bad")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "one attribute at a time" in error[0]
+    assert len(error) == 1 and "--attribute gender: given twice" in error[0]
+    assert main(["compare", *common, "--methods", "closed_form", "--attribute", "gender", "hair",
+                 "--output_dir", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "no attribute 'hair'" in error[0]
 
 
 def test_push_model_plans_a_card_that_names_bendvlm_and_what_it_needs_at_query_time(bendvlm_checkpoint):
