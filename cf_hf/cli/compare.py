@@ -126,8 +126,8 @@ def _fit_labelled_set_transforms(args, output_dir: Path, config) -> list:
         raise MethodError(f"--methods {' '.join(wanted)} needs --clip_clip_fairface DIR: attribute-labelled images to "
                           "fit on (FairFace's train split)")
     csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
-    gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
-                            label_values=args.fairface_labels, name="fairface-train")
+    gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, attributes=args.fairface_attributes,
+                            skip_missing=args.skip_missing, label_values=args.fairface_labels, name="fairface-train")
     checkpoints = []
     if "sfid" in wanted:
         options = {"prune_counts": args.sfid_prune_count} if args.sfid_prune_count else {}
@@ -162,7 +162,7 @@ class CompareCommand(Command):
         require_all_positive("--biased_prompts_lambda", args.biased_prompts_lambda, allow_zero=True)
         if args.biased_prompts_file is not None and not Path(args.biased_prompts_file).is_file():
             raise ValueError(f"--biased_prompts_file {args.biased_prompts_file}: no such file")
-        if "bias_alignment" in args.methods or "clip_clip" in args.methods:
+        if set(args.methods) & {"bias_alignment", "clip_clip", "bendvlm", "sfid", "spd"}:
             missing = sorted(set(args.attribute) - set(args.fairface_attributes))
             if missing:
                 raise ValueError(f"--attribute {' '.join(missing)}: not among --fairface_attributes "
@@ -217,7 +217,8 @@ class CompareCommand(Command):
                 raise MethodError("--methods bendvlm needs --clip_clip_fairface DIR: the attribute-labelled reference "
                                   "images it stores for query time (FairFace's train split)")
             csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
-            reference = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
+            reference = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding,
+                                      attributes=args.fairface_attributes, skip_missing=args.skip_missing,
                                       label_values=args.fairface_labels, name="fairface-train")
             checkpoints += get_method("bendvlm").fit(args.original, output_dir / "methods", reference, args.attribute,
                                                     args.bendvlm_neighbors, args.attribute_prompts_file,

@@ -133,4 +133,4 @@ def test_cf_hf_compare_fits_sfid_and_spd_on_the_labelled_set_and_tables_what_the
     assert not (tmp_path / "too-many" / "methods").exists()
     assert main(["compare", *common, "--attribute", "race", "hair", *labelled, "--methods", "sfid",
                  "--output_dir", str(tmp_path / "two")]) == 2
-    assert "gallery 'fairface-train' has no attribute 'hair'" in capsys.readouterr().err
+    assert "--attribute hair: not among --fairface_attributes" in capsys.readouterr().err
