@@ -22,8 +22,6 @@ from cf_hf.cli.validation import require_all_positive, require_positive
 from cf_hf.utils.output_folder import claim_output_folder
 
 FITTED_METHODS = ("clip_clip", "biased_prompts", "closed_form", "bendvlm", "sfid", "spd", "bias_alignment")
-# Methods that debias one attribute at a time (their checkpoints are named by their swept setting only).
-SINGLE_ATTRIBUTE_METHODS = ("closed_form", "bendvlm", "sfid", "spd")
 # What `cf-hf compare` writes into --output_dir (and `--overwrite` may delete): evaluate's files and the
 # fitted methods' checkpoints.
 COMPARE_OUTPUTS = (*EVALUATE_OUTPUTS, "methods")
@@ -48,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--methods", nargs="+", default=[], choices=FITTED_METHODS,
                          help="training-free methods to fit, space-separated; unset: none (compare --model/--sweep only)")
     methods.add_argument("--attribute", nargs="+", default=["gender"],
-                         help="the protected attribute(s) the fitted methods remove, space-separated")
+                         help="the protected attribute(s) the fitted methods remove, space-separated; several are "
+                              "removed jointly by every method (one fit, not one per attribute)")
     methods.add_argument("--clip_clip_keep", type=int, nargs="+",
                          help="CLIP-clip: numbers of embedding dimensions kept, space-separated (one checkpoint "
                               "each); unset: 50%%, 75%% and 90%% of the embedding size")
@@ -114,7 +113,7 @@ def _concept_names(config) -> list[str]:
 
 
 def _fit_labelled_set_transforms(args, output_dir: Path, config) -> list:
-    """SFID (every --sfid_prune_count) and SPD (every --spd_axes) of `args.attribute[0]`, fitted on the image
+    """SFID (every --sfid_prune_count) and SPD (every --spd_axes) of every --attribute, fitted on the image
     embeddings of --clip_clip_fairface's labelled images: `MethodCheckpoint`s."""
     from cf_hf.evaluation import load_fairface
     from cf_hf.methods import get_method
@@ -127,16 +126,16 @@ def _fit_labelled_set_transforms(args, output_dir: Path, config) -> list:
         raise MethodError(f"--methods {' '.join(wanted)} needs --clip_clip_fairface DIR: attribute-labelled images to "
                           "fit on (FairFace's train split)")
     csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
-    gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
-                            label_values=args.fairface_labels, name="fairface-train")
+    gallery = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, attributes=args.fairface_attributes,
+                            skip_missing=args.skip_missing, label_values=args.fairface_labels, name="fairface-train")
     checkpoints = []
     if "sfid" in wanted:
         options = {"prune_counts": args.sfid_prune_count} if args.sfid_prune_count else {}
-        checkpoints += get_method("sfid").fit(args.original, output_dir / "methods", gallery, args.attribute[0],
+        checkpoints += get_method("sfid").fit(args.original, output_dir / "methods", gallery, args.attribute,
                                              embedding_config=config.embedding, **options)
     if "spd" in wanted:
         options = {"axes": args.spd_axes} if args.spd_axes else {}
-        checkpoints += get_method("spd").fit(args.original, output_dir / "methods", gallery, args.attribute[0],
+        checkpoints += get_method("spd").fit(args.original, output_dir / "methods", gallery, args.attribute,
                                             embedding_config=config.embedding, **options)
     return checkpoints
 
@@ -156,11 +155,14 @@ class CompareCommand(Command):
         args = super().parse(argv)
         check_evaluation_options(args)
         require_positive("--bias_alignment_epochs", args.bias_alignment_epochs)
+        repeated = sorted({name for name in args.attribute if args.attribute.count(name) > 1})
+        if repeated:
+            raise ValueError(f"--attribute {' '.join(repeated)}: given twice (got {' '.join(args.attribute)})")
         require_all_positive("--clip_clip_keep", args.clip_clip_keep)
         require_all_positive("--biased_prompts_lambda", args.biased_prompts_lambda, allow_zero=True)
         if args.biased_prompts_file is not None and not Path(args.biased_prompts_file).is_file():
             raise ValueError(f"--biased_prompts_file {args.biased_prompts_file}: no such file")
-        if "bias_alignment" in args.methods or "clip_clip" in args.methods:
+        if set(args.methods) & {"bias_alignment", "clip_clip", "bendvlm", "sfid", "spd"}:
             missing = sorted(set(args.attribute) - set(args.fairface_attributes))
             if missing:
                 raise ValueError(f"--attribute {' '.join(missing)}: not among --fairface_attributes "
@@ -206,12 +208,8 @@ class CompareCommand(Command):
             checkpoints += get_method("biased_prompts").fit(args.original, output_dir / "methods", args.attribute,
                                                      _concept_names(config), args.biased_prompts_lambda,
                                                      args.biased_prompts_file, embedding_config=config.embedding)
-        single = [name for name in SINGLE_ATTRIBUTE_METHODS if name in args.methods]
-        if single and len(args.attribute) != 1:
-            raise MethodError(f"--methods {' '.join(single)} debias one attribute at a time: give one --attribute, "
-                              f"got {args.attribute}")
         if "closed_form" in args.methods:
-            checkpoints += get_method("closed_form").fit(args.original, output_dir / "methods", args.attribute[0],
+            checkpoints += get_method("closed_form").fit(args.original, output_dir / "methods", args.attribute,
                                                         args.closed_form_weight, args.attribute_prompts_file,
                                                         embedding_config=config.embedding)
         if "bendvlm" in args.methods:
@@ -219,9 +217,10 @@ class CompareCommand(Command):
                 raise MethodError("--methods bendvlm needs --clip_clip_fairface DIR: the attribute-labelled reference "
                                   "images it stores for query time (FairFace's train split)")
             csv = args.clip_clip_fairface_csv or Path(args.clip_clip_fairface) / "fairface_label_train.csv"
-            reference = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding, skip_missing=args.skip_missing,
+            reference = load_fairface(args.clip_clip_fairface, csv, args.fairface_padding,
+                                      attributes=args.fairface_attributes, skip_missing=args.skip_missing,
                                       label_values=args.fairface_labels, name="fairface-train")
-            checkpoints += get_method("bendvlm").fit(args.original, output_dir / "methods", reference, args.attribute[0],
+            checkpoints += get_method("bendvlm").fit(args.original, output_dir / "methods", reference, args.attribute,
                                                     args.bendvlm_neighbors, args.attribute_prompts_file,
                                                     embedding_config=config.embedding)
         checkpoints += _fit_labelled_set_transforms(args, output_dir, config)

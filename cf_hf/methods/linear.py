@@ -27,6 +27,25 @@ class MethodError(ValueError):
     """A debiasing method was given data or settings it cannot fit."""
 
 
+def attribute_list(attribute, method: str) -> list[str]:
+    """The attribute(s) a method is asked to remove, as a list: one name or several (removed jointly);
+    a clear error naming the problem for none, a non-name, or an attribute given twice."""
+    names = [attribute] if isinstance(attribute, str) else list(attribute or [])
+    bad = [name for name in names if not isinstance(name, str) or not name]
+    if not names or bad:
+        raise MethodError(f"{method}: name the attribute(s) to remove (got {attribute!r})")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise MethodError(f"{method}: attribute {', '.join(map(repr, repeated))} is given twice (got {names})")
+    return names
+
+
+def attribute_settings(names: list[str]) -> dict:
+    """How a fit records the attributes it removes: `attribute` for one (as every single-attribute
+    checkpoint always has), `attributes` for several."""
+    return {"attribute": names[0]} if len(names) == 1 else {"attributes": list(names)}
+
+
 class NamedFit:
     """What every fitted map shares: its name from the swept settings, and its record. Subclasses are
     dataclasses with `method`, `settings`, `fitted_on` and `swept` fields."""

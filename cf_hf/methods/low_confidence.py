@@ -12,13 +12,13 @@ place of the second split.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from cf_hf.methods.clip_clip.estimator import check_labels
-from cf_hf.methods.linear import MethodError
+from cf_hf.methods.linear import MethodError, attribute_list
 
 # SFID's released defaults: 100 trees; t = 0.7 for CLIP's image and text encoders.
 DEFAULT_TREES = 100
@@ -132,6 +132,23 @@ def labelled_embeddings(embeddings: np.ndarray, labels: Sequence, attribute: str
     labels = check_labels(labels, len(embeddings), attribute)
     return LabelledEmbeddings(embeddings=embeddings, labels=labels, attribute=attribute,
                               split=held_out_split(labels, held_out_fraction, seed, attribute))
+
+
+def attribute_label_sets(labels, attribute, method: str) -> dict:
+    """attribute -> (n,) labels: one attribute's `labels` (a sequence) under the name `attribute`, or a
+    mapping attribute -> labels of several attributes (removed jointly; `attribute` is then ignored)."""
+    if isinstance(labels, Mapping):
+        return {name: labels[name] for name in attribute_list(list(labels), method)}
+    names = attribute_list(attribute, method)
+    if len(names) != 1:
+        raise MethodError(f"{method}: several attributes {names} need their labels as a mapping attribute -> labels")
+    return {names[0]: labels}
+
+
+def gallery_label_sets(gallery, attribute, method: str) -> dict:
+    """attribute -> (n_images,) labels of one attribute or several (`attribute`: a name or a list) in an
+    attribute-labelled gallery; a clear error naming the problem otherwise."""
+    return {name: gallery_labels(gallery, name, method) for name in attribute_list(attribute, method)}
 
 
 def gallery_labels(gallery, attribute: str, method: str) -> list:

@@ -34,6 +34,8 @@ from .corpus import ATTRIBUTE_VALUES, ATTRIBUTES
 WORLD_DIR = Path(__file__).resolve().parent
 RECORD_FILE = "gallery_files.json"
 MANIFEST_FILE = "galleries.yaml"  # read by `--galleries` (cf_hf.cli.command.expand_config)
+# The world's attribute words (the closed form's prototypes, BendVLM's prompts and augmentations).
+ATTRIBUTE_PROMPTS_FILE = "attribute_prompts.yaml"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class GalleryFiles:
             "--attribute", *attributes,
             "--clip_clip_fairface", str(self.fairface), "--clip_clip_fairface_csv", str(self.fairface_train_csv),
             "--biased_prompts_file", str(self.folder / "biased_prompts.yaml"),
+            "--attribute_prompts_file", str(self.folder / ATTRIBUTE_PROMPTS_FILE),
         ]  # fmt: skip
 
 
@@ -125,7 +128,8 @@ def manifest(fairness_k: int | None = None, random_floor_queries: int | None = N
     """The manifest of the written galleries, paths relative to the folder: under `options`, what
     scores them with the demo's protocol (the evaluation sets, the world's attributes, prompts and
     concepts), for every command that has the option; under `compare`, what `cf-hf compare`'s
-    methods are fitted on (when the train draw was written)."""
+    methods are fitted on (when the train draw was written: the labelled set of CLIP-clip, SFID, SPD and
+    bias alignment, BendVLM's reference set) and the world's prompts files."""
     options = {
         "fairface": "fairface", "fairface_labels": "fairface/labels.yaml", "fairface_attributes": list(ATTRIBUTES),
         "imagenet": "imagenet", "imagenet_classes": "imagenet/classnames.txt",
@@ -140,7 +144,8 @@ def manifest(fairness_k: int | None = None, random_floor_queries: int | None = N
     if with_fit_people:
         sections["compare"] = {"attribute": list(ATTRIBUTES), "clip_clip_fairface": "fairface",
                                "clip_clip_fairface_csv": "fairface/fairface_label_train.csv",
-                               "biased_prompts_file": "biased_prompts.yaml"}
+                               "biased_prompts_file": "biased_prompts.yaml",
+                               "attribute_prompts_file": ATTRIBUTE_PROMPTS_FILE}
     return sections
 
 
@@ -169,6 +174,7 @@ def write_gallery_files(folder: str | Path, fairface, imagenet, flickr, fit_peop
     (folder / "fairness_templates.txt").write_text("\n".join(galleries.FAIRNESS_TEMPLATES) + "\n", encoding="utf-8")
     shutil.copyfile(WORLD_DIR / "professions.yaml", folder / "concepts.yaml")
     shutil.copyfile(WORLD_DIR / "biased_prompts.yaml", folder / "biased_prompts.yaml")
+    shutil.copyfile(WORLD_DIR / ATTRIBUTE_PROMPTS_FILE, folder / ATTRIBUTE_PROMPTS_FILE)
     record = {"fairface": len(fairface), "fairface_train": len(fit_people) if fit_people is not None else 0,
               "imagenet": len(imagenet), "flickr": len(flickr), "draws": draws or {}}  # fmt: skip
     (folder / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -131,6 +131,6 @@ def test_cf_hf_compare_fits_sfid_and_spd_on_the_labelled_set_and_tables_what_the
                  "--output_dir", str(tmp_path / "too-many")]) == 2
     assert "m must be between 1 and the embedding size" in capsys.readouterr().err
     assert not (tmp_path / "too-many" / "methods").exists()
-    assert main(["compare", *common, "--attribute", "race", "gender", *labelled, "--methods", "sfid",
+    assert main(["compare", *common, "--attribute", "race", "hair", *labelled, "--methods", "sfid",
                  "--output_dir", str(tmp_path / "two")]) == 2
-    assert "one attribute at a time" in capsys.readouterr().err
+    assert "--attribute hair: not among --fairface_attributes" in capsys.readouterr().err

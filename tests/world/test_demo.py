@@ -244,7 +244,14 @@ def test_the_printed_compare_command_scores_the_demos_files_to_the_demos_numbers
     assert completed.returncode == 0, completed.stderr[-4000:]
     compared = json.loads((output_dir / "compare" / "results.json").read_text())["models"]
     names = [name for name in results["models"] if name in compared]
-    assert len(names) == 1 + 3 + 4 + 3, names  # the original, three α's, four m's, three λ's
+    # Every method the demo compared is in the command's output, with every setting the demo fitted.
+    compare_results = json.loads((output_dir / "compare" / "results.json").read_text())
+    methods = ("clip_clip", "biased_prompts", "closed_form", "bendvlm", "sfid", "spd")
+    assert set(methods) <= {entry["method"] for entry in compare_results["methods"].values()}
+    fitted = [name for name in results["models"] if name.split("-")[0] in methods]
+    assert {name.split("-")[0] for name in fitted} == set(methods), fitted
+    assert set(fitted) <= set(compared), sorted(set(fitted) - set(compared))
+    assert len(names) == 1 + 3 + len(fitted), names  # the original, three α's, every method's settings
     for name in names:
         for attribute in ATTRIBUTES:
             for metric in ("max_skew", "ndkl"):

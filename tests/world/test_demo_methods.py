@@ -64,3 +64,35 @@ def test_the_demo_fits_and_tables_every_registered_training_free_method(monkeypa
     assert dict(zip(header, bendvlm))["ms / query"] == "7.50"
     cf_row = dict(zip(header, rows[1]))
     assert cf_row["training"] == "yes" and cf_row["ms / query"] == "1.00" and cf_row["labels"] == "–"
+
+
+def test_the_demo_asks_the_closed_form_bendvlm_sfid_and_spd_to_remove_every_attribute(monkeypatch):
+    import cf_hf.methods
+
+    asked: dict[str, object] = {}
+
+    def stand_in(method):
+        def fit(*args, **kwargs):
+            # closed_form: (original, output_dir, attribute, ...); the others: (original, output_dir, gallery, attribute, ...)
+            asked[method] = args[2] if method in ("closed_form", "biased_prompts") else args[3]
+            return []
+        return SimpleNamespace(fit=fit)
+
+    monkeypatch.setattr(cf_hf.methods, "get_method", stand_in)
+    stages.fit_methods(DemoConfig.quick(), Path("/original"), gallery=None, output_dir=Path("/out"), seed=0,
+                       evaluation=SimpleNamespace(embedding=None))
+    assert all(asked[method] == list(ATTRIBUTES) for method in ("closed_form", "bendvlm", "sfid", "spd")), asked
+    stages.fit_methods(DemoConfig(method_attributes=("age",)), Path("/original"), gallery=None, output_dir=Path("/out"),
+                       seed=0, evaluation=SimpleNamespace(embedding=None))
+    assert asked["sfid"] == ["age"]
+
+
+def test_demo_config_refuses_unknown_or_repeated_method_attributes():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"unknown attribute\(s\) \['hair'\]"):
+        DemoConfig(method_attributes=("gender", "hair"))
+    with pytest.raises(ValueError, match=r"\['age'\] given twice"):
+        DemoConfig(method_attributes=("age", "gender", "age"))
+    with pytest.raises(ValueError, match="empty"):
+        DemoConfig(method_attributes=())

@@ -14,7 +14,13 @@ import numpy as np
 
 from cf_hf.methods.attribute_prompts import AttributePrompts, load_attribute_prompts
 from cf_hf.methods.checkpoints import MethodCheckpoint, embedding_engine
-from cf_hf.methods.linear import MethodError, check_output_folder, load_clip
+from cf_hf.methods.linear import (
+    MethodError,
+    attribute_list,
+    attribute_settings,
+    check_output_folder,
+    load_clip,
+)
 
 # The neighbourhood sizes swept by default (reference images per value).
 DEFAULT_NEIGHBORS = (100,)
@@ -26,14 +32,16 @@ class BendVLMFit:
     plain `CLIPModel` (`cf_hf.methods.fold` refuses it); `save_bendvlm` writes a `BendVLMCLIPModel`.
 
     Attributes:
-        prompts: the attribute, its values and templates.
-        reference_embeddings: (n, d) unit-norm reference image embeddings; reference_labels: (n,) value indices.
-        attribute_prompts: (V, d) unit-norm attribute prompt embeddings (each value's prompts averaged).
+        prompts: the attribute, its values and templates; or several attributes' (removed jointly).
+        reference_embeddings: (n, d) unit-norm reference image embeddings; reference_labels: (n,) value
+            indices, (n, A) with several attributes.
+        attribute_prompts: (V, d) unit-norm attribute prompt embeddings (each value's prompts averaged;
+            attribute-major with several attributes).
         neighbors: reference images per value that define its local mean.
         fitted_on: what the fit used (reference set, sizes, model).
     """
 
-    prompts: AttributePrompts
+    prompts: AttributePrompts | Sequence[AttributePrompts]
     reference_embeddings: np.ndarray
     reference_labels: np.ndarray
     attribute_prompts: np.ndarray
@@ -42,18 +50,26 @@ class BendVLMFit:
     method: str = "bendvlm"
 
     @property
+    def prompt_sets(self) -> list[AttributePrompts]:
+        """The attributes' prompts, as a list (one entry for one attribute)."""
+        return [self.prompts] if isinstance(self.prompts, AttributePrompts) else list(self.prompts)
+
+    @property
     def settings(self) -> dict[str, Any]:
-        return {"attribute": self.prompts.attribute, "neighbors": self.neighbors}
+        return {**attribute_settings([prompts.attribute for prompts in self.prompt_sets]), "neighbors": self.neighbors}
 
     @property
     def name(self) -> str:
         return f"{self.method}-neighbors={self.neighbors}"
 
     def record(self) -> dict[str, Any]:
+        sets = self.prompt_sets
+        values = (list(sets[0].values) if len(sets) == 1
+                  else {prompts.attribute: list(prompts.values) for prompts in sets})
         return {"method": self.method, "name": self.name, "settings": self.settings,
-                "fitted_on": {**self.fitted_on, "prompts_file": self.prompts.source, "values": list(self.prompts.values),
+                "fitted_on": {**self.fitted_on, "prompts_file": sets[0].source, "values": values,
                               "query_templates": ["".join((prefix, "{query}", suffix))
-                                                  for prefix, suffix in self.prompts.query_templates]},
+                                                  for prefix, suffix in sets[0].query_templates]},
                 "query_time": "the stored reference embeddings and attribute prompts; V×T extra text passes per query"}
 
 
@@ -70,6 +86,22 @@ def reference_labels(gallery, attribute: str) -> tuple[np.ndarray, list[str], np
                           f"{len(values)} value(s) {values}: BendVLM equalizes similarity between at least two")
     position = {value: index for index, value in enumerate(values)}
     return kept, values, np.array([position[str(labels[index])] for index in kept], dtype=np.int64)
+
+
+def joint_reference_labels(gallery, attributes: Sequence[str]) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
+    """`reference_labels` of several attributes: (rows labelled for every attribute, each attribute's sorted
+    values, (n_kept, A) value indices); one attribute: its (n_kept,) labels as `reference_labels` gives."""
+    per_attribute = [reference_labels(gallery, attribute) for attribute in attributes]
+    if len(per_attribute) == 1:
+        kept, values, labels = per_attribute[0]
+        return kept, [values], labels
+    kept = sorted(set.intersection(*(set(rows.tolist()) for rows, _, _ in per_attribute)))
+    columns = []
+    for rows, _, labels in per_attribute:
+        position = {row: index for index, row in enumerate(rows.tolist())}
+        columns.append(labels[[position[row] for row in kept]])
+    values = [values for _, values, _ in per_attribute]
+    return np.asarray(kept, dtype=np.int64), values, np.stack(columns, axis=1)
 
 
 def _token_table(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -93,12 +125,23 @@ def bendvlm_model(clip, tokenizer, fit: BendVLMFit):
     if fit.reference_embeddings.shape[1] != dimension or fit.attribute_prompts.shape[1] != dimension:
         raise MethodError(f"bendvlm: the stored embeddings have {fit.reference_embeddings.shape[1]} dimensions, the "
                           f"model {dimension}: fitted on another model")
-    rows = [(value, template) for value in fit.prompts.values for template in fit.prompts.query_templates]
-    prefixes, prefix_lengths = _token_table(tokenizer, [prefix.format(value=fit.prompts.words[value]) for value, (prefix, _) in rows])
-    suffixes, suffix_lengths = _token_table(tokenizer, [suffix.format(value=fit.prompts.words[value]) for value, (_, suffix) in rows])
+    sets = fit.prompt_sets
+    templates = sets[0].query_templates
+    if any(prompts.query_templates != templates for prompts in sets):
+        raise MethodError("bendvlm: the attributes' query templates differ; they come from one prompts file")
+    # Value-major within each attribute, attributes in order: the rows the model's augmented queries follow.
+    rows = [(prompts.words[value], template) for prompts in sets for value in prompts.values for template in templates]
+    prefixes, prefix_lengths = _token_table(tokenizer, [prefix.format(value=word) for word, (prefix, _) in rows])
+    suffixes, suffix_lengths = _token_table(tokenizer, [suffix.format(value=word) for word, (_, suffix) in rows])
+    if len(sets) == 1:
+        attribute_fields = {"attribute": sets[0].attribute, "values": list(sets[0].values)}
+    else:
+        attribute_fields = {"attribute": "", "attributes": [prompts.attribute for prompts in sets],
+                            "values": [value for prompts in sets for value in prompts.values],
+                            "value_counts": [len(prompts.values) for prompts in sets]}
     config = BendVLMCLIPConfig.from_clip_config(
-        clip.config, attribute=fit.prompts.attribute, values=list(fit.prompts.values), neighbors=fit.neighbors,
-        reference_size=len(fit.reference_embeddings), template_count=len(fit.prompts.query_templates),
+        clip.config, **attribute_fields, neighbors=fit.neighbors,
+        reference_size=len(fit.reference_embeddings), template_count=len(templates),
         prefix_length=prefixes.shape[1], suffix_length=suffixes.shape[1], cf_hf_method=fit.record())
     model = BendVLMCLIPModel(config)
     missing, unexpected = model.load_state_dict(clip.state_dict(), strict=False)
@@ -127,10 +170,11 @@ def save_bendvlm(original: str | Path, fit: BendVLMFit, output_dir: str | Path, 
     return write_checkpoint(model, processor, output_dir)
 
 
-def fit_bendvlm(original: str | Path, output_dir: str | Path, reference, attribute: str,
+def fit_bendvlm(original: str | Path, output_dir: str | Path, reference, attribute: str | Sequence[str],
                 neighbors: Sequence[int] | None = None, prompts_file: str | Path | None = None,
                 embedding_config=None) -> list[MethodCheckpoint]:
-    """BendVLM for `attribute`, one checkpoint per neighbourhood size.
+    """BendVLM for `attribute` (or several, removed jointly: every attribute's subspace in step 1, every
+    attribute's groups in step 2), one checkpoint per neighbourhood size.
 
     Args:
         original: the CLIP checkpoint (folder or Hub id).
@@ -145,8 +189,13 @@ def fit_bendvlm(original: str | Path, output_dir: str | Path, reference, attribu
     neighbors = list(neighbors or DEFAULT_NEIGHBORS)
     if any(int(count) < 1 for count in neighbors):
         raise MethodError(f"bendvlm: neighbors must be >= 1, got {neighbors}")
-    kept, values, labels = reference_labels(reference, attribute)
-    prompts = load_attribute_prompts(attribute, prompts_file, values)
+    names = attribute_list(attribute, "bendvlm")
+    kept, values, labels = joint_reference_labels(reference, names)
+    if not len(kept):
+        raise MethodError(f"bendvlm: no image of the reference set {reference.name!r} is labelled for every attribute "
+                          f"{names}")
+    prompt_sets = [load_attribute_prompts(name, prompts_file, value_names) for name, value_names in zip(names, values)]
+    prompts = prompt_sets[0] if len(prompt_sets) == 1 else prompt_sets
     output_dir = Path(output_dir)
     for count in neighbors:
         check_output_folder(output_dir / f"bendvlm-neighbors={int(count)}")
@@ -154,8 +203,8 @@ def fit_bendvlm(original: str | Path, output_dir: str | Path, reference, attribu
     embeddings = np.asarray(engine.embed_images(reference.images, reference.fingerprint), dtype=np.float64)[kept]
     # Renormalized: the engine may store float16; the model uses the stored reference as unit-norm.
     embeddings = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(np.float32)
-    prompt_embeddings = np.stack([engine.embed_texts(list(prompts.prototype_prompts[value])).mean(axis=0)
-                                  for value in prompts.values])
+    prompt_embeddings = np.stack([engine.embed_texts(list(attribute_prompts.prototype_prompts[value])).mean(axis=0)
+                                  for attribute_prompts in prompt_sets for value in attribute_prompts.values])
     prompt_embeddings /= np.linalg.norm(prompt_embeddings, axis=1, keepdims=True)
     fitted_on = {"reference": reference.name, "source": getattr(reference, "source", ""),
                  "reference_size": int(len(kept)), "model": str(original)}

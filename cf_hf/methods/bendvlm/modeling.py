@@ -11,7 +11,8 @@ value and template). For each query `get_text_features`
 2. embeds them with the same text tower (V × T extra sequences per query), and
 3. returns `bendvlm_debias(...)`: unit-norm debiased query embeddings.
 
-Images are CLIP's own. `CLIPModel.from_pretrained` on the folder loads the plain CLIP (and warns about
+Several attributes (removed jointly, `debias.py`): the config lists them with their values
+(attribute-major) and the reference labels are (n, A). Images are CLIP's own. `CLIPModel.from_pretrained` on the folder loads the plain CLIP (and warns about
 the buffers).
 """
 
@@ -37,6 +38,9 @@ class BendVLMCLIPConfig(CLIPConfig):
 
     Args:
         attribute: the protected attribute; values: its values (the reference labels index them).
+        attributes: several attributes removed jointly (`attribute` is then ""); values then lists every
+            attribute's values, attribute-major, `value_counts` how many each has. Unset (a single-attribute
+            checkpoint, old ones included): `[attribute]` and `[len(values)]`.
         neighbors: reference images per value that define its local mean.
         reference_size: number of reference embeddings; template_count: augmentation templates T.
         prefix_length, suffix_length: padded token lengths of the augmentation texts.
@@ -47,10 +51,15 @@ class BendVLMCLIPConfig(CLIPConfig):
 
     def __init__(self, attribute: str = "", values: list[str] | None = None, neighbors: int = DEFAULT_NEIGHBORS,
                  reference_size: int = 0, template_count: int = 1, prefix_length: int = 0, suffix_length: int = 0,
-                 cf_hf_method: dict | None = None, **kwargs):
+                 cf_hf_method: dict | None = None, attributes: list[str] | None = None,
+                 value_counts: list[int] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.attribute = attribute
         self.values = list(values or [])
+        self.attributes = list(attributes) if attributes else ([attribute] if attribute else [])
+        self.value_counts = [int(count) for count in value_counts] if value_counts else [len(self.values)]
+        if sum(self.value_counts) != len(self.values):
+            raise ValueError(f"value_counts {self.value_counts} do not add up to the {len(self.values)} values")
         self.neighbors = int(neighbors)
         self.reference_size = int(reference_size)
         self.template_count = int(template_count)
@@ -70,7 +79,7 @@ class BendVLMCLIPConfig(CLIPConfig):
 class BendVLMData(nn.Module):
     """What BendVLM needs at query time, as persistent buffers (shapes from the config).
 
-    Buffers: reference_embeddings (n, d), reference_labels (n,), attribute_prompts (V, d),
+    Buffers: reference_embeddings (n, d), reference_labels (n,) ((n, A) for A > 1 attributes), attribute_prompts (V, d),
     prefix_ids (V·T, Lp) / prefix_lengths (V·T,), suffix_ids (V·T, Ls) / suffix_lengths (V·T,), rows
     ordered value-major (value 0's templates first).
     """
@@ -79,7 +88,9 @@ class BendVLMData(nn.Module):
         super().__init__()
         dimension, count = config.projection_dim, len(config.values) * config.template_count
         self.register_buffer("reference_embeddings", torch.zeros(config.reference_size, dimension))
-        self.register_buffer("reference_labels", torch.zeros(config.reference_size, dtype=torch.long))
+        label_shape = (config.reference_size,) if len(config.value_counts) == 1 else (config.reference_size,
+                                                                                        len(config.value_counts))
+        self.register_buffer("reference_labels", torch.zeros(label_shape, dtype=torch.long))
         self.register_buffer("attribute_prompts", torch.zeros(len(config.values), dimension))
         self.register_buffer("prefix_ids", torch.zeros(count, config.prefix_length, dtype=torch.long))
         self.register_buffer("prefix_lengths", torch.zeros(count, dtype=torch.long))
@@ -143,7 +154,7 @@ class BendVLMCLIPModel(CLIPModel):
             unit(queries.to(torch.float64), dim=-1),
             unit(augmented.to(torch.float64), dim=-1).reshape(len(queries), values, templates, -1),
             data.attribute_prompts.to(torch.float64), data.reference_embeddings, data.reference_labels,
-            self.config.neighbors)
+            self.config.neighbors, self.config.value_counts if len(self.config.value_counts) > 1 else None)
         outputs.pooler_output = debiased.to(queries.dtype)
         return outputs
 

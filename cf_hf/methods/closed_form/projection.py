@@ -17,6 +17,10 @@ segment y = γ a where both weighted terms are equal:
 the Pareto-optimal point of weight w (no other z' has both smaller f_F and smaller f_U), with the
 utility loss bounded by |z' − z| = (1 − γ) |P z| ≤ (1 − γ). w = 1 removes the subspace (γ = 0);
 w = 1/2 halves it. The map is linear: it folds into both projections of a plain `CLIPModel`.
+
+Several attributes at once (cf_hf's extension; the paper debiases one attribute at a time): S is the
+union of the attributes' subspaces, their bases stacked and orthonormalized (SVD, dependent directions
+dropped), and one map `I − (1 − γ) P` shrinks it. With one attribute the basis is that attribute's, as before.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from cf_hf.methods.attribute_prompts import AttributePrompts
-from cf_hf.methods.linear import LinearMethod, MethodError
+from cf_hf.methods.linear import LinearMethod, MethodError, attribute_list, attribute_settings
 
 # The fairness weights swept by default: full removal, and two milder Pareto points.
 DEFAULT_WEIGHTS = (1.0, 0.9, 0.7)
@@ -64,33 +68,57 @@ def attribute_basis(prototypes: np.ndarray) -> np.ndarray:
     return right[:rank].T
 
 
+def joint_basis(bases: Sequence[np.ndarray]) -> np.ndarray:
+    """(d, r) orthonormal basis of the union of subspaces given by (d, r_a) orthonormal bases; one basis
+    is returned unchanged (a single attribute's fit stays bit-identical)."""
+    if len(bases) == 1:
+        return bases[0]
+    stacked = np.concatenate(bases, axis=1)
+    left, singular_values, _ = np.linalg.svd(stacked, full_matrices=False)
+    rank = int((singular_values > RANK_TOLERANCE * singular_values[0]).sum())
+    return left[:, :rank]
+
+
 def closed_form_map(basis: np.ndarray, weight: float) -> np.ndarray:
     """(d, d) map `I − (1 − γ(w)) P` with P = B Bᵀ the projection onto the attribute subspace."""
     projection = basis @ basis.T
     return np.eye(len(projection)) - (1.0 - shrink_factor(weight)) * projection
 
 
-def closed_form_maps(embed_texts: Callable[[Sequence[str]], np.ndarray], prompts: AttributePrompts,
+def closed_form_maps(embed_texts: Callable[[Sequence[str]], np.ndarray],
+                     prompts: AttributePrompts | Sequence[AttributePrompts],
                      weights: Sequence[float] = DEFAULT_WEIGHTS, fitted_on: dict | None = None) -> list[LinearMethod]:
     """The closed-form projection for each fairness weight, applied to both towers.
 
     Args:
         embed_texts: unit-norm text embeddings of a list of prompts, (n, d).
-        prompts: the attribute's prompts (`load_attribute_prompts`).
+        prompts: the attribute's prompts (`load_attribute_prompts`), or several attributes' (removed
+            jointly: the union of their subspaces).
         weights: fairness weights w in (0, 1], one fit each.
     """
     if not weights:
         raise MethodError("closed_form: give at least one fairness weight")
     for weight in weights:
         shrink_factor(weight)
-    embeddings = {value: embed_texts(list(prompts.prototype_prompts[value])) for value in prompts.values}
-    basis = attribute_basis(group_prototypes(embeddings))
-    record = {**(fitted_on or {}), "prompts_file": prompts.source, "values": list(prompts.values),
-              "subspace_rank": int(basis.shape[1])}
+    attributes = [prompts] if isinstance(prompts, AttributePrompts) else list(prompts)
+    names = attribute_list([attribute.attribute for attribute in attributes], "closed_form")
+    bases = []
+    for attribute in attributes:
+        embeddings = {value: embed_texts(list(attribute.prototype_prompts[value])) for value in attribute.values}
+        bases.append(attribute_basis(group_prototypes(embeddings)))
+    basis = joint_basis(bases)
+    if len(attributes) == 1:
+        record = {**(fitted_on or {}), "prompts_file": attributes[0].source, "values": list(attributes[0].values),
+                  "subspace_rank": int(basis.shape[1])}
+    else:
+        record = {**(fitted_on or {}), "prompts_file": attributes[0].source,
+                  "values": {attribute.attribute: list(attribute.values) for attribute in attributes},
+                  "subspace_ranks": {name: int(part.shape[1]) for name, part in zip(names, bases)},
+                  "subspace_rank": int(basis.shape[1])}
     fits = []
     for weight in weights:
         matrix = closed_form_map(basis, weight)
-        fits.append(LinearMethod(method="closed_form", settings={"weight": float(weight), "attribute": prompts.attribute,
+        fits.append(LinearMethod(method="closed_form", settings={"weight": float(weight), **attribute_settings(names),
                                                                  "kept_share": shrink_factor(weight)},
                                  fitted_on=record, image_map=matrix, text_map=matrix, swept=("weight",)))
     return fits

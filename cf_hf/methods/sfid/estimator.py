@@ -14,22 +14,29 @@ into CLIP's bias-free projections, so the checkpoint is a model class of its own
 Text tower: with labelled text embeddings (the authors use Bias-in-Bios biographies) a second forest
 is fitted on them; without, the texts get the image fit (the same coordinates and values: CLIP's
 towers share the embedding space).
+
+Several attributes at once (cf_hf's extension; the authors debias one attribute at a time): one forest
+and one neutral value per attribute; m is per attribute (each attribute's m most important
+coordinates), the replaced set is their union (between m and A·m coordinates for A attributes), and a
+coordinate chosen by several attributes takes the mean of their neutral values. With one attribute the
+fit is the single-attribute fit, bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from cf_hf.methods.embedding_transform import EmbeddingTransform
-from cf_hf.methods.linear import MethodError
+from cf_hf.methods.linear import MethodError, attribute_settings
 from cf_hf.methods.low_confidence import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_HELD_OUT_FRACTION,
     DEFAULT_TREES,
     LabelledEmbeddings,
     NeutralValue,
+    attribute_label_sets,
     fit_forest,
     labelled_embeddings,
     low_confidence_mean,
@@ -86,13 +93,32 @@ class _TowerFit:
         return matrix, offset, coordinates.tolist()
 
 
+def joint_coordinate_replacement(fits: Sequence[_TowerFit], count: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(A, b, replaced coordinates) of several attributes' fits: the union of each one's `count` most
+    important coordinates, each replaced by the mean of the neutral values of the attributes that chose it."""
+    if len(fits) == 1:
+        return fits[0].parts(count)
+    dimension = len(fits[0].importance)
+    chosen = [replaced_coordinates(fit.importance, count) for fit in fits]
+    totals, choosers = np.zeros(dimension), np.zeros(dimension)
+    for fit, coordinates in zip(fits, chosen):
+        totals[coordinates] += fit.neutral.mean[coordinates]
+        choosers[coordinates] += 1
+    replaced = list(dict.fromkeys(int(index) for coordinates in chosen for index in coordinates))
+    keep = np.ones(dimension)
+    keep[replaced] = 0.0
+    offset = np.zeros(dimension)
+    offset[replaced] = totals[replaced] / choosers[replaced]
+    return np.diag(keep), offset, replaced
+
+
 def sfid_transforms(
     image_embeddings: np.ndarray,
-    labels: Sequence,
+    labels: Sequence | Mapping[str, Sequence],
     prune_counts: Sequence[int] = DEFAULT_PRUNE_COUNTS,
-    attribute: str = "attribute",
+    attribute: str | Sequence[str] = "attribute",
     text_embeddings: np.ndarray | None = None,
-    text_labels: Sequence | None = None,
+    text_labels: Sequence | Mapping[str, Sequence] | None = None,
     confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
     n_trees: int = DEFAULT_TREES,
     held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
@@ -103,8 +129,9 @@ def sfid_transforms(
 
     Args:
         image_embeddings: (n, d) image embeddings of an attribute-labelled set (normalized here).
-        labels: (n,) their values of `attribute` (two values at least).
-        prune_counts: the numbers m of replaced coordinates (a sweep), each in 1..d.
+        labels: (n,) their values of `attribute` (two values at least), or attribute -> (n,) labels for
+            several attributes removed jointly (`attribute` is then ignored).
+        prune_counts: the numbers m of replaced coordinates per attribute (a sweep), each in 1..d.
         text_embeddings, text_labels: (n_t, d) labelled text embeddings and their (n_t,) labels for
             a text fit of its own; None: the texts get the image fit.
         confidence_threshold: t; held-out samples whose top class probability is below it are
@@ -117,25 +144,40 @@ def sfid_transforms(
     """
     if (text_embeddings is None) != (text_labels is None):
         raise MethodError("give text_embeddings and text_labels together (or neither: the texts get the image fit)")
-    images = labelled_embeddings(image_embeddings, labels, attribute, held_out_fraction, seed, "image embeddings")
-    counts = check_prune_counts(prune_counts, images.embeddings.shape[1])
+    image_labels = attribute_label_sets(labels, attribute, "sfid")
+    names = list(image_labels)
+    images = {name: labelled_embeddings(image_embeddings, values, name, held_out_fraction, seed, "image embeddings")
+              for name, values in image_labels.items()}
+    counts = check_prune_counts(prune_counts, images[names[0]].embeddings.shape[1])
     texts = None
     if text_embeddings is not None:
-        texts = labelled_embeddings(text_embeddings, text_labels, attribute, held_out_fraction, seed, "text embeddings")
-        if texts.embeddings.shape[1] != images.embeddings.shape[1]:
-            raise MethodError(f"text embeddings have {texts.embeddings.shape[1]} dimensions, image embeddings "
-                              f"{images.embeddings.shape[1]}")
-    image_fit = _TowerFit(images, n_trees, confidence_threshold, seed)
-    text_fit = _TowerFit(texts, n_trees, confidence_threshold, seed) if texts is not None else image_fit
-    record = {"attribute": attribute, "image": image_fit.record,
-              "text": text_fit.record if texts is not None else "the image fit",
-              "feature_importance": {"image": [round(float(value), 8) for value in image_fit.importance]},
-              **(fitted_on or {})}
+        label_sets = attribute_label_sets(text_labels, attribute, "sfid")
+        if list(label_sets) != names:
+            raise MethodError(f"sfid: text labels are for {list(label_sets)}, image labels for {names}")
+        texts = {name: labelled_embeddings(text_embeddings, values, name, held_out_fraction, seed, "text embeddings")
+                 for name, values in label_sets.items()}
+        if texts[names[0]].embeddings.shape[1] != images[names[0]].embeddings.shape[1]:
+            raise MethodError(f"text embeddings have {texts[names[0]].embeddings.shape[1]} dimensions, image embeddings "
+                              f"{images[names[0]].embeddings.shape[1]}")
+    image_fits = [_TowerFit(images[name], n_trees, confidence_threshold, seed) for name in names]
+    text_fits = [_TowerFit(texts[name], n_trees, confidence_threshold, seed) for name in names] if texts else image_fits
+    if len(names) == 1:
+        record = {"attribute": names[0], "image": image_fits[0].record,
+                  "text": text_fits[0].record if texts is not None else "the image fit",
+                  "feature_importance": {"image": [round(float(value), 8) for value in image_fits[0].importance]},
+                  **(fitted_on or {})}
+    else:
+        record = {"attributes": names, "image": {name: fit.record for name, fit in zip(names, image_fits)},
+                  "text": ({name: fit.record for name, fit in zip(names, text_fits)} if texts is not None
+                           else "the image fit"),
+                  "feature_importance": {"image": {name: [round(float(value), 8) for value in fit.importance]
+                                                   for name, fit in zip(names, image_fits)}},
+                  **(fitted_on or {})}
     transforms = []
     for count in counts:
-        image_matrix, image_offset, image_coordinates = image_fit.parts(count)
-        text_matrix, text_offset, text_coordinates = text_fit.parts(count)
-        settings = {"attribute": attribute, "m": count, "confidence_threshold": confidence_threshold,
+        image_matrix, image_offset, image_coordinates = joint_coordinate_replacement(image_fits, count)
+        text_matrix, text_offset, text_coordinates = joint_coordinate_replacement(text_fits, count)
+        settings = {**attribute_settings(names), "m": count, "confidence_threshold": confidence_threshold,
                     "n_trees": n_trees, "held_out_fraction": held_out_fraction, "seed": seed,
                     "text_fit": "texts" if texts is not None else "image",
                     "replaced": {"image": image_coordinates, "text": text_coordinates}}

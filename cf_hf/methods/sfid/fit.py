@@ -12,20 +12,21 @@ from cf_hf.methods.low_confidence import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_HELD_OUT_FRACTION,
     DEFAULT_TREES,
-    gallery_labels,
+    gallery_label_sets,
     save_transforms,
 )
 from cf_hf.methods.sfid.estimator import DEFAULT_PRUNE_COUNTS, sfid_transforms
 
 
-def sfid_gallery_transforms(original: str | Path, gallery, attribute: str,
+def sfid_gallery_transforms(original: str | Path, gallery, attribute: str | Sequence[str],
                             prune_counts: Sequence[int] = DEFAULT_PRUNE_COUNTS,
                             confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD, n_trees: int = DEFAULT_TREES,
                             held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION, seed: int = 0,
                             embedding_config=None) -> list[EmbeddingTransform]:
     """SFID fitted on `original`'s image embeddings of an attribute-labelled gallery
-    (`cf_hf.evaluation.AttributeGallery`, e.g. FairFace train): one transform per m."""
-    labels = gallery_labels(gallery, attribute, "sfid")
+    (`cf_hf.evaluation.AttributeGallery`, e.g. FairFace train): one transform per m. `attribute`: one
+    name, or several removed jointly (m coordinates per attribute, their union replaced)."""
+    labels = gallery_label_sets(gallery, attribute, "sfid")
     engine = embedding_engine(original, embedding_config)
     embeddings = engine.embed_images(gallery.images, gallery.fingerprint)
     return sfid_transforms(embeddings, labels, prune_counts, attribute=attribute,
@@ -34,7 +35,7 @@ def sfid_gallery_transforms(original: str | Path, gallery, attribute: str,
                            fitted_on={"gallery": gallery.name, "source": gallery.source, "model": str(original)})
 
 
-def fit_sfid(original: str | Path, output_dir: str | Path, gallery, attribute: str,
+def fit_sfid(original: str | Path, output_dir: str | Path, gallery, attribute: str | Sequence[str],
              prune_counts: Sequence[int] = DEFAULT_PRUNE_COUNTS, confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
              n_trees: int = DEFAULT_TREES, held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION, seed: int = 0,
              embedding_config=None) -> list[MethodCheckpoint]:

@@ -15,21 +15,27 @@ Step 3 is exactly affine (A = I − P, b = P μ), applied to unit-norm embedding
 (`EmbeddingTransform`); the offset keeps it from folding into CLIP's projections. The same map is
 applied to images and texts (the directions live in CLIP's shared embedding space); with labelled
 text embeddings the text tower gets a fit of its own.
+
+Several attributes at once (cf_hf's extension; the authors debias one attribute at a time): INLP and a
+neutral value per attribute; k is per attribute (each attribute's first k directions); U spans the
+union of their directions (stacked and orthonormalized, dependent directions dropped) and μ is the mean
+of the attributes' neutral values. With one attribute the fit is the single-attribute fit, bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from cf_hf.methods.embedding_transform import EmbeddingTransform
-from cf_hf.methods.linear import MethodError
+from cf_hf.methods.linear import MethodError, attribute_settings
 from cf_hf.methods.low_confidence import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_HELD_OUT_FRACTION,
     DEFAULT_TREES,
     LabelledEmbeddings,
+    attribute_label_sets,
     fit_forest,
     labelled_embeddings,
     low_confidence_mean,
@@ -112,13 +118,29 @@ class _TowerFit:
         return subspace_replacement(self.directions[:axes], self.neutral.mean)
 
 
+# Singular values below this fraction of the largest are dependent directions of the attributes' union.
+RANK_TOLERANCE = 1e-6
+
+
+def joint_subspace_replacement(fits: Sequence[_TowerFit], axes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(A, b) of several attributes' fits: U an orthonormal basis of the union of each one's first `axes`
+    directions, A = I − UUᵀ, b = UUᵀ μ̄ with μ̄ the mean of their neutral values."""
+    if len(fits) == 1:
+        return fits[0].parts(axes)
+    stacked = np.vstack([fit.directions[:axes] for fit in fits])
+    _, singular_values, right = np.linalg.svd(stacked, full_matrices=False)
+    rank = int((singular_values > RANK_TOLERANCE * singular_values[0]).sum())
+    neutral = np.mean([fit.neutral.mean for fit in fits], axis=0)
+    return subspace_replacement(right[:rank], neutral)
+
+
 def spd_transforms(
     image_embeddings: np.ndarray,
-    labels: Sequence,
+    labels: Sequence | Mapping[str, Sequence],
     axes: Sequence[int] = DEFAULT_AXES,
-    attribute: str = "attribute",
+    attribute: str | Sequence[str] = "attribute",
     text_embeddings: np.ndarray | None = None,
-    text_labels: Sequence | None = None,
+    text_labels: Sequence | Mapping[str, Sequence] | None = None,
     confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
     n_trees: int = DEFAULT_TREES,
     held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
@@ -130,9 +152,10 @@ def spd_transforms(
 
     Args:
         image_embeddings: (n, d) image embeddings of an attribute-labelled set (normalized here).
-        labels: (n,) their values of `attribute` (two values at least).
-        axes: the numbers k of subspace directions replaced (a sweep), each in 1..d−1; the first k
-            directions INLP finds.
+        labels: (n,) their values of `attribute` (two values at least), or attribute -> (n,) labels for
+            several attributes removed jointly (`attribute` is then ignored).
+        axes: the numbers k of subspace directions replaced per attribute (a sweep), each in 1..d−1; the
+            first k directions INLP finds.
         text_embeddings, text_labels: (n_t, d) labelled text embeddings and their labels for a text
             fit of its own; None: the texts get the image fit.
         confidence_threshold, n_trees, held_out_fraction: the neutral value's low-confidence samples
@@ -144,25 +167,41 @@ def spd_transforms(
     """
     if (text_embeddings is None) != (text_labels is None):
         raise MethodError("give text_embeddings and text_labels together (or neither: the texts get the image fit)")
-    images = labelled_embeddings(image_embeddings, labels, attribute, held_out_fraction, seed, "image embeddings")
-    counts = check_axes(axes, images.embeddings.shape[1])
+    image_labels = attribute_label_sets(labels, attribute, "spd")
+    names = list(image_labels)
+    images = {name: labelled_embeddings(image_embeddings, values, name, held_out_fraction, seed, "image embeddings")
+              for name, values in image_labels.items()}
+    dimension = images[names[0]].embeddings.shape[1]
+    counts = check_axes(axes, dimension)
     texts = None
     if text_embeddings is not None:
-        texts = labelled_embeddings(text_embeddings, text_labels, attribute, held_out_fraction, seed, "text embeddings")
-        if texts.embeddings.shape[1] != images.embeddings.shape[1]:
-            raise MethodError(f"text embeddings have {texts.embeddings.shape[1]} dimensions, image embeddings "
-                              f"{images.embeddings.shape[1]}")
-    image_fit = _TowerFit(images, max(counts), n_trees, confidence_threshold, seed, inverse_regularization)
-    text_fit = (_TowerFit(texts, max(counts), n_trees, confidence_threshold, seed, inverse_regularization)
-                if texts is not None else image_fit)
-    record = {"attribute": attribute, "image": image_fit.record,
-              "text": text_fit.record if texts is not None else "the image fit",
-              "directions": len(image_fit.directions), **(fitted_on or {})}
+        label_sets = attribute_label_sets(text_labels, attribute, "spd")
+        if list(label_sets) != names:
+            raise MethodError(f"spd: text labels are for {list(label_sets)}, image labels for {names}")
+        texts = {name: labelled_embeddings(text_embeddings, values, name, held_out_fraction, seed, "text embeddings")
+                 for name, values in label_sets.items()}
+        if texts[names[0]].embeddings.shape[1] != dimension:
+            raise MethodError(f"text embeddings have {texts[names[0]].embeddings.shape[1]} dimensions, image embeddings "
+                              f"{dimension}")
+    image_fits = [_TowerFit(images[name], max(counts), n_trees, confidence_threshold, seed, inverse_regularization)
+                  for name in names]
+    text_fits = ([_TowerFit(texts[name], max(counts), n_trees, confidence_threshold, seed, inverse_regularization)
+                  for name in names] if texts is not None else image_fits)
+    if len(names) == 1:
+        record = {"attribute": names[0], "image": image_fits[0].record,
+                  "text": text_fits[0].record if texts is not None else "the image fit",
+                  "directions": len(image_fits[0].directions), **(fitted_on or {})}
+    else:
+        record = {"attributes": names, "image": {name: fit.record for name, fit in zip(names, image_fits)},
+                  "text": ({name: fit.record for name, fit in zip(names, text_fits)} if texts is not None
+                           else "the image fit"),
+                  "directions": {name: len(fit.directions) for name, fit in zip(names, image_fits)},
+                  **(fitted_on or {})}
     transforms = []
     for count in counts:
-        image_matrix, image_offset = image_fit.parts(count)
-        text_matrix, text_offset = text_fit.parts(count)
-        settings = {"attribute": attribute, "axes": count, "confidence_threshold": confidence_threshold,
+        image_matrix, image_offset = joint_subspace_replacement(image_fits, count)
+        text_matrix, text_offset = joint_subspace_replacement(text_fits, count)
+        settings = {**attribute_settings(names), "axes": count, "confidence_threshold": confidence_threshold,
                     "n_trees": n_trees, "held_out_fraction": held_out_fraction,
                     "inverse_regularization": inverse_regularization, "seed": seed,
                     "text_fit": "texts" if texts is not None else "image"}

@@ -12,20 +12,21 @@ from cf_hf.methods.low_confidence import (
     DEFAULT_CONFIDENCE_THRESHOLD,
     DEFAULT_HELD_OUT_FRACTION,
     DEFAULT_TREES,
-    gallery_labels,
+    gallery_label_sets,
     save_transforms,
 )
 from cf_hf.methods.spd.estimator import DEFAULT_AXES, DEFAULT_INVERSE_REGULARIZATION, spd_transforms
 
 
-def spd_gallery_transforms(original: str | Path, gallery, attribute: str, axes: Sequence[int] = DEFAULT_AXES,
+def spd_gallery_transforms(original: str | Path, gallery, attribute: str | Sequence[str], axes: Sequence[int] = DEFAULT_AXES,
                            confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD, n_trees: int = DEFAULT_TREES,
                            held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
                            inverse_regularization: float = DEFAULT_INVERSE_REGULARIZATION, seed: int = 0,
                            embedding_config=None) -> list[EmbeddingTransform]:
     """SPD fitted on `original`'s image embeddings of an attribute-labelled gallery
-    (`cf_hf.evaluation.AttributeGallery`, e.g. FairFace train): one transform per number of axes."""
-    labels = gallery_labels(gallery, attribute, "spd")
+    (`cf_hf.evaluation.AttributeGallery`, e.g. FairFace train): one transform per number of axes. `attribute`:
+    one name, or several removed jointly (each attribute's axes, their union replaced)."""
+    labels = gallery_label_sets(gallery, attribute, "spd")
     engine = embedding_engine(original, embedding_config)
     embeddings = engine.embed_images(gallery.images, gallery.fingerprint)
     return spd_transforms(embeddings, labels, axes, attribute=attribute, confidence_threshold=confidence_threshold,
@@ -34,7 +35,7 @@ def spd_gallery_transforms(original: str | Path, gallery, attribute: str, axes: 
                           fitted_on={"gallery": gallery.name, "source": gallery.source, "model": str(original)})
 
 
-def fit_spd(original: str | Path, output_dir: str | Path, gallery, attribute: str, axes: Sequence[int] = DEFAULT_AXES,
+def fit_spd(original: str | Path, output_dir: str | Path, gallery, attribute: str | Sequence[str], axes: Sequence[int] = DEFAULT_AXES,
             confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD, n_trees: int = DEFAULT_TREES,
             held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
             inverse_regularization: float = DEFAULT_INVERSE_REGULARIZATION, seed: int = 0,

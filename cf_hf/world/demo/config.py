@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..corpus import CorpusConfig
+from ..corpus import ATTRIBUTES, CorpusConfig
 from ..pretrain import PretrainConfig
 
 # The targets of the demo: reductions and downstream tolerance, as fractions.
@@ -69,9 +69,10 @@ class DemoConfig:
     clip_clip_keep: tuple[int, ...] = (16, 32, 48, 56)  # of the 64 embedding dimensions
     biased_prompts_lambdas: tuple[float, ...] = (10.0, 100.0, 1000.0)
     method_fit_per_cell: int = 64  # people per grid cell in CLIP-clip's labelled images
-    # The training-free methods that debias one attribute at a time (the closed-form projection, BendVLM,
-    # SFID, SPD) remove `single_attribute`; the table's mean cut still averages over all three attributes.
-    single_attribute: str = "gender"
+    # The attributes the closed-form projection, BendVLM, SFID and SPD remove, jointly (cf_hf's extension of
+    # methods their authors apply to one attribute at a time): by default the world's three, as CLIP-clip,
+    # biased prompts and the bias-alignment module, since the table's mean cut averages over all three.
+    method_attributes: tuple[str, ...] = ATTRIBUTES
     closed_form_weights: tuple[float, ...] = (1.0, 0.7)
     bendvlm_neighbors: tuple[int, ...] = (100,)  # of the train draw's 512 people per gender value
     sfid_prune_counts: tuple[int, ...] = (8, 16)  # of the 64 embedding dimensions
@@ -91,6 +92,17 @@ class DemoConfig:
     # come from `cf-hf demo --seeds 3 --ablations`.
     seeds: int = 1
     ablations: bool = False
+
+    def __post_init__(self):
+        attributes = list(self.method_attributes)
+        unknown = [name for name in attributes if name not in ATTRIBUTES]
+        if not attributes or unknown:
+            raise ValueError(f"DemoConfig.method_attributes {attributes}: "
+                             f"{'unknown attribute(s) ' + repr(unknown) if unknown else 'empty'}; the world's "
+                             f"attributes are {list(ATTRIBUTES)}")
+        repeated = sorted({name for name in attributes if attributes.count(name) > 1})
+        if repeated:
+            raise ValueError(f"DemoConfig.method_attributes {attributes}: {repeated} given twice")
 
     @classmethod
     def full(cls) -> DemoConfig:

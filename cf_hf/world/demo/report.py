@@ -197,6 +197,13 @@ def _original_text(config: dict) -> str:
     return f"pretrained from scratch in this run for {schedule}."
 
 
+def _method_attributes(config: dict) -> str:
+    """The attributes the closed form, BendVLM, SFID and SPD removed (results of runs before
+    `method_attributes` recorded `single_attribute`)."""
+    names = config.get("method_attributes") or [config.get("single_attribute", "gender")]
+    return ", ".join(str(name).replace("_", " ") for name in names)
+
+
 def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
     """report.md: the headline table, the targets, the sweep, the ablations, the protocol."""
     config = results["config"]
@@ -235,8 +242,9 @@ def render_report(results: dict, plots: list[Path], output_dir: Path) -> str:
             "## Against other debiasing methods",
             "",
             "Every training-free method of `cf_hf.methods`, fitted on the same original: CLIP-clip and biased prompts "
-            "remove gender, skin tone and age at once; the closed-form projection, BendVLM, SFID and SPD remove one "
-            f"attribute at a time, here {config.get('single_attribute', 'gender')} (BendVLM's reference set, SFID's "
+            "remove gender, skin tone and age at once; the closed-form projection, BendVLM, SFID and SPD, which their "
+            "authors apply to one attribute at a time, remove "
+            f"{_method_attributes(config)} jointly (cf_hf's extension, docs/method.md; BendVLM's reference set, SFID's "
             "and SPD's labelled set: the methods' train draw; the closed form's and BendVLM's words: "
             "`cf_hf/world/attribute_prompts.yaml`). Each method's setting is chosen on the validation galleries by "
             "the rule that chooses α. Mean cut: the mean reduction of MaxSkew and NDKL over the attributes; "

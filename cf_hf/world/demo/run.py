@@ -13,6 +13,7 @@ from cf_hf.evaluation.results import ORIGINAL, RESULTS_FILE, write_results
 from cf_hf.interpolation import alpha_key
 
 from .. import corpus as corpus_module
+from ..corpus import ATTRIBUTES
 from ..gallery_files import GalleryFiles, write_gallery_files
 from .ablations import ablation_models
 from .config import GALLERY_SEEDS, METHOD_FIT_SEED, DemoConfig
@@ -20,6 +21,7 @@ from .model_cards import write_model_cards
 from .plots import write_plots
 from .report import SWEEP_QUERY_COST, render_report
 from .stages import (
+    DEMO_TRAINING_FREE_METHODS,
     PRETRAINED,
     SHIPPED,
     copy_shipped_original,
@@ -119,12 +121,26 @@ def prepare_original(config: DemoConfig, original_dir: Path, progress: Progress,
 
 def compare_command(config: DemoConfig, output_dir: Path, gallery_files: GalleryFiles, sweep_dir: Path) -> list[str]:
     """The `cf-hf compare` command that scores the run's first seed again from files, as a user would:
-    the CF_α sweep, CLIP-clip and biased prompts on the test galleries written under `galleries/`."""
+    the CF_α sweep and every training-free method the demo compared, with the demo's settings, on the
+    test galleries written under `galleries/`. The methods' labelled set (the train draw), the attributes
+    they remove and the prompts files come from the galleries' manifest (`--galleries`), whose `--attribute`
+    is the world's three: with other `method_attributes` the closed form, BendVLM, SFID and SPD are left
+    out (one command gives every method the same attributes). The bias-alignment module, which the demo
+    trains only with `--bias_alignment`, is not in it (its caption words are the demo's own)."""
     command = ["cf-hf", "compare", "--galleries", str(gallery_files.folder), "--original", str(output_dir / "original"),
                "--sweep", str(sweep_dir)]
     if config.compare_methods:
-        command += ["--methods", "clip_clip", "biased_prompts", "--clip_clip_keep", *map(str, config.clip_clip_keep),
+        every_attribute = list(config.method_attributes) == list(ATTRIBUTES)
+        methods = [name for name in DEMO_TRAINING_FREE_METHODS
+                   if every_attribute or name in ("clip_clip", "biased_prompts")]
+        command += ["--methods", *methods,
+                    "--clip_clip_keep", *map(str, config.clip_clip_keep),
                     "--biased_prompts_lambda", *(f"{value:g}" for value in config.biased_prompts_lambdas)]
+        if every_attribute:
+            command += ["--closed_form_weight", *(f"{value:g}" for value in config.closed_form_weights),
+                        "--bendvlm_neighbors", *map(str, config.bendvlm_neighbors),
+                        "--sfid_prune_count", *map(str, config.sfid_prune_counts),
+                        "--spd_axes", *map(str, config.spd_axes)]
     return [*command, "--output_dir", str(output_dir / "compare")]
 
 
@@ -213,7 +229,7 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
             progress.stage(f"seed {seed}: CLIP-clip (m = {', '.join(map(str, config.clip_clip_keep))}) and biased "
                            f"prompts (λ = {', '.join(f'{lam:g}' for lam in config.biased_prompts_lambdas)}), "
                            f"fitted on the original (cf_hf.methods); the closed form, BendVLM, SFID and SPD of "
-                           f"{config.single_attribute}")  # fmt: skip
+                           f"{', '.join(config.method_attributes)} jointly")  # fmt: skip
             fitted = fit_methods(config, original_dir, fit_gallery, seed_dir / "methods", seed, evaluation,
                                  counterfactual_dataset=dataset, quiet=inner_quiet)
             method_runs.append({checkpoint.name: checkpoint.record() for checkpoint in fitted})

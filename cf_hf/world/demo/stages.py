@@ -74,23 +74,23 @@ def fit_methods(config: DemoConfig, original_dir: Path, gallery, output_dir: Pat
     checkpoints += get_method("biased_prompts").fit(original_dir, output_dir, list(ATTRIBUTES), list(render.PROFESSIONS),
                                              config.biased_prompts_lambdas, WORLD_DIR / "biased_prompts.yaml",
                                              embedding_config=evaluation.embedding)
-    checkpoints += fit_single_attribute_methods(config, original_dir, gallery, output_dir, seed, evaluation)
+    checkpoints += fit_attribute_removal_methods(config, original_dir, gallery, output_dir, seed, evaluation)
     if config.bias_alignment:
         checkpoints += fit_bias_alignment(config, original_dir, gallery, output_dir, seed, evaluation,
                                           counterfactual_dataset, quiet)
     return checkpoints
 
 
-def fit_single_attribute_methods(config: DemoConfig, original_dir: Path, gallery, output_dir: Path, seed: int,
-                                 evaluation) -> list:
-    """The training-free methods that remove one attribute (`config.single_attribute`), fitted on the
-    original: the closed-form projection (every `closed_form_weights`; the world's attribute prompts),
+def fit_attribute_removal_methods(config: DemoConfig, original_dir: Path, gallery, output_dir: Path, seed: int,
+                                  evaluation) -> list:
+    """The training-free methods that remove `config.method_attributes` jointly (the world's three by
+    default), fitted on the original: the closed-form projection (every `closed_form_weights`; the world's attribute prompts),
     BendVLM (every `bendvlm_neighbors`; `gallery`, the methods' train draw, is its reference set, the
     world's attribute prompts its words), SFID (every `sfid_prune_counts`) and SPD (every `spd_axes`),
     both fitted on `gallery`: `MethodCheckpoint`s."""
     from cf_hf.methods import get_method
 
-    attribute, embedding = config.single_attribute, evaluation.embedding
+    attribute, embedding = list(config.method_attributes), evaluation.embedding
     checkpoints = get_method("closed_form").fit(original_dir, output_dir, attribute, config.closed_form_weights,
                                                 WORLD_ATTRIBUTE_PROMPTS, embedding_config=embedding)
     checkpoints += get_method("bendvlm").fit(original_dir, output_dir, gallery, attribute, config.bendvlm_neighbors,

@@ -240,10 +240,14 @@ def test_cf_hf_compare_fits_bendvlm_and_the_closed_form_projection_and_scores_th
     assert config["model_type"] == "clip_bendvlm" and config["cf_hf_method"]["fitted_on"]["reference_size"] == 40
     assert results["models"]["bendvlm-neighbors=4"]["gender"] != results["models"]["original"]["gender"]
     capsys.readouterr()
-    assert main(["compare", *common, "--methods", "bendvlm", "--attribute", "gender", "race",
+    assert main(["compare", *common, "--methods", "bendvlm", "--attribute", "gender", "race", "gender",
                  "--output_dir", str(tmp_path / "bad")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "one attribute at a time" in error[0]
+    assert len(error) == 1 and "--attribute gender: given twice" in error[0]
+    assert main(["compare", *common, "--methods", "closed_form", "--attribute", "gender", "hair",
+                 "--output_dir", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "no attribute 'hair'" in error[0]
 
 
 def test_push_model_plans_a_card_that_names_bendvlm_and_what_it_needs_at_query_time(bendvlm_checkpoint):
@@ -270,3 +274,141 @@ def test_cf_hf_explore_answers_a_prompt_with_the_bendvlm_checkpoint_beside_the_o
     assert main(["explore", *argv]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines if "MaxSkew@4" in line] == ["original", "bendvlm"]
+
+
+@pytest.mark.parametrize("value_counts,seed", [((2, 3), 0), ((2, 2), 1), ((3, 2, 2), 2)])
+def test_joint_step_two_in_closed_form_equals_the_constrained_optimization_with_every_attributes_constraints(
+        value_counts, seed):
+    generator = np.random.default_rng(seed)
+    dimension = 12
+    query = _unit(generator.normal(size=dimension))
+    means = generator.normal(size=(sum(value_counts), dimension)) * 0.3 + generator.normal(size=dimension)
+    constraints = [{"type": "eq", "fun": lambda x: x @ x - 1.0}]
+    start = 0
+    for count in value_counts:  # each attribute: its groups equally similar to the query
+        constraints += [{"type": "eq", "fun": lambda x, g=start + g, first=start: x @ means[g] - x @ means[first]}
+                        for g in range(1, count)]
+        start += count
+    solution = minimize(lambda x: -(x @ query), query, method="SLSQP", constraints=constraints,
+                        options={"ftol": 1e-14, "maxiter": 1000})
+    assert solution.success
+    closed = equalize_group_similarity(torch.tensor(query)[None], torch.tensor(means)[None], list(value_counts))[0]
+    np.testing.assert_allclose(closed.numpy(), solution.x, atol=1e-6)
+
+
+def _reference_joint_bendvlm(query, augmented, prompts, reference, labels, neighbors, value_counts):
+    """Both steps for one query and several attributes, with numpy: step 1 projects out every attribute's
+    centred augmentation and prompt directions (least squares); step 2 solves the Lagrangian with every
+    attribute's rows μ_g − μ_first stacked."""
+    query, augmented, prompts, reference = _unit(query), _unit(augmented), _unit(prompts), _unit(reference)
+    per_value = augmented.mean(axis=1)
+    directions, start = [], 0
+    for count in value_counts:
+        block, prompt_block = per_value[start:start + count], prompts[start:start + count]
+        directions += [block - block.mean(axis=0), prompt_block - prompt_block.mean(axis=0)]
+        start += count
+    directions = np.concatenate(directions)
+    coefficients, *_ = np.linalg.lstsq(directions.T, query, rcond=None)
+    projected = _unit(query - directions.T @ coefficients)
+    rows = []
+    for attribute, count in enumerate(value_counts):
+        means = []
+        for value in range(count):
+            members = reference[labels[:, attribute] == value]
+            order = np.argsort(-(members @ projected), kind="stable")[:neighbors]
+            means.append(members[order].mean(axis=0))
+        rows += [mean - means[0] for mean in means[1:]]
+    differences = np.stack(rows)
+    multipliers = np.linalg.lstsq(differences @ differences.T, differences @ projected, rcond=None)[0]
+    return _unit(projected - differences.T @ multipliers)
+
+
+def test_the_joint_steps_equal_an_independent_numpy_implementation():
+    generator = np.random.default_rng(6)
+    m, value_counts, templates, dimension, n = 4, [2, 3], 2, 14, 90
+    queries = generator.normal(size=(m, dimension))
+    augmented = generator.normal(size=(m, sum(value_counts), templates, dimension))
+    prompts = generator.normal(size=(sum(value_counts), dimension))
+    reference = generator.normal(size=(n, dimension))
+    labels = np.stack([generator.integers(count, size=n) for count in value_counts], axis=1)
+    result = bendvlm_debias(*(torch.tensor(array) for array in (queries, augmented, prompts, reference, labels)),
+                            neighbors=6, value_counts=value_counts).numpy()
+    expected = np.stack([_reference_joint_bendvlm(queries[i], augmented[i], prompts, reference, labels, 6, value_counts)
+                         for i in range(m)])
+    np.testing.assert_allclose(result, expected, atol=1e-10)
+
+
+def test_one_attribute_through_the_joint_path_is_bit_identical_to_the_single_attribute_path():
+    generator = np.random.default_rng(7)
+    queries, augmented = generator.normal(size=(3, 10)), generator.normal(size=(3, 3, 2, 10))
+    prompts, reference, labels = generator.normal(size=(3, 10)), generator.normal(size=(50, 10)), generator.integers(3, size=50)
+    tensors = [torch.tensor(array) for array in (queries, augmented, prompts, reference)]
+    single = bendvlm_debias(*tensors, torch.tensor(labels), neighbors=5)
+    joint = bendvlm_debias(*tensors, torch.tensor(labels[:, None]), neighbors=5, value_counts=[3])
+    assert torch.equal(single, joint)
+
+
+def test_two_planted_attribute_directions_are_both_removed_maxskew_falls_for_each():
+    from cf_hf.metrics.fairness import max_skew
+
+    generator = np.random.default_rng(0)
+    dimension, n = 24, 800
+    planted, _ = np.linalg.qr(generator.normal(size=(dimension, 2)))
+    directions = planted.T
+    labels = np.stack([generator.integers(2, size=n), generator.integers(2, size=n)], axis=1)
+    content = generator.normal(size=(n, dimension))
+    content -= content @ directions.T @ directions
+    images = _unit(content + 2.0 * (2 * labels - 1) @ directions)
+    queries = generator.normal(size=(10, dimension))
+    queries -= queries @ directions.T @ directions
+    queries = _unit(queries) + 0.8 * directions.sum(axis=0)  # every query leans to one value of both
+    signs = np.array([-1.0, 1.0])
+    value_directions = np.concatenate([signs[:, None] * directions[0], signs[:, None] * directions[1]])  # (4, d)
+    augmented = queries[:, None, None, :] + value_directions[None, :, None, :]
+    prompts = value_directions + 0.1 * generator.normal(size=(4, dimension))
+    debiased = bendvlm_debias(*(torch.tensor(array) for array in (queries, augmented, prompts, images, labels)),
+                              neighbors=50, value_counts=[2, 2]).numpy()
+    def mean_max_skew(rows, attribute):
+        return float(max_skew(_unit(rows) @ images.T, labels[:, attribute], k=100).mean())
+
+    for attribute in range(2):
+        before, after = mean_max_skew(queries, attribute), mean_max_skew(debiased, attribute)
+        assert before > 0.5 and after < 0.2 * before, attribute
+
+
+def test_a_joint_checkpoint_records_its_attributes_and_scores_as_the_joint_method(saved_original, reference_gallery,
+                                                                                  tmp_path):
+    from cf_hf.evaluation.embedding import EmbeddingEngine
+
+    (checkpoint,) = fit_bendvlm(saved_original, tmp_path / "methods", reference_gallery, ["gender", "race"],
+                                neighbors=[5])
+    assert checkpoint.settings == {"attributes": ["gender", "race"], "neighbors": 5}
+    model = BendVLMCLIPModel.from_pretrained(checkpoint.path)
+    assert model.config.attributes == ["gender", "race"] and model.bendvlm.reference_labels.shape == (40, 2)
+    assert model.config.value_counts == [len(set(reference_gallery.attributes[name])) for name in ("gender", "race")]
+    texts = ["a photo of a nurse", "a photo of a doctor"]
+    folded = EmbeddingEngine.from_pretrained(checkpoint.path).embed_texts(texts)
+    assert folded.shape == (2, model.config.projection_dim) and np.allclose(np.linalg.norm(folded, axis=1), 1, atol=1e-3)
+    with pytest.raises(MethodError, match="attribute 'age' is given twice"):
+        fit_bendvlm(saved_original, tmp_path / "other", reference_gallery, ["age", "gender", "age"])
+    with pytest.raises(MethodError, match="no attribute column 'hair'"):
+        fit_bendvlm(saved_original, tmp_path / "other", reference_gallery, ["gender", "hair"])
+    assert not (tmp_path / "other").exists()
+
+
+def test_an_old_single_attribute_checkpoint_without_the_joint_fields_loads_and_embeds_the_same(bendvlm_checkpoint,
+                                                                                             tmp_path):
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(bendvlm_checkpoint.path, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["attributes"], config["value_counts"]  # what checkpoints saved before joint removal hold
+    (old / "config.json").write_text(json.dumps(config))
+    ids = torch.tensor([[0, 5, 6, 7, 1]]).clamp(max=config["text_config"]["vocab_size"] - 1)
+    with torch.no_grad():
+        texts = [BendVLMCLIPModel.from_pretrained(folder).eval().get_text_features(input_ids=ids).pooler_output
+                 for folder in (old, bendvlm_checkpoint.path)]
+    assert BendVLMCLIPModel.from_pretrained(old).config.attributes == ["gender"]
+    assert torch.equal(texts[0], texts[1])

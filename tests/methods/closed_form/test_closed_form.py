@@ -179,3 +179,108 @@ def test_push_model_plans_a_card_that_names_the_folded_method_and_loads_as_plain
     assert "debiased with the `closed_form` method (closed_form-weight=0.9)" in card and "| weight | 0.9 |" in card
     assert "**At query time** it needs nothing beyond this checkpoint: the method's linear map is folded" in card
     assert "CLIPModel.from_pretrained" in card and "register_model_types" not in card
+
+
+def _two_attribute_embedder(directions: dict[str, np.ndarray], seed: int = 0):
+    """A text "encoder" with two planted attribute directions: `female`/`male` move along
+    directions["gender"] (±2), `young`/`elderly` along directions["age"] (±2); every other word is a
+    fixed random vector orthogonal to both."""
+    generator = np.random.default_rng(seed)
+    planted = np.stack(list(directions.values()))
+    signs = {"female": ("gender", 2.0), "male": ("gender", -2.0), "young": ("age", 2.0), "elderly": ("age", -2.0)}
+    vectors: dict[str, np.ndarray] = {}
+
+    def embed(texts):
+        rows = []
+        for text in texts:
+            total = np.zeros(DIMENSION)
+            for word in text.strip(".").split():
+                if word in signs:
+                    attribute, sign = signs[word]
+                    total += sign * directions[attribute]
+                    continue
+                if word not in vectors:
+                    vector = 0.3 * generator.normal(size=DIMENSION)
+                    vectors[word] = vector - planted.T @ np.linalg.lstsq(planted.T, vector, rcond=None)[0]
+                total += vectors[word]
+            rows.append(total / np.linalg.norm(total))
+        return np.stack(rows)
+
+    return embed
+
+
+def _orthonormal_directions(seed: int = 3) -> dict[str, np.ndarray]:
+    generator = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(generator.normal(size=(DIMENSION, 2)))
+    return {"gender": basis[:, 0], "age": basis[:, 1]}
+
+
+def test_one_attribute_given_as_a_list_is_bit_identical_to_the_single_attribute_fit():
+    embed = _word_embedder(np.eye(DIMENSION)[0])
+    prompts = load_attribute_prompts("gender")
+    (single,) = closed_form_maps(embed, prompts, weights=[0.8])
+    (listed,) = closed_form_maps(embed, [prompts], weights=[0.8])
+    assert np.array_equal(single.text_map, listed.text_map) and np.array_equal(single.image_map, listed.image_map)
+    assert single.settings == listed.settings == {"weight": 0.8, "attribute": "gender", "kept_share": shrink_factor(0.8)}
+    assert single.fitted_on == listed.fitted_on and "subspace_ranks" not in single.fitted_on
+
+
+def test_the_joint_map_equals_the_formula_on_the_union_of_the_attributes_subspaces_rebuilt_independently():
+    embed = _two_attribute_embedder(_orthonormal_directions())
+    prompts = [load_attribute_prompts("gender"), load_attribute_prompts("age")]
+    fits = closed_form_maps(embed, prompts, weights=[1.0, 0.5])
+    # Independently: every value's prototype minus its attribute's first prototype spans that
+    # attribute's subspace; the union's projection is the Gram-Schmidt (QR) projection of all of them.
+    spanning = []
+    for attribute in prompts:
+        means = [embed(list(attribute.prototype_prompts[value])).mean(axis=0) for value in attribute.values]
+        spanning += [mean - means[0] for mean in means[1:]]
+    basis, _ = np.linalg.qr(np.stack(spanning, axis=1))
+    assert basis.shape[1] == 3  # gender: 1 direction, age: 2
+    for fit, weight in zip(fits, (1.0, 0.5)):
+        gamma = math.sqrt(1 - weight) / (math.sqrt(weight) + math.sqrt(1 - weight))
+        expected = np.eye(DIMENSION) - (1 - gamma) * basis @ basis.T
+        np.testing.assert_allclose(fit.text_map, expected, atol=1e-10)
+        np.testing.assert_allclose(fit.image_map, expected, atol=1e-10)
+        assert fit.settings["attributes"] == ["gender", "age"] and "attribute" not in fit.settings
+        assert fit.fitted_on["subspace_ranks"] == {"gender": 1, "age": 2} and fit.fitted_on["subspace_rank"] == 3
+
+
+def test_two_planted_attribute_directions_are_both_removed_maxskew_falls_for_each():
+    from cf_hf.metrics.fairness import max_skew
+
+    directions = _orthonormal_directions()
+    embed = _two_attribute_embedder(directions)
+    generator = np.random.default_rng(0)
+    labels = {"gender": generator.integers(2, size=400), "age": generator.integers(2, size=400)}
+    images = generator.normal(size=(400, DIMENSION))
+    for name, label in labels.items():
+        images = images + 3.0 * (2 * label - 1)[:, None] * directions[name]
+    queries = generator.normal(size=(10, DIMENSION)) + 2.0 * directions["gender"] + 2.0 * directions["age"]
+
+    def mean_max_skew(images, queries, label):
+        images = images / np.linalg.norm(images, axis=1, keepdims=True)
+        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        return float(max_skew(queries @ images.T, label, k=100).mean())
+
+    (joint,) = closed_form_maps(embed, [load_attribute_prompts("gender"), load_attribute_prompts("age")], weights=[1.0])
+    (gender_only,) = closed_form_maps(embed, load_attribute_prompts("gender"), weights=[1.0])
+    for name, label in labels.items():
+        before = mean_max_skew(images, queries, label)
+        after = mean_max_skew(joint.apply(images, "image"), joint.apply(queries, "text"), label)
+        assert before > 0.5 and after < 0.3 * before, name
+    # Removing gender alone leaves the age skew: the joint fit is what removes both.
+    age_before = mean_max_skew(images, queries, labels["age"])
+    assert mean_max_skew(gender_only.apply(images, "image"), gender_only.apply(queries, "text"), labels["age"]) > 0.5 * age_before
+
+
+def test_several_attributes_fit_from_a_checkpoint_and_bad_attribute_lists_are_refused(saved_original, tmp_path):
+    (checkpoint,) = fit_closed_form(saved_original, tmp_path / "methods", ["gender", "age"], weights=[1.0])
+    assert checkpoint.settings["attributes"] == ["gender", "age"]
+    with pytest.raises(MethodError, match="attribute 'gender' is given twice"):
+        fit_closed_form(saved_original, tmp_path / "other", ["gender", "age", "gender"], weights=[1.0])
+    with pytest.raises(MethodError, match="no attribute 'hair'"):
+        fit_closed_form(saved_original, tmp_path / "other", ["gender", "hair"], weights=[1.0])
+    with pytest.raises(MethodError, match="values .* name one attribute's values"):
+        fit_closed_form(saved_original, tmp_path / "other", ["gender", "age"], weights=[1.0], values=["female", "male"])
+    assert not (tmp_path / "other").exists()

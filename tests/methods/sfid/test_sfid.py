@@ -133,3 +133,76 @@ def test_sfid_fits_on_a_checkpoints_embeddings_of_a_labelled_gallery(tiny_clip_d
     assert fits[0].fitted_on["gallery"] == gallery.name
     dimension = fits[0].image_matrix.shape[0]
     assert np.trace(fits[1].image_matrix) == dimension - 4
+
+
+# Two attributes, each on two coordinates of its own (as SFID assumes).
+TWO_ATTRIBUTE_DIRECTIONS = {"gender": np.eye(16)[3] + np.eye(16)[11], "age": np.eye(16)[5] + np.eye(16)[8]}
+
+
+@pytest.fixture(scope="module")
+def two_attribute_world():
+    from testing_utils.embeddings import planted_two_attribute_world
+
+    return planted_two_attribute_world(TWO_ATTRIBUTE_DIRECTIONS)
+
+
+def test_one_attribute_as_a_mapping_is_bit_identical_to_the_single_attribute_fit(world, fits):
+    listed = sfid_transforms(world.reference, {"gender": world.reference_labels}, [2, 6])
+    for single, mapped in zip(fits, listed):
+        assert np.array_equal(single.image_matrix, mapped.image_matrix)
+        assert np.array_equal(single.image_offset, mapped.image_offset)
+        assert np.array_equal(single.text_offset, mapped.text_offset)
+        assert single.settings == mapped.settings and single.fitted_on == mapped.fitted_on
+
+
+def test_sfid_removes_two_planted_attributes_at_once(two_attribute_world):
+    world = two_attribute_world
+    (fit,) = sfid_transforms(world.reference, world.reference_labels, [2])
+    assert sorted(fit.settings["replaced"]["image"]) == [3, 5, 8, 11]
+    assert fit.settings["attributes"] == ["gender", "age"] and "attribute" not in fit.settings
+    for name, labels in world.gallery_labels.items():
+        before = mean_max_skew(world.queries, world.gallery, labels)
+        after = mean_max_skew(fit.apply(world.queries, "text"), fit.apply(world.gallery, "image"), labels)
+        assert before > 0.4 and after < 0.3 * before, name
+
+
+def test_sfid_joint_fit_equals_an_independent_reference_of_the_union_rule(two_attribute_world):
+    """Per attribute, the paper's recipe with scikit-learn (forest, m most important coordinates,
+    held-out low-confidence mean); jointly: the union of the coordinates, each set to the mean of the
+    neutral values of the attributes that chose it, then unit norm."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import train_test_split
+
+    world = two_attribute_world
+    embeddings = unit(world.reference)
+    m = 3
+    chosen, neutrals = {}, {}
+    for name, raw in world.reference_labels.items():
+        labels = np.asarray([str(label) for label in raw])
+        fit_rows, held_rows = train_test_split(np.arange(len(labels)), test_size=round(0.2 * len(labels)),
+                                               stratify=labels, random_state=0)
+        fit_rows, held_rows = np.sort(fit_rows), np.sort(held_rows)
+        forest = RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1)
+        forest.fit(embeddings[fit_rows], labels[fit_rows])
+        confidence = forest.predict_proba(embeddings[held_rows]).max(axis=1)
+        neutrals[name] = embeddings[held_rows][confidence < 0.7].mean(axis=0)
+        chosen[name] = set(np.argsort(forest.feature_importances_)[::-1][:m].tolist())
+    expected = unit(world.gallery).copy()
+    for coordinate in set().union(*chosen.values()):
+        values = [neutrals[name][coordinate] for name in chosen if coordinate in chosen[name]]
+        expected[:, coordinate] = np.mean(values)
+    (fit,) = sfid_transforms(world.reference, world.reference_labels, [m])
+    assert set(fit.settings["replaced"]["image"]) == set().union(*chosen.values())
+    np.testing.assert_allclose(fit.apply(world.gallery, "image"), unit(expected), atol=1e-12)
+
+
+def test_fit_sfid_refuses_bad_attribute_lists_naming_the_problem(tmp_path):
+    gallery = SimpleNamespace(name="faces", attributes={"gender": ["f", "m"], "age": ["y", "y"]}, images=[])
+    with pytest.raises(MethodError, match="attribute 'gender' is given twice"):
+        fit_sfid("unused", tmp_path / "out", gallery, ["gender", "age", "gender"], [2])
+    with pytest.raises(MethodError, match="gallery 'faces' has no attribute 'race'"):
+        fit_sfid("unused", tmp_path / "out", gallery, ["gender", "race"], [2])
+    labels = {"gender": np.tile([0, 1], 50), "age": np.zeros(100, dtype=int)}
+    with pytest.raises(MethodError, match="'age'"):
+        sfid_transforms(np.random.default_rng(0).normal(size=(100, 16)), labels, [2])
+    assert not (tmp_path / "out").exists()

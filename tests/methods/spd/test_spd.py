@@ -136,3 +136,80 @@ def test_spd_fits_on_a_checkpoints_embeddings_of_a_labelled_gallery(tiny_clip_di
     assert [fit.name for fit in fits] == ["spd-axes=1", "spd-axes=2"]
     assert fits[1].fitted_on["gallery"] == gallery.name
     assert round(np.trace(np.eye(len(fits[1].image_offset)) - fits[1].image_matrix)) == 2
+
+
+@pytest.fixture(scope="module")
+def two_attribute_world():
+    from testing_utils.embeddings import planted_two_attribute_world
+
+    generator = np.random.default_rng(5)
+    first, second = generator.normal(size=(2, 16))  # random, not orthogonal: the union is orthonormalized
+    return planted_two_attribute_world({"gender": first, "age": second})
+
+
+def test_one_attribute_as_a_mapping_is_bit_identical_to_the_single_attribute_fit(world, fits):
+    listed = spd_transforms(world.reference, {"gender": world.reference_labels}, [1, 3])
+    for single, mapped in zip(fits, listed):
+        assert np.array_equal(single.image_matrix, mapped.image_matrix)
+        assert np.array_equal(single.image_offset, mapped.image_offset)
+        assert single.settings == mapped.settings and single.fitted_on == mapped.fitted_on
+
+
+def test_spd_removes_two_planted_attributes_at_once(two_attribute_world):
+    world = two_attribute_world
+    (fit,) = spd_transforms(world.reference, world.reference_labels, [1])
+    assert fit.settings["attributes"] == ["gender", "age"]
+    for name, labels in world.gallery_labels.items():
+        before = mean_max_skew(world.queries, world.gallery, labels)
+        after = mean_max_skew(fit.apply(world.queries, "text"), fit.apply(world.gallery, "image"), labels)
+        assert before > 0.3 and after < 0.3 * before, name
+        assert _classifier_accuracy(fit.apply(world.gallery, "image"), labels) < 0.65, name
+
+
+def test_spd_joint_fit_equals_an_independent_reference_of_the_union_rule(two_attribute_world):
+    """Per attribute, INLP's first k directions and the held-out low-confidence mean (scikit-learn here);
+    jointly: Gram-Schmidt over all the attributes' directions, z' = z − Σ_j (z·u_j) u_j + Σ_j (μ̄·u_j) u_j
+    with μ̄ the mean of the attributes' neutral values, then unit norm."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import train_test_split
+
+    world = two_attribute_world
+    embeddings = unit(world.reference)
+    axes = 2
+    directions, neutrals = [], []
+    for raw in world.reference_labels.values():
+        labels = np.asarray([str(label) for label in raw])
+        fit_rows, held_rows = train_test_split(np.arange(len(labels)), test_size=round(0.2 * len(labels)),
+                                               stratify=labels, random_state=0)
+        fit_rows, held_rows = np.sort(fit_rows), np.sort(held_rows)
+        forest = RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1)
+        forest.fit(embeddings[fit_rows], labels[fit_rows])
+        held = embeddings[held_rows]
+        neutrals.append(held[forest.predict_proba(held).max(axis=1) < 0.7].mean(axis=0))
+        directions += list(inlp_directions(embeddings[fit_rows], labels[fit_rows], max_axes=axes))
+    orthonormal = []
+    for direction in directions:  # Gram-Schmidt
+        for done in orthonormal:
+            direction = direction - (direction @ done) * done
+        orthonormal.append(direction / np.linalg.norm(direction))
+    neutral = np.mean(neutrals, axis=0)
+    expected = []
+    for row in unit(world.gallery):
+        out = row.copy()
+        for direction in orthonormal:
+            out += (neutral @ direction - row @ direction) * direction
+        expected.append(out / np.linalg.norm(out))
+    (fit,) = spd_transforms(world.reference, world.reference_labels, [axes])
+    np.testing.assert_allclose(fit.apply(world.gallery, "image"), np.array(expected), atol=1e-10)
+
+
+def test_fit_spd_refuses_bad_attribute_lists_naming_the_problem(tmp_path):
+    gallery = SimpleNamespace(name="faces", attributes={"gender": ["f", "m"]}, images=[])
+    with pytest.raises(MethodError, match="attribute 'gender' is given twice"):
+        fit_spd("unused", tmp_path / "out", gallery, ["gender", "gender"], [1])
+    with pytest.raises(MethodError, match="gallery 'faces' has no attribute 'age'"):
+        fit_spd("unused", tmp_path / "out", gallery, ["gender", "age"], [1])
+    labels = {"gender": np.tile([0, 1], 50), "age": np.zeros(100, dtype=int)}
+    with pytest.raises(MethodError, match="'age'"):
+        spd_transforms(np.random.default_rng(0).normal(size=(100, 16)), labels, [1])
+    assert not (tmp_path / "out").exists()
