@@ -91,11 +91,12 @@ def _command_into(data, command: str, output: Path) -> list[str]:
         "verify": ["verify", fairface, "--output_dir", str(output), "--quiet"],
         "interpolate": ["interpolate", "--original", model, "--finetuned", model, "--alphas", "0.5", "--output_dir",
                         str(output), "--quiet"],
+        "demo": ["demo", "--quick", "--quiet", "--seeds", "1", "--output_dir", str(output)],
     }[command]
 
 
 @pytest.mark.parametrize("command", ["train", "train-ba", "classify", "evaluate", "compare", "generate", "verify",
-                                     "interpolate"])
+                                     "interpolate", "demo"])
 def test_a_command_refuses_a_folder_of_user_files_and_changes_none(data, tmp_path, capsys, command):
     folder = user_folder(tmp_path / "mine")
     before = checksums(folder)
@@ -137,13 +138,16 @@ def _earlier_output(folder: Path, command: str) -> Path:
     elif command == "interpolate":
         (folder / "sweep.json").write_text(json.dumps({"alphas": []}))
         (folder / "alpha-0.5").mkdir()
+    elif command == "demo":
+        (folder / "results.json").write_text("{}")
+        (folder / "seed-0").mkdir()
     else:
         (folder / ".cf_hf_verified.json").write_text(json.dumps({"files": []}))
         (folder / "README.md").write_text("# verified")
     return folder
 
 
-@pytest.mark.parametrize("command", ["generate", "verify", "interpolate"])
+@pytest.mark.parametrize("command", ["generate", "verify", "interpolate", "demo"])
 def test_a_folder_written_before_the_marker_is_refused_with_the_marker_to_write(data, tmp_path, capsys, command):
     import subprocess
 
