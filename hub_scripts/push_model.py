@@ -16,7 +16,8 @@ every member, and nothing else has to be named; branch names are the sweep folde
 Each checkpoint gets a model card (see `model_card`) with its alpha, the measured results from a
 `results.json` of `cf-hf evaluate --sweep` or `cf-hf demo` (never an unmeasured number) and the
 sweep table. A results file that holds none of the pushed α's is refused (it would publish cards
-without numbers); α's it lacks are named in a warning. Each branch is one commit; re-pushing
+without numbers); α's it lacks are named in a warning; one that measured other weights (another sweep's
+members, by the fingerprints `cf-hf evaluate` records) is refused, wherever either sweep folder now lies. Each branch is one commit; re-pushing
 unchanged content makes none.
 """
 
@@ -102,45 +103,61 @@ def _checked_results(results: Results | dict | str | Path | None, alphas: list[f
     return results
 
 
-def _weights_record(folder: Path) -> dict | None:
-    """The interpolation record (α and the endpoints' weight fingerprints) of a checkpoint folder, or None."""
-    from cf_hf.interpolation import INTERPOLATION_FILE
-
-    try:
-        record = json.loads((folder / INTERPOLATION_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return {"alpha": record.get("alpha"), "fingerprints": record.get("fingerprints")} if record.get("fingerprints") else None
-
-
 def _check_results_measured_these_checkpoints(results: Results | None, checkpoints: dict[float | None, Path]) -> None:
-    """Refuse results whose entry for a pushed α measured another checkpoint: the entry records the path it
-    evaluated, and a sweep member's interpolation.json the fingerprints of the weights it was mixed from.
-    A recorded path that is not on this machine cannot be checked (a warning says so)."""
+    """Refuse results whose entry for a pushed α measured another checkpoint.
+
+    `cf-hf evaluate` records beside each sweep member it measured the member's α and the fingerprints of
+    the endpoints it was mixed from (`member_weights`); a pushed member carries the same in its
+    interpolation.json. They are compared wherever the folders now lie (moved, renamed or deleted).
+    Results written before that record existed are checked by the path they name, and refused when that
+    path is no longer a folder (nothing left to compare)."""
+    from cf_hf.evaluation.results import SWEEP_MEMBER_FIELD
+    from cf_hf.interpolation import member_weights
+
     if results is None:
         return
-    unchecked = []
     for alpha, folder in checkpoints.items():
         model = results.model_for_alpha(alpha) if alpha is not None else None
-        recorded = (model.entry.get("model") or {}).get("path") if model is not None else None
-        if recorded is None:
+        if model is None:
             continue
-        recorded = Path(recorded)
+        measured = model.entry.get("model") or {}
+        recorded_weights, recorded_path = measured.get(SWEEP_MEMBER_FIELD), measured.get("path")
+        pushed_weights = member_weights(folder)
+        refusal = (f"{results.source}: the numbers for α = {alpha:g} were measured on "
+                   f"{recorded_path or 'another checkpoint'}, not on the pushed {folder}")
+        advice = ("the cards would show another sweep's numbers. Evaluate the pushed sweep (`cf-hf evaluate "
+                  "--sweep ...`) and pass that results.json")
+        if recorded_weights is not None and pushed_weights is not None:
+            if recorded_weights != pushed_weights:
+                raise HubPushError(f"{refusal} (other weights: {_weights_difference(recorded_weights, pushed_weights)}): "
+                                   f"{advice}")
+            continue
+        if recorded_path is None:
+            continue
+        recorded = Path(recorded_path)
         if recorded.resolve() == folder.resolve():
             continue
         if not recorded.is_dir():
-            unchecked.append(f"{alpha:g}")
-            continue
-        ours, theirs = _weights_record(folder), _weights_record(recorded)
-        if ours is None or theirs is None or ours != theirs:
             raise HubPushError(
-                f"{results.source}: the numbers for α = {alpha:g} were measured on {recorded}, not on the pushed "
-                f"{folder} ({'other weights' if ours and theirs else 'not the same checkpoint'}): the cards would "
-                "show another sweep's numbers. Evaluate the pushed sweep (`cf-hf evaluate --sweep ...`) and pass "
-                "that results.json")
-    if unchecked:
-        logger.warning("%s: the checkpoints measured for α = %s are not on this machine; cannot check that they are "
-                       "the pushed ones", results.source, ", ".join(unchecked))
+                f"{results.source} records no weight fingerprint for α = {alpha:g} (written before cf_hf recorded "
+                f"them) and the checkpoint it measured, {recorded}, is gone: nothing shows it is the pushed {folder}. "
+                "Evaluate the pushed sweep again (`cf-hf evaluate --sweep ...`) and pass that results.json, or leave "
+                "out --results")
+        theirs = member_weights(recorded)
+        if pushed_weights is None or theirs is None or pushed_weights != theirs:
+            raise HubPushError(f"{refusal} ({'other weights' if pushed_weights and theirs else 'not the same checkpoint'}): "
+                               f"{advice}")
+
+
+def _weights_difference(recorded: dict, pushed: dict) -> str:
+    """Which of α and the endpoint fingerprints differ between two `member_weights` records, as text."""
+    differences = [f"alpha {recorded.get('alpha')!r} vs {pushed.get('alpha')!r}"] if recorded.get("alpha") != pushed.get("alpha") else []
+    recorded_prints, pushed_prints = recorded.get("fingerprints") or {}, pushed.get("fingerprints") or {}
+    for role in sorted(set(recorded_prints) | set(pushed_prints)):
+        if recorded_prints.get(role) != pushed_prints.get(role):
+            differences.append(f"{role} weights sha256 {str(recorded_prints.get(role))[:12]} vs "
+                               f"{str(pushed_prints.get(role))[:12]}")
+    return "; ".join(differences) or "other records"
 
 
 def plan_model_push(

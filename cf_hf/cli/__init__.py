@@ -124,5 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         if not fast_help.print_help(name):  # from help.json or the help cache: no heavy library imported
             load_command(name).build_parser().print_help()
         return 0
-    pin_arithmetic_for(name)
-    return run_command(name, rest)
+    torch_already_loaded = "torch" in sys.modules
+    pinned = pin_arithmetic_for(name)
+    try:
+        return run_command(name, rest)
+    finally:
+        # Where torch was loaded before the pin (a caller of `main` in its own process: a test, a
+        # notebook), the pin could not act here; left in the environment it would reach only the
+        # processes the caller starts later, which would then compute with other kernels than the
+        # caller (a generation killed in a subprocess and resumed in-process differed by it).
+        if torch_already_loaded:
+            for variable in pinned:
+                os.environ.pop(variable, None)

@@ -142,6 +142,7 @@ class DemoCommand(Command):
             path = write_original(config, args.original_dir, args.quiet)
             print(f"shipped original written to {path}")
             return 0
+        from cf_hf.utils.output_folder import claim_output_folder
         from cf_hf.world.demo.report import (
             comparison_header,
             comparison_rows,
@@ -149,8 +150,10 @@ class DemoCommand(Command):
             summary_header,
             summary_rows,
         )
-        from cf_hf.world.demo.run import run_demo
+        from cf_hf.world.demo.run import DEMO_OUTPUTS, RESULTS_FILE, run_demo
 
+        # A demo recomputes everything it writes (nothing is reused), so a rerun replaces its own files.
+        claim_output_folder(args.output_dir, self.name, owned=DEMO_OUTPUTS, earlier_record=RESULTS_FILE)
         results = run_demo(config, args.output_dir, quiet=args.quiet, shipped_dir=args.original_dir,
                            verbose=args.verbose)
         print()

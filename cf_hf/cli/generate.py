@@ -217,11 +217,20 @@ def _generate(args: GenerateArguments) -> int:
     from pathlib import Path
 
     from cf_hf.generation.orchestration import ProcessFailedError, distributed_state, generate
+    from cf_hf.generation.run_folder import MANIFEST_NAME, RUN_FOLDER_ENTRIES
     from cf_hf.generation.runtime import cuda_device_count, process_device
     from cf_hf.utils.model_loading import ModelLoadError
+    from cf_hf.utils.output_folder import claim_output_folder
 
     state = distributed_state()
     start = time.perf_counter()
+    if state.is_main_process:
+        # The run's own manifest says which run it is (`generate` refuses another or, without --resume,
+        # the same); the marker says that the folder is cf-hf generate's, before any model loads.
+        owned = RUN_FOLDER_ENTRIES
+        if args.export_dir and Path(args.export_dir).resolve().parent == Path(args.output_dir).resolve():
+            owned += (Path(args.export_dir).name,)  # an export folder of another name inside the run
+        claim_output_folder(args.output_dir, "generate", owned=owned, earlier_record=MANIFEST_NAME)
     try:
         device = process_device(args.device, state.local_process_index, state.num_processes, cuda_device_count())
         config = build_config(args)

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cf_hf.cli.command import QUIET_HELP, Command
-from cf_hf.interpolation import DEFAULT_ALPHAS, alpha_key, interpolate_sweep
+from cf_hf.interpolation import ALPHA_FOLDER_PREFIX, DEFAULT_ALPHAS, SWEEP_FILE, alpha_key, interpolate_sweep
 from cf_hf.interpolation.wise_ft import check_alphas, check_processor_folder
 from cf_hf.utils.model_loading import CLIP_MODEL_TYPE_PREFIX, check_model_source
+from cf_hf.utils.output_folder import claim_output_folder
 
 
 @dataclass
@@ -23,7 +24,7 @@ class InterpolationArguments:
     )
     allow_extrapolation: bool = field(default=False, metadata={"help": "accept alphas outside [0, 1]"})
     processor_from: str | None = field(default=None, metadata={"help": "folder to copy the processor from; unset: the fine-tuned checkpoint's, else the original's"})
-    overwrite: bool = field(default=False, metadata={"help": "replace existing alpha-* folders"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the alpha-* folders of the given alphas that an earlier run wrote (other files are never deleted)"})
     quiet: bool = field(default=False, metadata={"aliases": ["--no_progress"], "help": QUIET_HELP})
 
 
@@ -53,6 +54,10 @@ class InterpolateCommand(Command):
         (args,) = args
         for role in ("original", "finetuned"):
             check_model_source(getattr(args, role), role=f"--{role}", model_type_prefix=CLIP_MODEL_TYPE_PREFIX)
+        # sweep.json's endpoint fingerprints say which sweep the folder holds (`interpolate_sweep` refuses
+        # another); the marker says that the folder is cf-hf interpolate's.
+        claim_output_folder(args.output_dir, self.name, owned=(f"{ALPHA_FOLDER_PREFIX}*", SWEEP_FILE),
+                            earlier_record=SWEEP_FILE)
         sweep = interpolate_sweep(
             args.original, args.finetuned, args.alphas, args.output_dir,
             allow_extrapolation=args.allow_extrapolation, processor_from=args.processor_from,

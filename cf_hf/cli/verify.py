@@ -54,7 +54,7 @@ class VerifyArguments:
     dtype: Literal["float32", "float16", "bfloat16"] = field(default="float32", metadata={"help": "Compute dtype of the classifier."})
     test_size: float = field(default=0.1, metadata={"help": "A run's share of groups in the test split."})
     repo_id: str = field(default="org/they-are-all-doctors", metadata={"help": "Hub id written in the card's example."})
-    overwrite: bool = field(default=False, metadata={"help": "Write into a folder that holds other files (none is deleted)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an earlier cf-hf verify output (for a run: an earlier export) in the output folder; only what cf_hf wrote is deleted, a folder of other files is always refused."})
     quiet: bool = field(default=False, metadata={"aliases": ["--no_progress"], "help": QUIET_HELP})
 
     def verification_config(self, mask_settings: dict | None = None) -> VerificationConfig:
@@ -183,25 +183,6 @@ def _verify_run(args: VerifyArguments, run_dir: Path) -> Path:
     return output
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
-    if output.is_file():
-        raise FileExistsError(f"{output} is a file: choose a folder (--output_dir).")
-    if not output.exists() or overwrite:
-        return
-    ours = {CACHE_DIR, RECORD_NAME}
-    record = output / RECORD_NAME
-    if record.is_file():
-        ours |= set(json.loads(record.read_text(encoding="utf-8")).get("files", []))
-    others = sorted(path.relative_to(output).as_posix() for path in output.rglob("*")
-                    if path.is_file() and not path.relative_to(output).as_posix().startswith(CACHE_DIR)
-                    and path.relative_to(output).as_posix() not in ours)  # fmt: skip
-    if others:
-        raise FileExistsError(
-            f"{output} holds {', '.join(others[:5])}, which cf-hf verify did not write: choose another "
-            "folder (--output_dir) or pass --overwrite."
-        )
-
-
 def _split_sizes(error: Exception) -> str:
     """'train: card 99, files 6' from a datasets split-size error (its message lists SplitInfo pairs)."""
     import re
@@ -221,12 +202,14 @@ def _verify_folder(args: VerifyArguments, source: Path) -> Path:
         plot_pass_rates,
         render_verification_section,
     )
+    from cf_hf.utils.output_folder import claim_output_folder
     from dataset_builder.export import CARD_NAME, DATA_DIR, ROWS_PER_PARQUET_SHARD
 
     output = Path(args.output_dir or f"{source.as_posix().rstrip('/')}-verified")
     if output.resolve() == source.resolve():
         raise ValueError(f"--output_dir {output} is the input folder: write the verified dataset elsewhere.")
-    _check_output(output, args.overwrite)
+    claim_output_folder(output, "verify", owned=(CACHE_DIR, RECORD_NAME, DATA_DIR, CARD_NAME, VERIFICATION_PLOT),
+                        overwrite=args.overwrite, earlier_record=RECORD_NAME)
     try:
         splits = datasets.load_dataset(str(source))
     except datasets.exceptions.SplitsVerificationError as error:

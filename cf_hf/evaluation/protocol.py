@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from cf_hf import metrics
+from cf_hf.interpolation.sweep import member_weights
 
 from .downstream import class_embeddings, evaluate_retrieval, evaluate_zero_shot
 from .embedding import EmbeddingCache, EmbeddingConfig, EmbeddingEngine
 from .fairness import FairnessConfig, check_fairness_ks, evaluate_fairness, fairness_ks, random_floor
 from .queries import gallery_queries
-from .results import FAIRNESS_METRICS, SCHEMA_VERSION
+from .results import FAIRNESS_METRICS, SCHEMA_VERSION, SWEEP_MEMBER_FIELD
 from .sets import AttributeGallery, RetrievalSet, ZeroShotSet
 
 HEADLINE_RECALL_K = 5
@@ -188,6 +189,10 @@ def evaluate_models(
         entry = evaluate_engine(engine, fairness, retrieval, zero_shot, config)
         if not isinstance(model, EmbeddingEngine):
             entry["model"]["path"] = str(model)
+            # The path alone cannot say, once folders move, which weights were measured.
+            weights = member_weights(model) if Path(str(model)).is_dir() else None
+            if weights is not None:
+                entry["model"][SWEEP_MEMBER_FIELD] = weights
         if alphas and name in alphas:
             entry["alpha"] = float(alphas[name])
         results["models"][name] = entry

@@ -39,6 +39,9 @@ from cf_hf.interpolation.sweep import ALPHA_KEY_PREFIX
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 ORIGINAL = "original"
+# The field of a model entry's "model" record naming the sweep member it measured (`member_weights`:
+# α and the endpoints' weight fingerprints), written since results could be checked after folders move.
+SWEEP_MEMBER_FIELD = "sweep_member"
 FAIRNESS_METRICS = ("max_skew", "min_skew", "ndkl")
 METRIC_LABELS = {"max_skew": "MaxSkew", "min_skew": "MinSkew", "ndkl": "NDKL"}
 DOWNSTREAM_METRICS = ("zero_shot_accuracy", "recall_at_5")

@@ -33,6 +33,9 @@ CAPTIONS_DIR = "captions"
 SHARDS_DIR = "shards"
 PROCESSES_DIR = "processes"
 PROCESS_STATUSES = ("done", "failed", "stopped")
+# The top-level entries of a run folder (`cf-hf generate` claims them as its own; `dataset` is the
+# default export folder).
+RUN_FOLDER_ENTRIES = (MANIFEST_NAME, CAPTIONS_DIR, SHARDS_DIR, PROCESSES_DIR, "dataset")
 
 
 class RunFolderError(ValueError):

@@ -12,11 +12,12 @@ from cf_hf.interpolation.sweep import (
     alpha_key,
     alpha_name,
     load_sweep,
+    member_weights,
     read_sweep,
 )
 from cf_hf.interpolation.wise_ft import DEFAULT_ALPHAS, check_alphas, interpolate, interpolate_sweep
 
 __all__ = [
     "ALPHA_FOLDER_PREFIX", "ALPHA_KEY_PREFIX", "DEFAULT_ALPHAS", "INTERPOLATION_FILE", "SWEEP_FILE", "alpha_key",
-    "alpha_name", "check_alphas", "interpolate", "interpolate_sweep", "load_sweep", "read_sweep",
+    "alpha_name", "check_alphas", "interpolate", "interpolate_sweep", "load_sweep", "member_weights", "read_sweep",
 ]

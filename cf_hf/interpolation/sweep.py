@@ -8,7 +8,8 @@
 
 An α is spelt `alpha-<α>` in folder and Hub branch names (`alpha_name`) and `alpha=<α>` in results
 and tables (`alpha_key`), α in `%g` form. `interpolate_sweep` (`wise_ft.py`) writes this format;
-`read_sweep` and `load_sweep` read it.
+`read_sweep` and `load_sweep` read it;
+`member_weights` identifies one member's weights.
 """
 
 from __future__ import annotations
@@ -32,6 +33,30 @@ def alpha_name(alpha: float) -> str:
 def alpha_key(alpha: float) -> str:
     """The results name of the sweep member with this α: `alpha=` + α in `%g` form (`alpha=0.25`)."""
     return f"{ALPHA_KEY_PREFIX}{float(alpha):g}"
+
+
+def member_weights(folder: str | Path) -> dict | None:
+    """What identifies the weights of a sweep member wherever its folder lies: `{"alpha", "fingerprints"}`,
+    its α and the sha256 fingerprints of the endpoints it was mixed from (its interpolation.json; at α = 0
+    the original's alone, at α = 1 the fine-tuned one's).
+    None for a folder that is no sweep member, or whose record is unreadable or predates fingerprints.
+
+    `cf-hf evaluate` records it beside each model it measured, so that `cf-hf push model` can tell
+    whether a results file measured the pushed checkpoints after either folder moved or was deleted."""
+    try:
+        record = json.loads((Path(folder) / INTERPOLATION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, Mapping) or not isinstance(record.get("fingerprints"), Mapping):
+        return None
+    try:
+        alpha = float(record.get("alpha"))
+    except (TypeError, ValueError):
+        return None
+    # The weights are (1 - α)·original + α·fine-tuned: an endpoint with weight 0 does not change them.
+    weights = {"original": 1.0 - alpha, "finetuned": alpha}
+    fingerprints = {role: value for role, value in record["fingerprints"].items() if weights.get(role, 1.0) != 0.0}
+    return {"alpha": alpha, "fingerprints": fingerprints}
 
 
 def read_sweep(output_dir: str | Path) -> dict:

@@ -4,6 +4,10 @@ or dataset that fails to load named with the corrupt file; the checkpoint to res
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +16,27 @@ if TYPE_CHECKING:
 
 # Words of --resume_from_checkpoint meaning "the latest checkpoint in output_dir".
 LATEST_CHECKPOINT_WORDS = ("last", "True")
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) while the block runs, then raise `KeyboardInterrupt` if one came.
+
+    The Trainer writes a checkpoint file by file: Ctrl-C in the middle left a half-written
+    `checkpoint-N` that a resume has to skip. Around a save, Ctrl-C lets the save finish first (a
+    second Ctrl-C is held too: a save takes a fraction of a second). Only the main thread can
+    handle signals: elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def load_training_dataset(dataset: str | datasets.Dataset | datasets.DatasetDict, split: str = "train"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import shlex
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -71,6 +72,7 @@ def claim_output_folder(
     overwrite: bool = False,
     resume: bool = True,
     option: str = "--output_dir",
+    earlier_record: str | None = None,
 ) -> Path:
     """Check that `command` may write `folder`, create it and mark it as `command`'s; return it.
 
@@ -84,6 +86,9 @@ def claim_output_folder(
         resume: whether a run with the same settings continues the folder's run; when False, a
             non-empty folder of the same command is refused unless `overwrite`.
         option: the option that named the folder, for the messages.
+        earlier_record: the file by which the command recognised its own folder before it marked them
+            (`manifest.json` of a generation run, ...): an unmarked folder holding it and nothing the command
+            does not write is refused with the exact marker to write if it is to be continued.
     Raises:
         OutputFolderError: the folder holds entries the command did not write, was written by another
             command, or by a run with other settings; or it is a file.
@@ -95,6 +100,15 @@ def claim_output_folder(
         raise OutputFolderError(f"{option} {folder} is a file, not a folder: choose a folder.")
     entries = sorted(child.name for child in folder.iterdir()) if folder.is_dir() else []
     marker = read_marker(folder) if entries else None
+    if entries and marker is None and earlier_record is not None and earlier_record in entries and all(
+            any(fnmatch.fnmatch(name, pattern) for pattern in owned) for name in entries):
+        # An earlier cf_hf's output: nothing shows which settings wrote it, so only its owner can vouch.
+        content = json.dumps({"command": command, "settings": settings}, sort_keys=True)
+        raise OutputFolderError(
+            f"{option} {folder} holds a cf-hf {command} output written before cf_hf marked its folders "
+            f"({earlier_record}, no {MARKER_NAME}): if it was written with the same options, mark it with "
+            f"`echo {shlex.quote(content)} > {shlex.quote(str(folder / MARKER_NAME))}` and run the same command "
+            "again to continue it; otherwise choose another folder.")
     if entries and marker is None:
         raise OutputFolderError(
             f"{option} {folder} is not empty and cf-hf {command} did not write it (it holds {_listing(entries)}): "

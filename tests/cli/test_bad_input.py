@@ -87,10 +87,16 @@ def _command_into(data, command: str, output: Path) -> list[str]:
         "evaluate": _evaluate_args(data, output),
         "compare": ["compare", "--original", model, "--model", model, "--fairface", fairface, "--concepts", "doctor",
                     "--k", "6", "--no_plots", "--quiet", "--output_dir", str(output)],
+        "generate": ["generate", "--output_dir", str(output), "--template_captions", "--quiet"],
+        "verify": ["verify", fairface, "--output_dir", str(output), "--quiet"],
+        "interpolate": ["interpolate", "--original", model, "--finetuned", model, "--alphas", "0.5", "--output_dir",
+                        str(output), "--quiet"],
+        "demo": ["demo", "--quick", "--quiet", "--seeds", "1", "--output_dir", str(output)],
     }[command]
 
 
-@pytest.mark.parametrize("command", ["train", "train-ba", "classify", "evaluate", "compare"])
+@pytest.mark.parametrize("command", ["train", "train-ba", "classify", "evaluate", "compare", "generate", "verify",
+                                     "interpolate", "demo"])
 def test_a_command_refuses_a_folder_of_user_files_and_changes_none(data, tmp_path, capsys, command):
     folder = user_folder(tmp_path / "mine")
     before = checksums(folder)
@@ -121,6 +127,38 @@ def test_a_training_run_is_not_restarted_over_its_checkpoints_without_overwrite(
     (tmp_path / "run" / "checkpoint-2").mkdir()
     with pytest.raises(OutputFolderError, match="holds an earlier cf-hf train run.*--overwrite"):
         claim_output_folder(tmp_path / "run", "train", {"seed": 1}, owned=("checkpoint-*",), resume=False)
+
+
+def _earlier_output(folder: Path, command: str) -> Path:
+    """A folder as `command` wrote it before cf_hf marked its folders: its own record, no marker."""
+    folder.mkdir(parents=True)
+    if command == "generate":
+        (folder / "manifest.json").write_text(json.dumps({"format": "cf_hf-counterfactual-run"}))
+        (folder / "shards").mkdir()
+    elif command == "interpolate":
+        (folder / "sweep.json").write_text(json.dumps({"alphas": []}))
+        (folder / "alpha-0.5").mkdir()
+    elif command == "demo":
+        (folder / "results.json").write_text("{}")
+        (folder / "seed-0").mkdir()
+    else:
+        (folder / ".cf_hf_verified.json").write_text(json.dumps({"files": []}))
+        (folder / "README.md").write_text("# verified")
+    return folder
+
+
+@pytest.mark.parametrize("command", ["generate", "verify", "interpolate", "demo"])
+def test_a_folder_written_before_the_marker_is_refused_with_the_marker_to_write(data, tmp_path, capsys, command):
+    import subprocess
+
+    folder = _earlier_output(tmp_path / "earlier", command)
+    before = checksums(folder)
+    line = one_line_error(capsys, _command_into(data, command, folder))
+    assert f"holds a cf-hf {command} output written before cf_hf marked its folders" in line
+    assert checksums(folder) == before
+    marking = line.split("mark it with `", 1)[1].split("`", 1)[0]
+    subprocess.run(marking, shell=True, check=True)  # what the message says to do, as the user would
+    assert json.loads((folder / MARKER_NAME).read_text())["command"] == command
 
 
 def test_an_output_dir_that_is_a_file_is_named(data, tmp_path, capsys):

@@ -62,3 +62,52 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     assert read_run_rows(killed) == read_run_rows(uninterrupted)  # same rows, same image bytes
     manifests = [json.loads((run / "manifest.json").read_text()) for run in (killed, uninterrupted)]
     assert manifests[0]["shards"] == manifests[1]["shards"] and manifests[0]["totals"] == manifests[1]["totals"]
+
+
+def _stop_at(monkeypatch, stop_when):
+    """Make the run folder's atomic writer raise KeyboardInterrupt (a kill, as far as the folder can tell)
+    at the first write for which `stop_when(path, data)` is true, after doing what the kill left behind."""
+    from cf_hf.generation import run_folder
+
+    write = run_folder.write_atomically
+
+    def write_or_stop(path, data):
+        if stop_when(Path(path), data):
+            monkeypatch.setattr(run_folder, "write_atomically", write)
+            raise KeyboardInterrupt
+        write(path, data)
+
+    monkeypatch.setattr(run_folder, "write_atomically", write_or_stop)
+
+
+def _receipt_of_second_shard(path: Path, data: bytes) -> bool:
+    # The shard's parquet file is written; the kill lands before its receipt.
+    return path.name == "shard-00001.json"
+
+
+def _half_written_parquet_of_second_shard(path: Path, data: bytes) -> bool:
+    # The kill lands while the parquet bytes go to their temporary file: half of them are there.
+    if path.name != "shard-00001.parquet":
+        return False
+    (path.parent / f".{path.name}.killed.tmp").write_bytes(data[: len(data) // 2])
+    return True
+
+
+@pytest.mark.parametrize("stop_when", [_receipt_of_second_shard, _half_written_parquet_of_second_shard])
+def test_a_kill_between_or_inside_the_shard_writes_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch,
+                                                                                       stop_when):
+    from cf_hf.cli import INTERRUPTED_STATUS
+
+    root = tiny_components_dir()
+    grid = write_tiny_grid(tmp_path / "grid.yaml")
+    killed = tmp_path / "killed"
+    args = tiny_cli_args(root, killed, grid, "--shard_size", "1", "--no_export", "--quiet")
+    _stop_at(monkeypatch, stop_when)
+    assert main(args) == INTERRUPTED_STATUS
+    shards = killed / "shards"
+    assert (shards / "shard-00000.json").is_file() and not (shards / "shard-00001.json").exists()
+    assert main([*args, "--resume"]) == 0
+    assert not list(shards.glob(".*.tmp"))  # the temporary file of the interrupted write is gone
+    uninterrupted = tmp_path / "uninterrupted"
+    assert main(tiny_cli_args(root, uninterrupted, grid, "--shard_size", "1", "--no_export", "--quiet")) == 0
+    assert read_run_rows(killed) == read_run_rows(uninterrupted)

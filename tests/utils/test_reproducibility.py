@@ -109,3 +109,19 @@ def test_a_demo_process_runs_torch_with_the_pinned_kernels():
         assert "CAPABILITY AVX2 MKL_CBWR AVX2 THREADS 2" in result.stdout, result.stdout
     else:
         assert "MKL_CBWR None THREADS 2" in result.stdout, result.stdout
+
+
+def test_main_called_after_torch_was_imported_leaves_no_pin_in_the_environment(monkeypatch, tmp_path, capsys):
+    """The pin cannot act in a process that had torch loaded; left behind, it would reach only the processes
+    the caller starts later (a generation killed in a subprocess then differed from its in-process resume)."""
+    import torch  # noqa: F401  (what a caller of cf_hf.cli.main in its own process may have done)
+
+    from cf_hf.cli import main
+
+    for name in ALL_PINNED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("cf_hf.utils.reproducibility.pinned_arithmetic_environment",
+                        lambda **_: dict(ALL_PINNED))  # fmt: skip
+    assert main(["ffr-demo", "--output_dir", str(tmp_path / "ffr"), "--per_class", "-5"]) == 2
+    assert "torch was imported before" in capsys.readouterr().err
+    assert not set(ALL_PINNED) & set(os.environ)

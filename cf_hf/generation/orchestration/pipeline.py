@@ -43,6 +43,7 @@ from cf_hf.generation.orchestration.distributed import (
 from cf_hf.generation.orchestration.planning import plan_bases, process_shards, shard_bases
 from cf_hf.generation.run_folder import RUN_FORMAT, RUN_FORMAT_VERSION, RunFolder, RunFolderError
 from cf_hf.generation.runtime import derive_seed
+from cf_hf.utils.output_folder import MARKER_NAME as OUTPUT_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def generate(
                 )
             if not resume:
                 raise RunFolderError(f"{folder.path} already holds this run: pass resume=True (--resume) to continue it.")
-        elif folder.path.exists() and any(folder.path.iterdir()):
+        elif folder.path.exists() and any(path.name != OUTPUT_MARKER for path in folder.path.iterdir()):
             raise RunFolderError(f"{folder.path} is not empty and holds no cf_hf run manifest: choose an empty folder.")
         else:
             _check_models(caption_writer, text_to_image, segmenter, inpainter)

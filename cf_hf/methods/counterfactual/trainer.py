@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from cf_hf.methods.counterfactual.modeling import CounterfactualCLIPModel
 
-from cf_hf.methods.training_utils import LATEST_CHECKPOINT_WORDS
+from cf_hf.methods.training_utils import LATEST_CHECKPOINT_WORDS, interrupts_held
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +285,11 @@ class CounterfactualTrainer(Trainer):
                 self.processing_class, group_index(group_ids), self.args.caption_suffix_columns
             )
 
+    def _save_checkpoint(self, model, trial) -> None:
+        # The Trainer writes a checkpoint file by file: Ctrl-C waits until this one is whole.
+        with interrupts_held():
+            super()._save_checkpoint(model, trial)
+
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         """Batches of `per_device_train_batch_size / group_size` groups x `group_size`, per process."""
         if self.train_dataset is None:
@@ -435,7 +440,8 @@ def train(
     if args.lora_r > 0:
         final_model = final_model.merge_and_unload()
     if trainer.is_world_process_zero():
-        final_model.save_pretrained(args.output_dir)
-        processor.save_pretrained(args.output_dir)
+        with interrupts_held():  # never a half-written final model
+            final_model.save_pretrained(args.output_dir)
+            processor.save_pretrained(args.output_dir)
     trainer.accelerator.wait_for_everyone()
     return args.output_dir

@@ -17,6 +17,7 @@ from ..corpus import ATTRIBUTES
 from ..gallery_files import GalleryFiles, write_gallery_files
 from .ablations import ablation_models
 from .config import GALLERY_SEEDS, METHOD_FIT_SEED, DemoConfig
+from .explorer import EXPLORER_CACHE
 from .model_cards import write_model_cards
 from .plots import write_plots
 from .report import SWEEP_QUERY_COST, render_report
@@ -40,6 +41,10 @@ from .summary import summarise
 
 # The test galleries (and the methods' train draw) as files, under the run's folder.
 GALLERY_FILES_DIR = "galleries"
+# What `cf-hf demo` writes at the top of its output folder, and what the commands it prints write there
+# (`compare`, the explorer's cache): `claim_output_folder` refuses anything else.
+DEMO_OUTPUTS = (GALLERY_FILES_DIR, "original", "seed-*", "evaluation", "plots", "results.json", "report.md", "compare",
+                EXPLORER_CACHE)
 
 
 class Progress:
