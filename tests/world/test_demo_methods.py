@@ -96,3 +96,12 @@ def test_demo_config_refuses_unknown_or_repeated_method_attributes():
         DemoConfig(method_attributes=("age", "gender", "age"))
     with pytest.raises(ValueError, match="empty"):
         DemoConfig(method_attributes=())
+
+
+def test_a_model_equal_in_every_seed_shows_no_spread():
+    zero = {name: {metric: 0.0 for metric in FAIRNESS_METRICS} for name in ATTRIBUTES}
+    varied = {**zero, "gender": {metric: 0.01 for metric in FAIRNESS_METRICS}}
+    results = {"seeds": 3, "std": {"fixed": {**zero, "zero_shot_accuracy": 3e-17}, "varied": varied}}
+    assert report._spread(results, "fixed")("gender", "max_skew") is None
+    assert report._spread(results, "varied")("gender", "max_skew") == 0.01
+    assert report._spread({**results, "seeds": 1}, "varied")("gender", "max_skew") is None

@@ -28,10 +28,16 @@ def _pm(mean: float, std: float | None, digits: int = 3) -> str:
 
 def _spread(results: dict, name: str):
     """The model's std over seeds as a function `(attribute or None, metric) -> std`, giving None (no
-    spread shown) for one seed and for the original, which the seeds do not change."""
+    spread shown) for one seed, for the original, which the seeds do not change, and for a model whose
+    every number is the same in every seed (a deterministic fit)."""
     if results.get("seeds", 1) <= 1 or name == ORIGINAL:
         return lambda attribute, metric: None
     std = results["std"].get(name, {})
+    numbers = [value for value in std.values() if isinstance(value, (int, float))]
+    numbers += [value for part in std.values() if isinstance(part, dict) for value in part.values()
+                if isinstance(value, (int, float))]  # fmt: skip
+    if numbers and max(numbers) < 1e-12:  # np.std of equal floats can be 1e-17, not 0
+        return lambda attribute, metric: None
     return lambda attribute, metric: (std.get(attribute, {}) if attribute else std).get(metric, 0.0)
 
 
