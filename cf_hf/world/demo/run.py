@@ -234,7 +234,9 @@ def run_demo(config: DemoConfig, output_dir: str | Path, quiet: bool = False,
             progress.stage(f"seed {seed}: CLIP-clip (m = {', '.join(map(str, config.clip_clip_keep))}) and biased "
                            f"prompts (λ = {', '.join(f'{lam:g}' for lam in config.biased_prompts_lambdas)}), "
                            f"fitted on the original (cf_hf.methods); the closed form, BendVLM, SFID and SPD of "
-                           f"{', '.join(config.method_attributes)} jointly")  # fmt: skip
+                           f"{', '.join(config.method_attributes)} jointly"
+                           + (f"; the bias-alignment module ({', '.join(config.bias_alignment_variants)})"
+                              if config.bias_alignment else ""))  # fmt: skip
             fitted = fit_methods(config, original_dir, fit_gallery, seed_dir / "methods", seed, evaluation,
                                  counterfactual_dataset=dataset, quiet=inner_quiet)
             method_runs.append({checkpoint.name: checkpoint.record() for checkpoint in fitted})
