@@ -26,7 +26,9 @@ def interrupts_held() -> Iterator[None]:
     `checkpoint-N` that a resume has to skip. Around a save, Ctrl-C lets the save finish first (a
     second Ctrl-C is held too: a save takes a fraction of a second). Only the main thread can
     handle signals: elsewhere the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Only the main thread handles signals; a process that ignores Ctrl-C (started in the
+        # background by a shell) keeps ignoring it.
         yield
         return
     received: list[int] = []

@@ -38,7 +38,10 @@ def test_ctrl_c_in_a_real_training_run_stops_cleanly_and_resumes(tiny_clip_dir, 
     command = _train_command(tiny_clip_dir, tmp_path / "dataset", output_dir)
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(command, cwd=REPOSITORY, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        # Ctrl-C handled as in a terminal, even where this test process inherited it ignored (a
+        # shell's background job).
+        process = subprocess.Popen(command, cwd=REPOSITORY, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + DEADLINE_SECONDS
         while process.poll() is None and time.monotonic() < deadline:
             if latest_complete_checkpoint(output_dir) is not None:  # a sign of progress: a whole checkpoint

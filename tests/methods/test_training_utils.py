@@ -10,6 +10,15 @@ import pytest
 from cf_hf.methods.training_utils import interrupts_held
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_interrupts():
+    """Python's own Ctrl-C handler, whatever the test process inherited (a shell's background job
+    starts with Ctrl-C ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_inside_the_block_is_raised_after_it_finishes():
     written = []
     with pytest.raises(KeyboardInterrupt):
@@ -24,6 +33,13 @@ def test_a_block_without_ctrl_c_runs_as_it_is():
     with interrupts_held():
         pass
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_process_that_ignores_ctrl_c_keeps_ignoring_it():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with interrupts_held():
+        os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_the_counterfactual_trainer_saves_its_checkpoints_with_ctrl_c_held(monkeypatch):
