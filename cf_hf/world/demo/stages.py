@@ -263,7 +263,8 @@ def training_arguments(config: DemoConfig, output_dir: Path, seed: int, quiet: b
         warmup_steps=max(1, config.finetune_steps // 10),
         lr_scheduler_type="cosine",
         beta_cf=config.beta_cf,
-        logging_steps=max(1, config.finetune_steps // 5),
+        # The demo shows the fine-tuning's bar, not its loss dictionaries (the Trainer prints each log).
+        logging_strategy="no",
         save_strategy="no",
         report_to="none",
         use_cpu=True,
