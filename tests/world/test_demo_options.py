@@ -108,6 +108,10 @@ def test_bias_alignment_trains_the_papers_model_unless_told_which_variants():
     from cf_hf.world.demo.config import BIAS_ALIGNMENT_VARIANTS
 
     assert BIAS_ALIGNMENT_VARIANTS == tuple(VARIANTS)
+    from cf_hf.cli.compare import build_parser as compare_parser
+
+    choices = next(action.choices for action in compare_parser()._actions if action.dest == "bias_alignment_variants")
+    assert tuple(choices) == tuple(VARIANTS)
     assert _config("--bias_alignment").bias_alignment_variants == ("bias_alignment",)
     chosen = _config("--bias_alignment", "--bias_alignment_variants", *BIAS_ALIGNMENT_VARIANTS)
     assert (chosen.bias_alignment, chosen.bias_alignment_variants) == (True, BIAS_ALIGNMENT_VARIANTS)
