@@ -145,6 +145,43 @@ def attribute_label_sets(labels, attribute, method: str) -> dict:
     return {names[0]: labels}
 
 
+def labelled_towers(image_embeddings: np.ndarray, labels, attribute, text_embeddings: np.ndarray | None,
+                    text_labels, held_out_fraction: float, seed: int, method: str):
+    """The labelled sets of a fit on both towers: (names, images, texts), `images`/`texts` attribute ->
+    `LabelledEmbeddings` (checked, normalized, split); `texts` None when no text set is given (the
+    texts then get the image fit). Labels as in `attribute_label_sets`."""
+    if (text_embeddings is None) != (text_labels is None):
+        raise MethodError("give text_embeddings and text_labels together (or neither: the texts get the image fit)")
+    image_labels = attribute_label_sets(labels, attribute, method)
+    names = list(image_labels)
+    images = {name: labelled_embeddings(image_embeddings, values, name, held_out_fraction, seed, "image embeddings")
+              for name, values in image_labels.items()}
+    if text_embeddings is None:
+        return names, images, None
+    label_sets = attribute_label_sets(text_labels, attribute, method)
+    if list(label_sets) != names:
+        raise MethodError(f"{method}: text labels are for {list(label_sets)}, image labels for {names}")
+    texts = {name: labelled_embeddings(text_embeddings, values, name, held_out_fraction, seed, "text embeddings")
+             for name, values in label_sets.items()}
+    text_dimension, image_dimension = (part[names[0]].embeddings.shape[1] for part in (texts, images))
+    if text_dimension != image_dimension:
+        raise MethodError(f"text embeddings have {text_dimension} dimensions, image embeddings {image_dimension}")
+    return names, images, texts
+
+
+def per_attribute(names: Sequence[str], fits: Sequence, value):
+    """`value(fit)` of the one attribute's fit, or attribute -> `value(fit)` for several (a record's shape)."""
+    return value(fits[0]) if len(names) == 1 else {name: value(fit) for name, fit in zip(names, fits)}
+
+
+def fits_record(names: Sequence[str], image_fits: Sequence, text_fits: Sequence, own_text_fit: bool) -> dict:
+    """What a fit on both towers records: the attribute(s), and each tower's fit (`.record`)."""
+    record = {"attribute": names[0]} if len(names) == 1 else {"attributes": list(names)}
+    record["image"] = per_attribute(names, image_fits, lambda fit: fit.record)
+    record["text"] = per_attribute(names, text_fits, lambda fit: fit.record) if own_text_fit else "the image fit"
+    return record
+
+
 def gallery_label_sets(gallery, attribute, method: str) -> dict:
     """attribute -> (n_images,) labels of one attribute or several (`attribute`: a name or a list) in an
     attribute-labelled gallery; a clear error naming the problem otherwise."""

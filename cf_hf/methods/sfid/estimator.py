@@ -36,10 +36,11 @@ from cf_hf.methods.low_confidence import (
     DEFAULT_TREES,
     LabelledEmbeddings,
     NeutralValue,
-    attribute_label_sets,
     fit_forest,
-    labelled_embeddings,
+    fits_record,
+    labelled_towers,
     low_confidence_mean,
+    per_attribute,
 )
 
 # The number of replaced coordinates the authors recommend for CLIP (50 to 100 of 512).
@@ -142,37 +143,14 @@ def sfid_transforms(
     Returns:
         `EmbeddingTransform`s named `sfid-m=<m>`, image and text parts set.
     """
-    if (text_embeddings is None) != (text_labels is None):
-        raise MethodError("give text_embeddings and text_labels together (or neither: the texts get the image fit)")
-    image_labels = attribute_label_sets(labels, attribute, "sfid")
-    names = list(image_labels)
-    images = {name: labelled_embeddings(image_embeddings, values, name, held_out_fraction, seed, "image embeddings")
-              for name, values in image_labels.items()}
+    names, images, texts = labelled_towers(image_embeddings, labels, attribute, text_embeddings, text_labels,
+                                           held_out_fraction, seed, "sfid")
     counts = check_prune_counts(prune_counts, images[names[0]].embeddings.shape[1])
-    texts = None
-    if text_embeddings is not None:
-        label_sets = attribute_label_sets(text_labels, attribute, "sfid")
-        if list(label_sets) != names:
-            raise MethodError(f"sfid: text labels are for {list(label_sets)}, image labels for {names}")
-        texts = {name: labelled_embeddings(text_embeddings, values, name, held_out_fraction, seed, "text embeddings")
-                 for name, values in label_sets.items()}
-        if texts[names[0]].embeddings.shape[1] != images[names[0]].embeddings.shape[1]:
-            raise MethodError(f"text embeddings have {texts[names[0]].embeddings.shape[1]} dimensions, image embeddings "
-                              f"{images[names[0]].embeddings.shape[1]}")
     image_fits = [_TowerFit(images[name], n_trees, confidence_threshold, seed) for name in names]
     text_fits = [_TowerFit(texts[name], n_trees, confidence_threshold, seed) for name in names] if texts else image_fits
-    if len(names) == 1:
-        record = {"attribute": names[0], "image": image_fits[0].record,
-                  "text": text_fits[0].record if texts is not None else "the image fit",
-                  "feature_importance": {"image": [round(float(value), 8) for value in image_fits[0].importance]},
-                  **(fitted_on or {})}
-    else:
-        record = {"attributes": names, "image": {name: fit.record for name, fit in zip(names, image_fits)},
-                  "text": ({name: fit.record for name, fit in zip(names, text_fits)} if texts is not None
-                           else "the image fit"),
-                  "feature_importance": {"image": {name: [round(float(value), 8) for value in fit.importance]
-                                                   for name, fit in zip(names, image_fits)}},
-                  **(fitted_on or {})}
+    importance = per_attribute(names, image_fits, lambda fit: [round(float(value), 8) for value in fit.importance])
+    record = {**fits_record(names, image_fits, text_fits, texts is not None), "feature_importance": {"image": importance},
+              **(fitted_on or {})}
     transforms = []
     for count in counts:
         image_matrix, image_offset, image_coordinates = joint_coordinate_replacement(image_fits, count)

@@ -35,10 +35,11 @@ from cf_hf.methods.low_confidence import (
     DEFAULT_HELD_OUT_FRACTION,
     DEFAULT_TREES,
     LabelledEmbeddings,
-    attribute_label_sets,
     fit_forest,
-    labelled_embeddings,
+    fits_record,
+    labelled_towers,
     low_confidence_mean,
+    per_attribute,
 )
 
 DEFAULT_AXES = (4,)
@@ -165,38 +166,15 @@ def spd_transforms(
     Returns:
         `EmbeddingTransform`s named `spd-axes=<k>`, image and text parts set.
     """
-    if (text_embeddings is None) != (text_labels is None):
-        raise MethodError("give text_embeddings and text_labels together (or neither: the texts get the image fit)")
-    image_labels = attribute_label_sets(labels, attribute, "spd")
-    names = list(image_labels)
-    images = {name: labelled_embeddings(image_embeddings, values, name, held_out_fraction, seed, "image embeddings")
-              for name, values in image_labels.items()}
-    dimension = images[names[0]].embeddings.shape[1]
-    counts = check_axes(axes, dimension)
-    texts = None
-    if text_embeddings is not None:
-        label_sets = attribute_label_sets(text_labels, attribute, "spd")
-        if list(label_sets) != names:
-            raise MethodError(f"spd: text labels are for {list(label_sets)}, image labels for {names}")
-        texts = {name: labelled_embeddings(text_embeddings, values, name, held_out_fraction, seed, "text embeddings")
-                 for name, values in label_sets.items()}
-        if texts[names[0]].embeddings.shape[1] != dimension:
-            raise MethodError(f"text embeddings have {texts[names[0]].embeddings.shape[1]} dimensions, image embeddings "
-                              f"{dimension}")
+    names, images, texts = labelled_towers(image_embeddings, labels, attribute, text_embeddings, text_labels,
+                                           held_out_fraction, seed, "spd")
+    counts = check_axes(axes, images[names[0]].embeddings.shape[1])
     image_fits = [_TowerFit(images[name], max(counts), n_trees, confidence_threshold, seed, inverse_regularization)
                   for name in names]
     text_fits = ([_TowerFit(texts[name], max(counts), n_trees, confidence_threshold, seed, inverse_regularization)
                   for name in names] if texts is not None else image_fits)
-    if len(names) == 1:
-        record = {"attribute": names[0], "image": image_fits[0].record,
-                  "text": text_fits[0].record if texts is not None else "the image fit",
-                  "directions": len(image_fits[0].directions), **(fitted_on or {})}
-    else:
-        record = {"attributes": names, "image": {name: fit.record for name, fit in zip(names, image_fits)},
-                  "text": ({name: fit.record for name, fit in zip(names, text_fits)} if texts is not None
-                           else "the image fit"),
-                  "directions": {name: len(fit.directions) for name, fit in zip(names, image_fits)},
-                  **(fitted_on or {})}
+    record = {**fits_record(names, image_fits, text_fits, texts is not None),
+              "directions": per_attribute(names, image_fits, lambda fit: len(fit.directions)), **(fitted_on or {})}
     transforms = []
     for count in counts:
         image_matrix, image_offset = joint_subspace_replacement(image_fits, count)
